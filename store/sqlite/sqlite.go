@@ -1,0 +1,452 @@
+// Package sqlite implements store.Store in one embedded SQLite file, with a
+// pure-Go driver (no cgo).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+
+	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+)
+
+// DB is a store.Store in an SQLite file.
+type DB struct {
+	db *sql.DB
+}
+
+var _ store.Store = (*DB)(nil)
+
+// migrations are applied in order; PRAGMA user_version counts those applied.
+var migrations = []string{`
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value BLOB NOT NULL
+);
+CREATE TABLE presets (
+	name        TEXT PRIMARY KEY,
+	permissions TEXT NOT NULL
+);
+CREATE TABLE meetings (
+	n                 INTEGER PRIMARY KEY,
+	id                TEXT NOT NULL UNIQUE,
+	title             TEXT NOT NULL,
+	type              TEXT NOT NULL,
+	max_on_stage      INTEGER NOT NULL,
+	stage_request_ttl INTEGER NOT NULL,
+	created_at        INTEGER NOT NULL,
+	ended_at          INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE participants (
+	n            INTEGER PRIMARY KEY,
+	id           TEXT NOT NULL UNIQUE,
+	meeting_id   TEXT NOT NULL REFERENCES meetings(id),
+	user_id      TEXT NOT NULL,
+	name         TEXT NOT NULL,
+	preset       TEXT NOT NULL REFERENCES presets(name),
+	created_at   INTEGER NOT NULL,
+	stage_status TEXT NOT NULL,
+	requested_at INTEGER NOT NULL DEFAULT 0,
+	request_seq  INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (meeting_id, user_id)
+);
+CREATE INDEX participants_meeting ON participants(meeting_id, n);
+CREATE INDEX participants_preset ON participants(preset);
+`}
+
+// Open opens (creating if needed) the database file at path and brings its
+// schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)", "busy_timeout(5000)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	// SQLite has one writer; one connection keeps writes from ever meeting
+	// SQLITE_BUSY and is plenty for what cocmd writes.
+	db.SetMaxOpenConns(1)
+	d := &DB{db: db}
+	if err := d.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	var v int
+	if err := d.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.db.Close() }
+
+func notFound(what, id string) error {
+	return stage.Errorf(stage.ErrNotFound, what+" "+strconv.Quote(id)+" not found")
+}
+
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+// Setting implements store.Store.
+func (d *DB) Setting(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := d.db.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("setting", key)
+	}
+	return v, err
+}
+
+// SetSettingOnce implements store.Store.
+func (d *DB) SetSettingOnce(ctx context.Context, key string, value []byte) ([]byte, error) {
+	if _, err := d.db.ExecContext(ctx, "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", key, value); err != nil {
+		return nil, err
+	}
+	return d.Setting(ctx, key)
+}
+
+// CreatePreset implements store.Store.
+func (d *DB) CreatePreset(ctx context.Context, p stage.Preset) error {
+	b, err := json.Marshal(p.Permissions)
+	if err != nil {
+		return err
+	}
+	_, err = d.db.ExecContext(ctx, "INSERT INTO presets (name, permissions) VALUES (?, ?)", p.Name, b)
+	if isUnique(err) {
+		return &store.ConflictError{Msg: "preset " + strconv.Quote(p.Name) + " already exists"}
+	}
+	return err
+}
+
+func scanPreset(name string, perms []byte) (stage.Preset, error) {
+	p := stage.Preset{Name: name}
+	if err := json.Unmarshal(perms, &p.Permissions); err != nil {
+		return p, fmt.Errorf("sqlite: preset %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// Preset implements store.Store.
+func (d *DB) Preset(ctx context.Context, name string) (stage.Preset, error) {
+	var perms []byte
+	err := d.db.QueryRowContext(ctx, "SELECT permissions FROM presets WHERE name = ?", name).Scan(&perms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return stage.Preset{}, notFound("preset", name)
+	}
+	if err != nil {
+		return stage.Preset{}, err
+	}
+	return scanPreset(name, perms)
+}
+
+// Presets implements store.Store.
+func (d *DB) Presets(ctx context.Context) ([]stage.Preset, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT name, permissions FROM presets ORDER BY name")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []stage.Preset
+	for rows.Next() {
+		var name string
+		var perms []byte
+		if err := rows.Scan(&name, &perms); err != nil {
+			return nil, err
+		}
+		p, err := scanPreset(name, perms)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// UpdatePreset implements store.Store.
+func (d *DB) UpdatePreset(ctx context.Context, p stage.Preset) error {
+	b, err := json.Marshal(p.Permissions)
+	if err != nil {
+		return err
+	}
+	res, err := d.db.ExecContext(ctx, "UPDATE presets SET permissions = ? WHERE name = ?", b, p.Name)
+	return affected(res, err, "preset", p.Name)
+}
+
+// DeletePreset implements store.Store.
+func (d *DB) DeletePreset(ctx context.Context, name string) error {
+	var n int
+	if err := d.db.QueryRowContext(ctx, "SELECT count(*) FROM participants WHERE preset = ?", name).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return &store.ConflictError{Msg: fmt.Sprintf("preset %q is used by %d participants", name, n)}
+	}
+	res, err := d.db.ExecContext(ctx, "DELETE FROM presets WHERE name = ?", name)
+	return affected(res, err, "preset", name)
+}
+
+func affected(res sql.Result, err error, what, id string) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return notFound(what, id)
+	}
+	return nil
+}
+
+// CreateMeeting implements store.Store.
+func (d *DB) CreateMeeting(ctx context.Context, m store.Meeting) error {
+	_, err := d.db.ExecContext(ctx, `INSERT INTO meetings (id, title, type, max_on_stage, stage_request_ttl, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, m.ID, m.Title, m.Type.String(), m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.CreatedAt))
+	return err
+}
+
+const meetingCols = "n, id, title, type, max_on_stage, stage_request_ttl, created_at, ended_at"
+
+type scanner interface{ Scan(...any) error }
+
+func scanMeeting(r scanner) (store.Meeting, int64, error) {
+	var m store.Meeting
+	var n, ttl, created, ended int64
+	var typ string
+	if err := r.Scan(&n, &m.ID, &m.Title, &typ, &m.MaxOnStage, &ttl, &created, &ended); err != nil {
+		return m, 0, err
+	}
+	t, err := stage.ParseMeetingType(typ)
+	if err != nil {
+		return m, 0, err
+	}
+	m.Type, m.StageRequestTTL = t, time.Duration(ttl)*time.Millisecond
+	m.CreatedAt, m.EndedAt = fromMS(created), fromMS(ended)
+	return m, n, nil
+}
+
+// Meeting implements store.Store.
+func (d *DB) Meeting(ctx context.Context, id string) (store.Meeting, error) {
+	m, _, err := scanMeeting(d.db.QueryRowContext(ctx, "SELECT "+meetingCols+" FROM meetings WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, notFound("meeting", id)
+	}
+	return m, err
+}
+
+func parseCursor(c string) (int64, error) {
+	if c == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(c, 10, 64)
+	if err != nil || n < 0 {
+		return 0, stage.Errorf(stage.ErrBadRequest, "bad cursor "+strconv.Quote(c))
+	}
+	return n, nil
+}
+
+// Meetings implements store.Store.
+func (d *DB) Meetings(ctx context.Context, page store.Page) ([]store.Meeting, string, error) {
+	after, err := parseCursor(page.After)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT "+meetingCols+" FROM meetings WHERE n > ? ORDER BY n LIMIT ?", after, page.Limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []store.Meeting
+	var last int64
+	for rows.Next() {
+		if len(out) == page.Limit {
+			return out, strconv.FormatInt(last, 10), nil
+		}
+		m, n, err := scanMeeting(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out, last = append(out, m), n
+	}
+	return out, "", rows.Err()
+}
+
+// UpdateMeeting implements store.Store.
+func (d *DB) UpdateMeeting(ctx context.Context, m store.Meeting) error {
+	res, err := d.db.ExecContext(ctx, `UPDATE meetings SET title = ?, max_on_stage = ?, stage_request_ttl = ?, ended_at = ? WHERE id = ?`,
+		m.Title, m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.EndedAt), m.ID)
+	return affected(res, err, "meeting", m.ID)
+}
+
+// AddParticipant implements store.Store.
+func (d *DB) AddParticipant(ctx context.Context, p store.Participant) error {
+	_, err := d.db.ExecContext(ctx, `INSERT INTO participants (id, meeting_id, user_id, name, preset, created_at, stage_status)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, p.ID, p.MeetingID, p.UserID, p.Name, p.Preset, ms(p.CreatedAt), p.Status.String())
+	if isUnique(err) {
+		return &store.ConflictError{Msg: "user " + strconv.Quote(p.UserID) + " is already a participant of the meeting"}
+	}
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return stage.Errorf(stage.ErrNotFound, "meeting or preset not found")
+	}
+	return err
+}
+
+const participantCols = "n, id, meeting_id, user_id, name, preset, created_at, stage_status, requested_at, request_seq"
+
+func scanParticipant(r scanner) (store.Participant, int64, error) {
+	var p store.Participant
+	var n, created, requested int64
+	var status string
+	if err := r.Scan(&n, &p.ID, &p.MeetingID, &p.UserID, &p.Name, &p.Preset, &created, &status, &requested, &p.RequestSeq); err != nil {
+		return p, 0, err
+	}
+	st, err := stage.ParseStatus(status)
+	if err != nil {
+		return p, 0, err
+	}
+	p.Status, p.CreatedAt, p.RequestedAt = st, fromMS(created), fromMS(requested)
+	return p, n, nil
+}
+
+// Participant implements store.Store.
+func (d *DB) Participant(ctx context.Context, meetingID, id string) (store.Participant, error) {
+	p, _, err := scanParticipant(d.db.QueryRowContext(ctx,
+		"SELECT "+participantCols+" FROM participants WHERE id = ? AND meeting_id = ?", id, meetingID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, notFound("participant", id)
+	}
+	return p, err
+}
+
+// Participants implements store.Store.
+func (d *DB) Participants(ctx context.Context, meetingID string, page store.Page) ([]store.Participant, string, error) {
+	after, err := parseCursor(page.After)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT "+participantCols+" FROM participants WHERE meeting_id = ? AND n > ? ORDER BY n LIMIT ?",
+		meetingID, after, page.Limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []store.Participant
+	var last int64
+	for rows.Next() {
+		if len(out) == page.Limit {
+			return out, strconv.FormatInt(last, 10), nil
+		}
+		p, n, err := scanParticipant(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out, last = append(out, p), n
+	}
+	return out, "", rows.Err()
+}
+
+// AllParticipants implements store.Store.
+func (d *DB) AllParticipants(ctx context.Context, meetingID string) ([]store.Participant, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT "+participantCols+" FROM participants WHERE meeting_id = ? ORDER BY n", meetingID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Participant
+	for rows.Next() {
+		p, _, err := scanParticipant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// SetParticipantPreset implements store.Store.
+func (d *DB) SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error {
+	res, err := d.db.ExecContext(ctx, "UPDATE participants SET preset = ? WHERE id = ? AND meeting_id = ?", preset, id, meetingID)
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return notFound("preset", preset)
+	}
+	return affected(res, err, "participant", id)
+}
+
+// RemoveParticipant implements store.Store.
+func (d *DB) RemoveParticipant(ctx context.Context, meetingID, id string) error {
+	res, err := d.db.ExecContext(ctx, "DELETE FROM participants WHERE id = ? AND meeting_id = ?", id, meetingID)
+	return affected(res, err, "participant", id)
+}
+
+// SaveStatuses implements store.Store.
+func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error {
+	if len(s) == 0 {
+		return nil
+	}
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, "UPDATE participants SET stage_status = ?, requested_at = ?, request_seq = ? WHERE id = ? AND meeting_id = ?")
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, st := range s {
+		if _, err := stmt.ExecContext(ctx, st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, meetingID); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}

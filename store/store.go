@@ -1,0 +1,102 @@
+// Package store defines what cocmd keeps across restarts: presets, meetings,
+// participants and their stage statuses with the pending requests' order.
+// Package store/sqlite implements it in an embedded SQLite file.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cocmd/cocmd/stage"
+)
+
+// ErrNotFound is returned for an unknown id; it wraps stage.ErrNotFound.
+var ErrNotFound = stage.Errorf(stage.ErrNotFound, "not found")
+
+// ErrConflict is returned when a write would break a uniqueness or
+// referential rule (a second participant with the same user id, a preset in
+// use); it wraps stage.ErrBadRequest.
+var ErrConflict = errors.New("conflict")
+
+// ConflictError is a conflict with a message for people.
+type ConflictError struct{ Msg string }
+
+func (e *ConflictError) Error() string { return e.Msg }
+
+// Unwrap lets errors.Is match both ErrConflict and stage.ErrBadRequest.
+func (e *ConflictError) Unwrap() []error { return []error{ErrConflict, stage.ErrBadRequest} }
+
+// Meeting is a stored meeting.
+type Meeting struct {
+	ID              string
+	Title           string
+	Type            stage.MeetingType
+	MaxOnStage      int
+	StageRequestTTL time.Duration
+	CreatedAt       time.Time
+	EndedAt         time.Time // zero while the meeting is live
+}
+
+// Ended reports whether the meeting has ended.
+func (m Meeting) Ended() bool { return !m.EndedAt.IsZero() }
+
+// Participant is a stored participant with its stage status.
+type Participant struct {
+	ID          string
+	MeetingID   string
+	UserID      string
+	Name        string
+	Preset      string
+	CreatedAt   time.Time
+	Status      stage.Status
+	RequestedAt time.Time
+	RequestSeq  uint64
+}
+
+// Status is the stored stage state of one participant.
+type Status struct {
+	ParticipantID string
+	Status        stage.Status
+	RequestedAt   time.Time
+	RequestSeq    uint64
+}
+
+// Page selects a slice of a list: the items after cursor After (empty for
+// the first page), at most Limit of them.
+type Page struct {
+	After string
+	Limit int
+}
+
+// Store is everything cocmd persists.
+type Store interface {
+	// Setting returns a stored value, or ErrNotFound.
+	Setting(ctx context.Context, key string) ([]byte, error)
+	// SetSettingOnce stores value under key unless a value is there, and
+	// returns the value stored.
+	SetSettingOnce(ctx context.Context, key string, value []byte) ([]byte, error)
+
+	CreatePreset(ctx context.Context, p stage.Preset) error
+	Preset(ctx context.Context, name string) (stage.Preset, error)
+	Presets(ctx context.Context) ([]stage.Preset, error)
+	UpdatePreset(ctx context.Context, p stage.Preset) error
+	DeletePreset(ctx context.Context, name string) error
+
+	CreateMeeting(ctx context.Context, m Meeting) error
+	Meeting(ctx context.Context, id string) (Meeting, error)
+	Meetings(ctx context.Context, page Page) ([]Meeting, string, error)
+	UpdateMeeting(ctx context.Context, m Meeting) error
+
+	AddParticipant(ctx context.Context, p Participant) error
+	Participant(ctx context.Context, meetingID, id string) (Participant, error)
+	Participants(ctx context.Context, meetingID string, page Page) ([]Participant, string, error)
+	AllParticipants(ctx context.Context, meetingID string) ([]Participant, error)
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error
+	RemoveParticipant(ctx context.Context, meetingID, id string) error
+
+	// SaveStatuses writes stage statuses in one transaction.
+	SaveStatuses(ctx context.Context, meetingID string, s []Status) error
+
+	Close() error
+}
