@@ -74,13 +74,14 @@ type State struct {
 	cfg     Config
 	byID    map[string]*Participant
 	byUser  map[string]*Participant
-	pending []*Participant // Requested participants, in arrival order
+	pending []*Participant          // Requested participants, in arrival order
+	active  map[string]*Participant // participants not OFF_STAGE, by id
 	lastSeq uint64
 }
 
 // New returns an empty stage with cfg.
 func New(cfg Config) *State {
-	return &State{cfg: cfg, byID: map[string]*Participant{}, byUser: map[string]*Participant{}}
+	return &State{cfg: cfg, byID: map[string]*Participant{}, byUser: map[string]*Participant{}, active: map[string]*Participant{}}
 }
 
 // Config returns the stage settings.
@@ -108,6 +109,9 @@ func (s *State) Add(p Participant) error {
 	}
 	pp := &p
 	s.byID[p.ID], s.byUser[p.UserID] = pp, pp
+	if p.Status != OffStage {
+		s.active[p.ID] = pp
+	}
 	if p.Status == Requested {
 		if p.RequestSeq == 0 {
 			p.RequestSeq = s.lastSeq + 1
@@ -144,6 +148,7 @@ func (s *State) Remove(id string) (Outcome, error) {
 	}
 	delete(s.byID, id)
 	delete(s.byUser, p.UserID)
+	delete(s.active, id)
 	return o, nil
 }
 
@@ -176,6 +181,14 @@ func (s *State) Each(fn func(p *Participant)) {
 	}
 }
 
+// EachActive calls fn with every participant who is not OFF_STAGE, in no
+// particular order. It costs the size of the stage, not of the meeting.
+func (s *State) EachActive(fn func(p *Participant)) {
+	for _, p := range s.active {
+		fn(p)
+	}
+}
+
 // Requests returns the pending requests, oldest first.
 func (s *State) Requests() []Request {
 	out := make([]Request, len(s.pending))
@@ -195,6 +208,11 @@ func (s *State) set(o *Outcome, p *Participant, to Status, cause Cause) {
 		p.RequestedAt, p.RequestSeq = time.Time{}, 0
 	}
 	p.Status = to
+	if to == OffStage {
+		delete(s.active, p.ID)
+	} else {
+		s.active[p.ID] = p
+	}
 	o.add(Change{ParticipantID: p.ID, UserID: p.UserID, From: from, To: to, Cause: cause})
 }
 
@@ -208,7 +226,7 @@ func (s *State) request(o *Outcome, p *Participant, now time.Time) {
 // occupied counts ON_STAGE and ACCEPTED participants.
 func (s *State) occupied() int {
 	n := 0
-	for _, p := range s.byID {
+	for _, p := range s.active {
 		if p.Status == OnStage || p.Status == Accepted {
 			n++
 		}

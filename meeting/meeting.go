@@ -1,0 +1,271 @@
+// Package meeting runs live meetings. Each live meeting has one owner
+// goroutine that applies commands in order — stage methods from clients and
+// from the REST API, connections, departures, request expiry — by calling
+// the pure stage rules, writes the result through to the store and fans the
+// events out to its clients' bounded queues, in one order per meeting.
+package meeting
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+)
+
+// Store is what a live meeting reads and writes.
+type Store interface {
+	Meeting(ctx context.Context, id string) (store.Meeting, error)
+	UpdateMeeting(ctx context.Context, m store.Meeting) error
+	Presets(ctx context.Context) ([]stage.Preset, error)
+	Preset(ctx context.Context, name string) (stage.Preset, error)
+	AllParticipants(ctx context.Context, meetingID string) ([]store.Participant, error)
+	AddParticipant(ctx context.Context, p store.Participant) error
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error
+	RemoveParticipant(ctx context.Context, meetingID, id string) error
+	SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error
+}
+
+// Config holds the settings of live meetings.
+type Config struct {
+	// Grace is how long a disconnected participant keeps its place (its
+	// pending request, its presence) before it has left the meeting.
+	Grace time.Duration
+	// QueueBytes bounds each client's outbound queue.
+	QueueBytes int
+	// Idle is how long a meeting with nobody connected stays in memory.
+	Idle time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the meetings' logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// ErrStopped is returned by a meeting that has been unloaded; the Registry
+// retries with a fresh one.
+var ErrStopped = errors.New("meeting: stopped")
+
+// ErrEnded is returned for a meeting that has ended.
+var ErrEnded = stage.Errorf(stage.ErrNotFound, "the meeting has ended")
+
+// Meeting is one live meeting. Its methods are safe for concurrent use: each
+// hands a command to the owner goroutine.
+type Meeting struct {
+	id      string
+	reg     *Registry
+	log     *slog.Logger
+	cmds    chan func()
+	stopped chan struct{}
+
+	// Owned by the run goroutine.
+	info     store.Meeting
+	st       *stage.State
+	presets  map[string]string // participant id -> preset name
+	conns    map[string]*Client
+	away     map[string]*time.Timer // disconnected, within grace
+	seq      uint64
+	expiry   *time.Timer
+	idle     *time.Timer
+	stopping bool
+}
+
+func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
+	info, err := r.store.Meeting(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if info.Ended() {
+		return nil, ErrEnded
+	}
+	presets, err := r.store.Presets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	perms := make(map[string]stage.Permissions, len(presets))
+	for _, p := range presets {
+		perms[p.Name] = p.Permissions
+	}
+	parts, err := r.store.AllParticipants(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m := &Meeting{
+		id:      id,
+		reg:     r,
+		log:     r.log.With("meeting", id),
+		cmds:    make(chan func(), 256),
+		stopped: make(chan struct{}),
+		info:    info,
+		st:      stage.New(stageConfig(info)),
+		presets: make(map[string]string, len(parts)),
+		conns:   map[string]*Client{},
+		away:    map[string]*time.Timer{},
+	}
+	for _, p := range parts {
+		if err := m.st.Add(stageParticipant(p, perms[p.Preset])); err != nil {
+			return nil, err
+		}
+		m.presets[p.ID] = p.Preset
+	}
+	return m, nil
+}
+
+func stageConfig(m store.Meeting) stage.Config {
+	return stage.Config{Type: m.Type, MaxOnStage: m.MaxOnStage, RequestTTL: m.StageRequestTTL}
+}
+
+func stageParticipant(p store.Participant, perms stage.Permissions) stage.Participant {
+	return stage.Participant{ID: p.ID, UserID: p.UserID, Name: p.Name, Perms: perms,
+		Status: p.Status, RequestedAt: p.RequestedAt, RequestSeq: p.RequestSeq}
+}
+
+// start runs the owner. Requests that were pending before a restart belong to
+// participants who are away: they get the grace period to come back.
+func (m *Meeting) start() {
+	m.post(func() {
+		for _, r := range m.st.Requests() {
+			m.startGrace(r.ParticipantID)
+		}
+		m.apply(m.st.Expire(m.now()))
+		m.checkIdle()
+	})
+	go m.run()
+}
+
+func (m *Meeting) run() {
+	defer close(m.stopped)
+	for fn := range m.cmds {
+		fn()
+		if m.stopping {
+			return
+		}
+	}
+}
+
+// post hands fn to the owner without waiting for it to run.
+func (m *Meeting) post(fn func()) bool {
+	select {
+	case m.cmds <- fn:
+		return true
+	case <-m.stopped:
+		return false
+	}
+}
+
+// do runs fn on the owner and waits for it.
+func (m *Meeting) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case m.cmds <- func() { fn(); close(done) }:
+	case <-m.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-m.stopped:
+		// The command may have been the one that stopped the meeting.
+		select {
+		case <-done:
+			return nil
+		default:
+			return ErrStopped
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Meeting) now() time.Time { return m.reg.now().Truncate(time.Millisecond) }
+
+// stop ends the owner: every client is closed with code and reason.
+func (m *Meeting) stop(code int, reason string) {
+	for _, c := range m.conns {
+		c.Close(code, reason)
+	}
+	for _, t := range m.away {
+		t.Stop()
+	}
+	if m.expiry != nil {
+		m.expiry.Stop()
+	}
+	if m.idle != nil {
+		m.idle.Stop()
+	}
+	m.stopping = true
+	m.reg.forget(m)
+}
+
+// checkIdle unloads the meeting after a while with nobody connected or
+// coming back.
+func (m *Meeting) checkIdle() {
+	if m.idle != nil {
+		m.idle.Stop()
+		m.idle = nil
+	}
+	if len(m.conns) > 0 || len(m.away) > 0 {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(m.reg.cfg.Idle, func() {
+		m.post(func() {
+			if m.idle == t && len(m.conns) == 0 && len(m.away) == 0 {
+				m.log.Debug("unloading idle meeting")
+				m.stop(protocol.CloseGoingAway, "idle")
+			}
+		})
+	})
+	m.idle = t
+}
+
+// scheduleExpiry arms the timer of the oldest pending request.
+func (m *Meeting) scheduleExpiry() {
+	if m.expiry != nil {
+		m.expiry.Stop()
+		m.expiry = nil
+	}
+	at, ok := m.st.NextExpiry()
+	if !ok {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(max(at.Sub(m.reg.now()), 0), func() {
+		m.post(func() {
+			if m.expiry == t {
+				m.expiry = nil
+				m.apply(m.st.Expire(m.now()))
+			}
+		})
+	})
+	m.expiry = t
+}
+
+// apply persists an outcome and tells everyone. It is the one path every
+// status change takes after the stage rules made it.
+func (m *Meeting) apply(o stage.Outcome) {
+	if len(o.Changes) == 0 {
+		return
+	}
+	recs := make([]store.Status, 0, len(o.Changes))
+	for _, c := range o.Changes {
+		p, ok := m.st.Participant(c.ParticipantID)
+		if !ok { // removed from the meeting: its row is gone
+			continue
+		}
+		recs = append(recs, store.Status{ParticipantID: p.ID, Status: p.Status, RequestedAt: p.RequestedAt, RequestSeq: p.RequestSeq})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := m.reg.store.SaveStatuses(ctx, m.id, recs); err != nil {
+		m.log.Error("saving stage statuses", "err", err)
+	}
+	cancel()
+	m.fanOut(o)
+	if o.RequestsChanged {
+		m.scheduleExpiry()
+	}
+}

@@ -1,0 +1,122 @@
+package meeting
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// Registry holds the live meetings, loading a meeting from the store when
+// it is first needed and unloading it when it has been idle.
+type Registry struct {
+	store Store
+	cfg   Config
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	live   map[string]*Meeting
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewRegistry returns a registry of meetings kept in s.
+func NewRegistry(s Store, cfg Config) *Registry {
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 1 << 20
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Registry{store: s, cfg: cfg, log: cfg.Logger, live: map[string]*Meeting{}}
+}
+
+func (r *Registry) now() time.Time {
+	if r.cfg.Now != nil {
+		return r.cfg.Now()
+	}
+	return time.Now()
+}
+
+// errClosed is returned once the registry is closed.
+var errClosed = stage.Errorf(stage.ErrInternal, "the server is shutting down")
+
+// get returns the live meeting id, loading it if needed.
+func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errClosed
+	}
+	if m := r.live[id]; m != nil {
+		return m, nil
+	}
+	m, err := r.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r.live[id] = m
+	r.wg.Add(1)
+	m.start()
+	return m, nil
+}
+
+// forget is called by a stopping meeting's owner.
+func (r *Registry) forget(m *Meeting) {
+	r.mu.Lock()
+	if r.live[m.id] == m {
+		delete(r.live, m.id)
+	}
+	r.mu.Unlock()
+	r.wg.Done()
+}
+
+// do runs fn on the owner of meeting id, loading the meeting if needed. fn
+// runs on the owner goroutine: it may use the meeting's state, and must not
+// block.
+func (r *Registry) do(ctx context.Context, id string, fn func(m *Meeting)) error {
+	for {
+		m, err := r.get(ctx, id)
+		if err != nil {
+			return err
+		}
+		err = m.do(ctx, func() { fn(m) })
+		if !errors.Is(err, ErrStopped) {
+			return err
+		}
+		// Unloaded between get and do: load it again.
+	}
+}
+
+// Loaded returns the number of meetings in memory.
+func (r *Registry) Loaded() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.live)
+}
+
+// Close stops every live meeting, closing its clients with "going away" so
+// that they reconnect to the next server, and waits for the owners to end.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	live := make([]*Meeting, 0, len(r.live))
+	for _, m := range r.live {
+		live = append(live, m)
+	}
+	r.mu.Unlock()
+	for _, m := range live {
+		m.post(func() { m.stop(protocol.CloseGoingAway, "server shutting down") })
+	}
+	r.wg.Wait()
+}
