@@ -1,0 +1,42 @@
+// Command cocmd is the cocmd meeting server.
+//
+//	cocmd serve [flags]   run the server (cocmd serve -h for flags)
+//	cocmd bench ...       run a benchmark (cocmd bench -h)
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "bench":
+		err = bench(os.Args[2:])
+	case "-h", "-help", "--help", "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "cocmd: unknown command %q\n", os.Args[1])
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cocmd:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: cocmd <command> [flags]
+
+commands:
+  serve   run the server
+  bench   run a benchmark against a server it starts
+`)
+	os.Exit(2)
+}

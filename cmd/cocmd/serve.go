@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cocmd/cocmd"
+	"github.com/cocmd/cocmd/meeting"
+	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/store/sqlite"
+)
+
+// config is everything serve can be told, with its defaults.
+type config struct {
+	Listen         string
+	DataDir        string
+	PublicURL      string
+	ReconnectGrace time.Duration
+	LogLevel       string
+	APIKey         string
+}
+
+func defaults() config {
+	return config{
+		Listen:         "localhost:8080",
+		DataDir:        "data",
+		ReconnectGrace: 30 * time.Second,
+		LogLevel:       "info",
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: %v", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("a data directory is required")
+	}
+	if c.ReconnectGrace < time.Second || c.ReconnectGrace > time.Hour {
+		return fmt.Errorf("reconnect grace %v: must be 1s to 1h", c.ReconnectGrace)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		return errors.New("an API key must be at least 16 characters")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// parseConfig applies the environment, then flags, over the defaults.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	c := defaults()
+	env := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	env("COCMD_LISTEN", &c.Listen)
+	env("COCMD_DATA_DIR", &c.DataDir)
+	env("COCMD_PUBLIC_URL", &c.PublicURL)
+	env("COCMD_LOG_LEVEL", &c.LogLevel)
+	env("COCMD_API_KEY", &c.APIKey)
+	if v := getenv("COCMD_RECONNECT_GRACE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("COCMD_RECONNECT_GRACE: %v", err)
+		}
+		c.ReconnectGrace = d
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTP listen address (env COCMD_LISTEN)")
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory, created on first start (env COCMD_DATA_DIR)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL clients reach the server at, for links (env COCMD_PUBLIC_URL)")
+	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "how long a dropped participant keeps its place (env COCMD_RECONNECT_GRACE)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
+	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.Listen
+	}
+	return c, c.Validate()
+}
+
+func serve(args []string) error {
+	cfg, err := parseConfig(args, os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	dbPath := filepath.Join(cfg.DataDir, "cocmd.db")
+	db, err := sqlite.Open(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	keys, err := server.Bootstrap(ctx, db, cfg.APIKey)
+	if err != nil {
+		return err
+	}
+	if keys.NewAPIKey != "" {
+		fmt.Printf("New data directory %s.\nAPI key (shown once; keep it): %s\n", cfg.DataDir, keys.NewAPIKey)
+	}
+
+	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log})
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log}, db, reg, keys)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		reg.Close()
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	addr := "http://" + ln.Addr().String()
+	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
+	fmt.Printf("cocmd listening on %s\n", addr)
+
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(sctx) }()
+	reg.Close() // closes every realtime client with "going away"
+	srv.Wait()
+	if serr := <-shut; serr != nil && err == nil {
+		err = serr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	log.Info("stopped")
+	return err
+}

@@ -1,0 +1,209 @@
+// Package server is cocmd's HTTP surface: the REST API v1 (API key), the
+// realtime WebSocket endpoint (participant tokens) and the OpenAPI document.
+// It holds no business rules: stage methods go to package meeting.
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/cocmd/cocmd/meeting"
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+)
+
+// Config holds the HTTP surface's settings.
+type Config struct {
+	// TokenTTL is the default lifetime of participant tokens.
+	TokenTTL time.Duration
+	// RequestsPerSecond and Burst bound each connection's realtime requests.
+	RequestsPerSecond float64
+	Burst             int
+	// PingInterval is how often the server pings each WebSocket; a client
+	// silent for three intervals is dropped.
+	PingInterval time.Duration
+	// OpenAPI is served at /v1/openapi.yaml.
+	OpenAPI []byte
+	// Logger receives the server's logs.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server serves the REST API and the realtime endpoint.
+type Server struct {
+	cfg      Config
+	store    store.Store
+	reg      *meeting.Registry
+	tokens   *Tokens
+	apiKey   []byte // SHA-256 of the API key
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	conns    sync.WaitGroup
+}
+
+// New returns a server over st and the live meetings of reg.
+func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 24 * time.Hour
+	}
+	if cfg.RequestsPerSecond <= 0 {
+		cfg.RequestsPerSecond, cfg.Burst = 20, 40
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 20 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.TokenSecret, cfg.Now),
+		apiKey: keys.APIKeyHash, log: cfg.Logger}
+	s.upgrader = websocket.Upgrader{
+		Subprotocols: []string{protocol.Subprotocol},
+		// Participants authenticate with a token, not a cookie, so a page
+		// of any origin may connect: that is what an embeddable SDK needs.
+		CheckOrigin:     func(*http.Request) bool { return true },
+		WriteBufferPool: &sync.Pool{},
+	}
+	return s
+}
+
+// Tokens returns the server's token signer.
+func (s *Server) Tokens() *Tokens { return s.tokens }
+
+// Wait blocks until every realtime connection has ended. Call it after the
+// registry is closed.
+func (s *Server) Wait() { s.conns.Wait() }
+
+// Handler returns the HTTP handler of the whole API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(pattern, s.authenticated(h))
+	}
+	api("GET /v1/presets", s.listPresets)
+	api("POST /v1/presets", s.createPreset)
+	api("GET /v1/presets/{name}", s.getPreset)
+	api("PUT /v1/presets/{name}", s.updatePreset)
+	api("DELETE /v1/presets/{name}", s.deletePreset)
+	api("GET /v1/meetings", s.listMeetings)
+	api("POST /v1/meetings", s.createMeeting)
+	api("GET /v1/meetings/{id}", s.getMeeting)
+	api("PATCH /v1/meetings/{id}", s.updateMeeting)
+	api("POST /v1/meetings/{id}/end", s.endMeeting)
+	api("GET /v1/meetings/{id}/participants", s.listParticipants)
+	api("POST /v1/meetings/{id}/participants", s.addParticipant)
+	api("GET /v1/meetings/{id}/participants/{pid}", s.getParticipant)
+	api("PATCH /v1/meetings/{id}/participants/{pid}", s.updateParticipant)
+	api("DELETE /v1/meetings/{id}/participants/{pid}", s.removeParticipant)
+	api("POST /v1/meetings/{id}/participants/{pid}/token", s.newToken)
+	api("GET /v1/meetings/{id}/live", s.live)
+	api("POST /v1/meetings/{id}/stage/{action}", s.moderate)
+	mux.HandleFunc("GET /v1/realtime", s.realtime)
+	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(s.cfg.OpenAPI)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, stage.Errorf(stage.ErrNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
+	})
+	return mux
+}
+
+func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !s.validKey(key) {
+			writeError(w, stage.Errorf(stage.ErrUnauthenticated, "an API key is required: Authorization: Bearer <key>"))
+			return
+		}
+		if err := h(w, r); err != nil {
+			if stage.CodeOf(err) == stage.CodeInternal {
+				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				err = stage.Errorf(stage.ErrInternal, "internal error")
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+func (s *Server) validKey(k string) bool {
+	return len(s.apiKey) > 0 && subtle.ConstantTimeCompare(hashKey(k), s.apiKey) == 1
+}
+
+// httpStatus maps error codes to HTTP statuses, in one place.
+func httpStatus(err error) int {
+	if errors.Is(err, store.ErrConflict) {
+		return http.StatusConflict
+	}
+	switch stage.CodeOf(err) {
+	case stage.CodeBadRequest:
+		return http.StatusBadRequest
+	case stage.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case stage.CodePermissionDenied:
+		return http.StatusForbidden
+	case stage.CodeNotFound:
+		return http.StatusNotFound
+	case stage.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case stage.CodeStageDisabled, stage.CodeInvalidStageStatus, stage.CodeNoRequestToCancel, stage.CodeStageFull:
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// errorBody is the one error shape of the REST API.
+type errorBody struct {
+	Error *protocol.Error `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, httpStatus(err), errorBody{protocol.ErrorFrom(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}
+
+// maxBody bounds REST request bodies.
+const maxBody = 1 << 20
+
+// decode reads one JSON object into v, refusing unknown fields (they would
+// be silently lost) and trailing data.
+func decode(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, maxBody)
+	d := json.NewDecoder(body)
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return stage.Errorf(stage.ErrBadRequest, "request body is over 1 MiB")
+		}
+		if errors.Is(err, io.EOF) {
+			return stage.Errorf(stage.ErrBadRequest, "request body is empty")
+		}
+		return stage.Errorf(stage.ErrBadRequest, "malformed JSON: "+err.Error())
+	}
+	if d.More() {
+		return stage.Errorf(stage.ErrBadRequest, "request body has data after the JSON object")
+	}
+	return nil
+}
