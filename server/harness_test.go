@@ -1,0 +1,203 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/meeting"
+	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/store/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const apiKey = "ck_test_key_0123456789"
+
+// testServer is a real cocmd server on a loopback port.
+type testServer struct {
+	t    *testing.T
+	URL  string
+	Dir  string
+	srv  *server.Server
+	reg  *meeting.Registry
+	db   *sqlite.DB
+	hs   *http.Server
+	opts testOptions
+}
+
+type testOptions struct {
+	grace    time.Duration
+	now      func() time.Time
+	addr     string
+	queue    int
+	rate     float64
+	burst    int
+	tokenTTL time.Duration
+}
+
+func startServer(t *testing.T, o testOptions) *testServer {
+	t.Helper()
+	if o.grace == 0 {
+		o.grace = 5 * time.Second
+	}
+	if o.addr == "" {
+		o.addr = "127.0.0.1:0"
+	}
+	ts := &testServer{t: t, Dir: t.TempDir(), opts: o}
+	ts.start()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start() {
+	t := ts.t
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(ts.Dir, "cocmd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := server.Bootstrap(ctx, db, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue})
+	ts.srv = server.New(server.Config{Logger: log, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
+		TokenTTL: ts.opts.tokenTTL}, db, ts.reg, keys)
+	var ln net.Listener
+	for range 50 { // a restart may find the port still closing
+		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.opts.addr = ln.Addr().String()
+	ts.URL = "http://" + ts.opts.addr
+	ts.db = db
+	ts.hs = &http.Server{Handler: ts.srv.Handler()}
+	go ts.hs.Serve(ln)
+}
+
+// stop shuts the server down as SIGTERM would.
+func (ts *testServer) stop() {
+	if ts.hs == nil {
+		return
+	}
+	ts.hs.Close()
+	ts.reg.Close()
+	ts.srv.Wait()
+	ts.db.Close()
+	ts.hs = nil
+}
+
+// api calls the REST API; out may be nil. It returns the HTTP status.
+func (ts *testServer) api(method, path string, in, out any) int {
+	ts.t.Helper()
+	var body io.Reader
+	switch v := in.(type) {
+	case nil:
+	case string:
+		body = bytes.NewBufferString(v)
+	default:
+		b, _ := json.Marshal(v)
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, ts.URL+path, body)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			ts.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+func (ts *testServer) mustAPI(method, path string, in, out any) {
+	ts.t.Helper()
+	var raw json.RawMessage
+	if code := ts.api(method, path, in, &raw); code >= 300 {
+		ts.t.Fatalf("%s %s: %d %s", method, path, code, raw)
+	}
+	if out != nil {
+		json.Unmarshal(raw, out)
+	}
+}
+
+func (ts *testServer) meeting(body map[string]any) string {
+	ts.t.Helper()
+	var m server.Meeting
+	ts.mustAPI("POST", "/v1/meetings", body, &m)
+	return m.ID
+}
+
+// participant adds a participant and returns its token.
+func (ts *testServer) participant(mid, uid, preset string) string {
+	ts.t.Helper()
+	var p server.AddedParticipant
+	ts.mustAPI("POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": "Name " + uid, "user_id": uid, "preset": preset}, &p)
+	return p.Token
+}
+
+func (ts *testServer) join(token string) *client.Meeting {
+	ts.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := client.Join(ctx, ts.URL, token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 500 * time.Millisecond})
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor reads events until one satisfies ok.
+func waitFor(t *testing.T, m *client.Meeting, what string, ok func(client.Event) bool) client.Event {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case e, open := <-m.Events():
+			if !open {
+				t.Fatalf("waiting for %s: events closed (%v)", what, m.Err())
+			}
+			if ok(e) {
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func named(name string) func(client.Event) bool {
+	return func(e client.Event) bool { return e.Name() == name }
+}
+
+func uid(i int) string { return fmt.Sprintf("viewer-%03d", i) }
