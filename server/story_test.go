@@ -76,6 +76,30 @@ func waitChanges(t *testing.T, obs []*observer, n int) {
 	}
 }
 
+// settle waits until every observer has seen as many changes as the others
+// and nothing more arrives for a while.
+func settle(t *testing.T, obs []*observer) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	last := -1
+	for time.Now().Before(deadline) {
+		lo, hi := int(^uint(0)>>1), 0
+		for _, o := range obs {
+			n := len(o.changes())
+			lo, hi = min(lo, n), max(hi, n)
+		}
+		if lo == hi && hi == last {
+			return
+		}
+		last = -1
+		if lo == hi {
+			last = hi
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("observers did not settle")
+}
+
 // sameOrder checks that every observer saw the same changes in the same order.
 func sameOrder(t *testing.T, obs []*observer) []string {
 	t.Helper()
@@ -257,11 +281,7 @@ func TestStageRace(t *testing.T) {
 	// Replaying each observer's history from all-OFF gives the stored state.
 	// The pings ordered every change before their responses; wait for the
 	// observers to drain their queues.
-	longest := 0
-	for _, o := range obs {
-		longest = max(longest, len(o.changes()))
-	}
-	waitChanges(t, obs, longest)
+	settle(t, obs)
 	seen := sameOrder(t, obs)
 	if len(seen) < 2*n {
 		t.Fatalf("only %d changes: the race did not race", len(seen))
