@@ -78,7 +78,7 @@ func Join(ctx context.Context, baseURL, token string, opts *Options) (*Meeting, 
 	if err != nil {
 		return nil, err
 	}
-	m := &Meeting{url: u, token: token, events: newQueue(), done: make(chan struct{}),
+	m := &Meeting{url: u, token: token, done: make(chan struct{}),
 		connected: make(chan struct{}), pending: map[uint64]chan protocol.Message{}}
 	if opts != nil {
 		m.opts = *opts
@@ -105,6 +105,7 @@ func Join(ctx context.Context, baseURL, token string, opts *Options) (*Meeting, 
 		return nil, err
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.events = newQueue()
 	m.adopt(conn, w, false)
 	go m.run(conn)
 	return m, nil
@@ -363,7 +364,8 @@ func (m *Meeting) read(conn *websocket.Conn) error {
 }
 
 // Events returns the meeting's events, in order. Events wait in the client
-// until read; the channel is closed after the Closed event.
+// until read; the channel is closed after the Closed event. Close discards
+// the events not read by then.
 func (m *Meeting) Events() <-chan Event { return m.events.out }
 
 // Self returns this participant as the meeting last told it.
@@ -443,6 +445,7 @@ func (m *Meeting) Close() error {
 		conn.Close()
 	}
 	<-m.done
+	m.events.discard()
 	return nil
 }
 

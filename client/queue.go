@@ -6,6 +6,7 @@ import "sync"
 // reader: events wait in a slice until the application takes them.
 type queue struct {
 	out    chan Event
+	quit   chan struct{} // closed by discard
 	mu     sync.Mutex
 	items  []Event
 	wake   chan struct{}
@@ -13,7 +14,7 @@ type queue struct {
 }
 
 func newQueue() *queue {
-	q := &queue{out: make(chan Event), wake: make(chan struct{}, 1)}
+	q := &queue{out: make(chan Event), quit: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go q.pump()
 	return q
 }
@@ -24,6 +25,10 @@ func (q *queue) push(e Event) {
 		q.items = append(q.items, e)
 	}
 	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *queue) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -35,9 +40,17 @@ func (q *queue) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
+	q.signal()
+}
+
+// discard drops the events nobody took and ends the pump.
+func (q *queue) discard() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	select {
-	case q.wake <- struct{}{}:
+	case <-q.quit:
 	default:
+		close(q.quit)
 	}
 }
 
@@ -49,13 +62,21 @@ func (q *queue) pump() {
 		q.items = nil
 		q.mu.Unlock()
 		for _, e := range items {
-			q.out <- e
+			select {
+			case q.out <- e:
+			case <-q.quit:
+				return
+			}
 		}
 		if closed && len(items) == 0 {
 			return
 		}
 		if len(items) == 0 {
-			<-q.wake
+			select {
+			case <-q.wake:
+			case <-q.quit:
+				return
+			}
 		}
 	}
 }
