@@ -130,6 +130,7 @@ func (m *Meeting) start() {
 			m.startGrace(r.ParticipantID)
 		}
 		m.apply(m.st.Expire(m.now()))
+		m.scheduleExpiry()
 		m.checkIdle()
 	})
 	go m.run()

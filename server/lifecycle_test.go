@@ -1,0 +1,155 @@
+package server_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/stage"
+	"time"
+)
+
+func userIDs(rs []stage.Request) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.UserID)
+	}
+	return out
+}
+
+// TestRestart_clientsResume: the server stops and starts again on the same
+// address; every client reconnects by itself and finds the stage as it was.
+func TestRestart_clientsResume(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	vs := make([]*client.Meeting, 6)
+	for i := range vs {
+		vs[i] = ts.join(ts.participant(mid, uid(i), "webinar_viewer"))
+	}
+	must(t, host.Stage.Join(ctx))
+	for _, i := range []int{4, 1, 3, 0} {
+		must(t, vs[i].Stage.RequestAccess(ctx))
+	}
+	must(t, host.Stage.GrantAccess(ctx, uid(1)))
+	must(t, vs[1].Stage.Join(ctx))
+	must(t, host.Stage.GrantAccess(ctx, uid(5)))
+	before, _ := host.Stage.GetAccessRequests(ctx)
+
+	ts.stop()
+	ts.start()
+
+	for _, m := range append([]*client.Meeting{host}, vs...) {
+		waitFor(t, m, "reconnected", named("reconnected"))
+	}
+	want := []stage.Status{stage.Requested, stage.OnStage, stage.OffStage, stage.Requested, stage.Requested, stage.Accepted}
+	for i, v := range vs {
+		if v.Stage.Status() != want[i] {
+			t.Errorf("%s: %v after restart, want %v", uid(i), v.Stage.Status(), want[i])
+		}
+	}
+	if host.Stage.Status() != stage.OnStage {
+		t.Errorf("host: %v", host.Stage.Status())
+	}
+	after, err := host.Stage.GetAccessRequests(ctx)
+	must(t, err)
+	if !slices.Equal(userIDs(after), userIDs(before)) || !after[0].RequestedAt.Equal(before[0].RequestedAt) {
+		t.Fatalf("requests after restart %+v, before %+v", after, before)
+	}
+	// The meeting goes on.
+	must(t, host.Stage.GrantAccess(ctx, uid(4)))
+	waitFor(t, vs[4], "approval", named("stageRequestApproved"))
+}
+
+// TestGrace_requesterLeaves: a requester who does not come back within the
+// grace period loses its request, and the hosts are told.
+func TestGrace_requesterLeaves(t *testing.T) {
+	ts := startServer(t, testOptions{grace: 300 * time.Millisecond})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	ann := ts.join(ts.participant(mid, "ann", "webinar_viewer"))
+	bob := ts.join(ts.participant(mid, "bob", "webinar_viewer"))
+	must(t, ann.Stage.RequestAccess(ctx))
+	must(t, bob.Stage.RequestAccess(ctx))
+	ann.Close()
+	e := waitFor(t, host, "ann's departure", func(e client.Event) bool {
+		p, ok := e.(client.PeerStageStatusUpdate)
+		return ok && p.Participant.UserID == "ann" && p.New == stage.OffStage
+	}).(client.PeerStageStatusUpdate)
+	if e.Reason != stage.CauseDepart {
+		t.Fatalf("departure %+v", e)
+	}
+	u := waitFor(t, host, "request update", named("stageAccessRequestUpdate")).(client.StageAccessRequestUpdate)
+	if len(u.Requests) != 1 || u.Requests[0].UserID != "bob" {
+		t.Fatalf("pending after departure %+v", u.Requests)
+	}
+	waitFor(t, host, "ann left", named("participantLeft"))
+}
+
+// TestExpiry: an unanswered request expires after the meeting's TTL.
+func TestExpiry(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR", "stage_request_ttl": 1})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	ann := ts.join(ts.participant(mid, "ann", "webinar_viewer"))
+	must(t, ann.Stage.RequestAccess(ctx))
+	e := waitFor(t, ann, "rejection", named("stageRequestRejected")).(client.StageRequestRejected)
+	if e.Reason != stage.CauseExpire || ann.Stage.Status() != stage.OffStage {
+		t.Fatalf("expiry %+v, status %v", e, ann.Stage.Status())
+	}
+	waitFor(t, host, "empty pending list", func(e client.Event) bool {
+		u, ok := e.(client.StageAccessRequestUpdate)
+		return ok && len(u.Requests) == 0
+	})
+}
+
+// TestExpiry_acrossRestart: a request made before a restart expires on time
+// after it.
+func TestExpiry_acrossRestart(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR", "stage_request_ttl": 2})
+	ctx := ctxT(t)
+	ann := ts.join(ts.participant(mid, "ann", "webinar_viewer"))
+	must(t, ann.Stage.RequestAccess(ctx))
+	start := time.Now()
+	ts.stop()
+	ts.start()
+	waitFor(t, ann, "reconnected", named("reconnected"))
+	if ann.Stage.Status() != stage.Requested {
+		t.Fatalf("status after restart %v", ann.Stage.Status())
+	}
+	waitFor(t, ann, "rejection", named("stageRequestRejected"))
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Fatalf("expired after %v, TTL 2s", el)
+	}
+}
+
+// TestPresetChange: a preset change that forbids the stage takes the
+// participant off it.
+func TestPresetChange(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	var added struct {
+		Participant struct{ ID string } `json:"participant"`
+		Token       string              `json:"token"`
+	}
+	ts.mustAPI("POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": "P", "user_id": "pan", "preset": "webinar_panelist"}, &added)
+	pan := ts.join(added.Token)
+	bob := ts.join(ts.participant(mid, "bob", "webinar_viewer"))
+	must(t, pan.Stage.Join(ctx))
+	waitFor(t, bob, "pan on stage", named("peerStageStatusUpdate"))
+	ts.mustAPI("PATCH", "/v1/meetings/"+mid+"/participants/"+added.Participant.ID, map[string]any{"preset": "webinar_audience"}, nil)
+	e := waitFor(t, bob, "pan off stage", named("peerStageStatusUpdate")).(client.PeerStageStatusUpdate)
+	if e.New != stage.OffStage || e.Reason != stage.CausePermissions {
+		t.Fatalf("%+v", e)
+	}
+	waitFor(t, pan, "permissions", named("permissionsUpdate"))
+	waitFor(t, pan, "own status", named("stageStatusUpdate"))
+	if pan.Permissions().StageAccess != stage.NotAllowed || pan.Stage.Status() != stage.OffStage {
+		t.Fatalf("pan: %+v %v", pan.Permissions(), pan.Stage.Status())
+	}
+}
