@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/stage"
+)
+
+const testKey = "ck_restart_test_key_42"
+
+// binary builds cocmd once for the test.
+func binary(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "cocmd")
+	cmd := exec.Command("go", "build", "-race", "-o", out, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("building cocmd: %v", err)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startBinary runs cocmd serve and waits until it listens.
+func startBinary(t *testing.T, bin, addr, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-listen", addr, "-data", dir, "-api-key", testKey, "-log-level", "warn")
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "cocmd listening on") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("cocmd did not start")
+	}
+	return cmd
+}
+
+func rest(t *testing.T, base, method, path string, in, out any) {
+	t.Helper()
+	b, _ := json.Marshal(in)
+	var body io.Reader
+	if in != nil {
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, base+path, body)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		json.Unmarshal(raw, out)
+	}
+}
+
+func waitEvent(t *testing.T, m *client.Meeting, name string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case e, ok := <-m.Events():
+			if !ok {
+				t.Fatalf("waiting for %s: client stopped: %v", name, m.Err())
+			}
+			if e.Name() == name {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", name)
+		}
+	}
+}
+
+// TestBinary_killAndRestart SIGKILLs the real binary mid-meeting and starts
+// it again: statuses and the request order come back, and the SDK clients
+// resume by themselves. Then SIGTERM stops it cleanly.
+func TestBinary_killAndRestart(t *testing.T) {
+	bin := binary(t)
+	addr, dir := freeAddr(t), t.TempDir()
+	base := "http://" + addr
+	cmd := startBinary(t, bin, addr, dir)
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	var m struct{ ID string }
+	rest(t, base, "POST", "/v1/meetings", map[string]any{"title": "Kill me", "type": "WEBINAR"}, &m)
+	join := func(uid, preset string) *client.Meeting {
+		var p struct{ Token string }
+		rest(t, base, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		c, err := client.Join(ctx, base, p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	host := join("host", "webinar_host")
+	names := []string{"v0", "v1", "v2", "v3", "v4"}
+	vs := map[string]*client.Meeting{}
+	for _, n := range names {
+		vs[n] = join(n, "webinar_viewer")
+	}
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(host.Stage.Join(ctx))
+	for _, n := range []string{"v3", "v0", "v4", "v2"} {
+		check(vs[n].Stage.RequestAccess(ctx))
+	}
+	check(host.Stage.GrantAccess(ctx, "v0"))
+	check(vs["v0"].Stage.Join(ctx))
+	check(host.Stage.GrantAccess(ctx, "v1")) // invited, not yet joined
+	before, err := host.Stage.GetAccessRequests(ctx)
+	check(err)
+
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	cmd = startBinary(t, bin, addr, dir)
+
+	for _, c := range append([]*client.Meeting{host}, vs["v0"], vs["v1"], vs["v2"], vs["v3"], vs["v4"]) {
+		waitEvent(t, c, "reconnected")
+	}
+	want := map[string]stage.Status{"v0": stage.OnStage, "v1": stage.Accepted, "v2": stage.Requested, "v3": stage.Requested, "v4": stage.Requested}
+	for n, c := range vs {
+		if c.Stage.Status() != want[n] {
+			t.Errorf("%s: %v after the restart, want %v", n, c.Stage.Status(), want[n])
+		}
+	}
+	if host.Stage.Status() != stage.OnStage {
+		t.Errorf("host: %v", host.Stage.Status())
+	}
+	after, err := host.Stage.GetAccessRequests(ctx)
+	check(err)
+	ids := func(rs []stage.Request) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.UserID+"@"+r.RequestedAt.String())
+		}
+		return out
+	}
+	if !slices.Equal(ids(after), ids(before)) {
+		t.Fatalf("requests after the restart\n%v\nbefore\n%v", ids(after), ids(before))
+	}
+	// The meeting goes on, seen by everyone.
+	check(host.Stage.Kick(ctx, "v0"))
+	waitEvent(t, vs["v0"], "removedFromStage")
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("cocmd did not stop on SIGTERM")
+	}
+	waitEvent(t, host, "disconnected")
+}
