@@ -29,12 +29,25 @@ func (m *Meeting) sendTo(id, name string, data any) {
 }
 
 // broadcast queues one encoding of an event for every connected
-// participant that want accepts.
-func (m *Meeting) broadcast(name string, data any, want func(p *stage.Participant) bool) {
-	var b []byte
+// participant but except.
+func (m *Meeting) broadcast(name string, data any, except string) {
+	if len(m.conns) == 0 || (len(m.conns) == 1 && m.conns[except] != nil) {
+		return
+	}
+	b := m.encode(name, data)
 	for id, c := range m.conns {
-		p, ok := m.st.Participant(id)
-		if !ok || !want(&p) {
+		if id != except {
+			c.Send(b)
+		}
+	}
+}
+
+// toHosts queues one encoding of an event for every connected host (but
+// except) whose permissions want accepts.
+func (m *Meeting) toHosts(name string, data any, except string, want func(stage.Permissions) bool) {
+	var b []byte
+	for id, c := range m.hostConns {
+		if p, ok := m.st.Participant(id); !ok || id == except || !want(p.Perms) {
 			continue
 		}
 		if b == nil {
@@ -44,8 +57,38 @@ func (m *Meeting) broadcast(name string, data any, want func(p *stage.Participan
 	}
 }
 
-func isHost(p *stage.Participant) bool      { return p.Perms.IsHost() }
-func acceptsRequests(p *stage.Participant) bool { return p.Perms.AcceptStageRequests }
+func isHost(p stage.Permissions) bool          { return p.IsHost() }
+func acceptsRequests(p stage.Permissions) bool { return p.AcceptStageRequests }
+
+// attach makes c the connection of participant p.
+func (m *Meeting) attach(p *stage.Participant, c *Client) {
+	m.conns[p.ID] = c
+	m.classify(p)
+}
+
+// classify files a connected participant under hosts and hidden by its
+// current permissions.
+func (m *Meeting) classify(p *stage.Participant) {
+	c := m.conns[p.ID]
+	delete(m.hostConns, p.ID)
+	delete(m.hiddenConns, p.ID)
+	if c == nil {
+		return
+	}
+	if p.Perms.IsHost() {
+		m.hostConns[p.ID] = c
+	}
+	if p.Perms.HiddenParticipant {
+		m.hiddenConns[p.ID] = struct{}{}
+	}
+}
+
+// detach forgets participant id's connection.
+func (m *Meeting) detach(id string) {
+	delete(m.conns, id)
+	delete(m.hostConns, id)
+	delete(m.hiddenConns, id)
+}
 
 // fanOut tells every participant about an outcome: each change to the
 // participant it concerns and to everyone else, then the pending list to
@@ -70,17 +113,16 @@ func (m *Meeting) fanOut(o stage.Outcome) {
 			continue
 		}
 		ev := protocol.PeerStageStatusUpdate{Participant: m.describe(&p), Old: c.From, New: c.To, Reason: c.Cause}
-		self := c.ParticipantID
-		m.broadcast(protocol.EventPeerStageStatusUpdate, ev, func(q *stage.Participant) bool { return q.ID != self })
+		m.broadcast(protocol.EventPeerStageStatusUpdate, ev, c.ParticipantID)
 	}
 	if o.NewRequest {
 		// Only requestAccess adds a request, one at a time, at the end.
 		reqs := m.st.Requests()
 		ev := protocol.NewStageRequest{Count: len(reqs), Request: reqs[len(reqs)-1]}
-		m.broadcast(protocol.EventNewStageRequest, ev, acceptsRequests)
+		m.toHosts(protocol.EventNewStageRequest, ev, "", acceptsRequests)
 	}
 	if o.RequestsChanged {
-		m.broadcast(protocol.EventStageAccessRequestUpdate, protocol.StageAccessRequestUpdate{Requests: nonNil(m.st.Requests())}, acceptsRequests)
+		m.toHosts(protocol.EventStageAccessRequestUpdate, protocol.StageAccessRequestUpdate{Requests: nonNil(m.st.Requests())}, "", acceptsRequests)
 	}
 }
 
@@ -97,8 +139,11 @@ func (m *Meeting) presence(p *stage.Participant, name string, data any) {
 	if p.Perms.HiddenParticipant {
 		return
 	}
-	id, visible := p.ID, p.Status != stage.OffStage
-	m.broadcast(name, data, func(q *stage.Participant) bool { return q.ID != id && (visible || isHost(q)) })
+	if p.Status != stage.OffStage {
+		m.broadcast(name, data, p.ID)
+	} else {
+		m.toHosts(name, data, p.ID, isHost)
+	}
 }
 
 // welcome is the snapshot a connection starts from.
@@ -120,12 +165,10 @@ func (m *Meeting) welcome(self *stage.Participant, resumed bool) *protocol.Welco
 		w.Participants = append(w.Participants, m.describe(p))
 	}
 	m.st.EachActive(add)
-	for id := range m.conns {
-		p, _ := m.st.Participant(id)
-		if !p.Perms.HiddenParticipant {
-			w.ParticipantCount++
-		}
-		if isHost(self) {
+	w.ParticipantCount = len(m.conns) - len(m.hiddenConns)
+	if self.Perms.IsHost() {
+		for id := range m.conns {
+			p, _ := m.st.Participant(id)
 			add(&p)
 		}
 	}

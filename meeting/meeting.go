@@ -61,15 +61,17 @@ type Meeting struct {
 	stopped chan struct{}
 
 	// Owned by the run goroutine.
-	info     store.Meeting
-	st       *stage.State
-	presets  map[string]string // participant id -> preset name
-	conns    map[string]*Client
-	away     map[string]*time.Timer // disconnected, within grace
-	seq      uint64
-	expiry   *time.Timer
-	idle     *time.Timer
-	stopping bool
+	info        store.Meeting
+	st          *stage.State
+	presets     map[string]string // participant id -> preset name
+	conns       map[string]*Client
+	hostConns   map[string]*Client     // the connected hosts (accept requests or kick)
+	hiddenConns map[string]struct{}    // the connected hidden participants
+	away        map[string]*time.Timer // disconnected, within grace
+	seq         uint64
+	expiry      *time.Timer
+	idle        *time.Timer
+	stopping    bool
 }
 
 func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
@@ -93,16 +95,18 @@ func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
 		return nil, err
 	}
 	m := &Meeting{
-		id:      id,
-		reg:     r,
-		log:     r.log.With("meeting", id),
-		cmds:    make(chan func(), 256),
-		stopped: make(chan struct{}),
-		info:    info,
-		st:      stage.New(stageConfig(info)),
-		presets: make(map[string]string, len(parts)),
-		conns:   map[string]*Client{},
-		away:    map[string]*time.Timer{},
+		id:          id,
+		reg:         r,
+		log:         r.log.With("meeting", id),
+		cmds:        make(chan func(), 256),
+		stopped:     make(chan struct{}),
+		info:        info,
+		st:          stage.New(stageConfig(info)),
+		presets:     make(map[string]string, len(parts)),
+		conns:       map[string]*Client{},
+		hostConns:   map[string]*Client{},
+		hiddenConns: map[string]struct{}{},
+		away:        map[string]*time.Timer{},
 	}
 	for _, p := range parts {
 		if err := m.st.Add(stageParticipant(p, perms[p.Preset])); err != nil {

@@ -38,7 +38,7 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 		delete(m.away, pid)
 	}
 	c := newClient(pid, m.reg.cfg.QueueBytes)
-	m.conns[pid] = c
+	m.attach(&p, c)
 	resumed := old != nil || wasAway
 	b, err := protocol.EncodeWelcome(m.seq, m.welcome(&p, resumed))
 	if err != nil {
@@ -66,7 +66,7 @@ func (r *Registry) Disconnect(meetingID string, c *Client) {
 		if m.conns[c.ParticipantID] != c {
 			return // replaced, or already gone
 		}
-		delete(m.conns, c.ParticipantID)
+		m.detach(c.ParticipantID)
 		m.startGrace(c.ParticipantID)
 		m.checkIdle()
 	})
@@ -260,6 +260,9 @@ func (m *Meeting) setPermissions(pid string, p stage.Preset) {
 	if err != nil {
 		return
 	}
+	if sp, ok := m.st.Participant(pid); ok {
+		m.classify(&sp)
+	}
 	m.sendTo(pid, protocol.EventPermissionsUpdate, protocol.PermissionsUpdate{Preset: p.Name, Permissions: p.Permissions})
 	m.apply(o)
 }
@@ -302,7 +305,7 @@ func (r *Registry) RemoveParticipant(ctx context.Context, meetingID, pid string)
 		m.apply(o)
 		if c := m.conns[pid]; c != nil {
 			c.Close(protocol.CloseRemoved, "removed from the meeting")
-			delete(m.conns, pid)
+			m.detach(pid)
 		}
 		if t := m.away[pid]; t != nil {
 			t.Stop()
@@ -336,7 +339,7 @@ func (r *Registry) UpdateMeeting(ctx context.Context, meetingID string, fn func(
 		m.scheduleExpiry()
 		w := protocol.Meeting{ID: info.ID, Title: info.Title, Type: info.Type, MaxOnStage: info.MaxOnStage,
 			StageRequestTTL: protocol.Seconds(info.StageRequestTTL)}
-		m.broadcast(protocol.EventMeetingUpdate, w, func(*stage.Participant) bool { return true })
+		m.broadcast(protocol.EventMeetingUpdate, w, "")
 	})
 	if derr != nil {
 		return info, derr
