@@ -6,63 +6,111 @@ import (
 	"github.com/cocmd/cocmd/protocol"
 )
 
-// Client is one connection of a participant to a live meeting. The meeting
-// puts the messages meant for it in a bounded queue; the connection's writer
-// takes them out with Next. A client whose queue outgrows its limit is
-// closed with protocol.CloseSlowConsumer instead of slowing the meeting.
+// Message is one outbound message. A broadcast shares one Message among
+// every recipient's queue, so that the transport can encode it for the wire
+// once (Prepared) instead of once per recipient.
+type Message struct {
+	Data     []byte
+	once     sync.Once
+	prepared any
+}
+
+// NewMessage returns a message holding b.
+func NewMessage(b []byte) *Message { return &Message{Data: b} }
+
+// Prepared returns prepare(Data), computed on the first call only.
+func (m *Message) Prepared(prepare func([]byte) any) any {
+	m.once.Do(func() { m.prepared = prepare(m.Data) })
+	return m.prepared
+}
+
+// Client is one connection of a participant to a live meeting: a bounded
+// outbound queue between the meeting and the connection's writer.
+//
+// The writer does not wait for messages on a goroutine of its own: when the
+// queue goes from idle to busy, the client calls the transport's start
+// function, which runs a writer that drains it with Take until Take reports
+// it idle again. An idle connection so costs no goroutine on the write side.
+//
+// A client whose queue would outgrow its limit is closed with
+// protocol.CloseSlowConsumer instead of slowing the meeting.
 type Client struct {
 	// ParticipantID is the participant this connection speaks for.
 	ParticipantID string
 
-	mu     sync.Mutex
-	queue  [][]byte
-	bytes  int
-	limit  int
-	wake   chan struct{}
-	closed bool
-	code   int
-	reason string
+	mu      sync.Mutex
+	start   func()
+	running bool
+	queue   []*Message
+	bytes   int
+	limit   int
+	ping    bool
+	closed  bool
+	code    int
+	reason  string
 }
 
 func newClient(participantID string, limit int) *Client {
-	return &Client{ParticipantID: participantID, limit: limit, wake: make(chan struct{}, 1)}
+	return &Client{ParticipantID: participantID, limit: limit}
 }
 
-// Send queues b for the connection. It reports false if the client is
-// closed; a client whose queue would pass its limit is closed instead.
-func (c *Client) Send(b []byte) bool {
+// SetWriter installs the transport's start function and, if messages are
+// already queued, calls it. start is called with the client's lock held: it
+// must only launch the writer (for example with a go statement), never
+// block or call back into the client.
+func (c *Client) SetWriter(start func()) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.start = start
+	c.kickLocked()
+}
+
+func (c *Client) kickLocked() {
+	if c.running || c.start == nil {
+		return
+	}
+	if len(c.queue) == 0 && !c.ping && !c.closed {
+		return
+	}
+	c.running = true
+	c.start()
+}
+
+// Send queues m for the connection. It reports false if the client is
+// closed; a client whose queue would pass its limit is closed instead.
+func (c *Client) Send(m *Message) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return false
 	}
-	if c.bytes+len(b) > c.limit {
+	if c.bytes+len(m.Data) > c.limit {
 		c.closeLocked(protocol.CloseSlowConsumer, "too far behind")
-		c.mu.Unlock()
+		c.kickLocked()
 		return false
 	}
-	c.queue = append(c.queue, b)
-	c.bytes += len(b)
-	c.mu.Unlock()
-	c.signal()
+	c.queue = append(c.queue, m)
+	c.bytes += len(m.Data)
+	c.kickLocked()
 	return true
 }
 
-func (c *Client) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+// RequestPing asks the writer to send a keepalive ping.
+func (c *Client) RequestPing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ping = true
+	c.kickLocked()
 }
 
 // Close closes the client with a WebSocket close code and reason. Messages
-// already queued are still delivered by Next, except when the client is
-// closed for being slow, when they are dropped.
+// already queued are still delivered, except when the client is closed for
+// being slow, when they are dropped.
 func (c *Client) Close(code int, reason string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.closeLocked(code, reason)
-	c.mu.Unlock()
-	c.signal()
+	c.kickLocked()
 }
 
 func (c *Client) closeLocked(code int, reason string) {
@@ -75,20 +123,33 @@ func (c *Client) closeLocked(code int, reason string) {
 	}
 }
 
-// Wake returns a channel that receives when Next has something to return.
-func (c *Client) Wake() <-chan struct{} { return c.wake }
+// Batch is what the writer has to do next.
+type Batch struct {
+	Messages []*Message
+	Ping     bool
+	// Closed is set once the client is closed and its queue drained; Code
+	// and Reason say why.
+	Closed bool
+	Code   int
+	Reason string
+	// Idle is set when there is nothing to do: the writer must return,
+	// and the client will start a new one when there is.
+	Idle bool
+}
 
-// Next appends the queued messages to dst and returns it. closed is true
-// once the client is closed and its queue drained; code and reason then say
-// why.
-func (c *Client) Next(dst [][]byte) (msgs [][]byte, closed bool, code int, reason string) {
+// Take appends the queued messages to dst and returns the batch to write.
+func (c *Client) Take(dst []*Message) Batch {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	dst = append(dst, c.queue...)
+	b := Batch{Messages: append(dst, c.queue...), Ping: c.ping, Closed: c.closed, Code: c.code, Reason: c.reason}
 	clear(c.queue)
-	c.queue, c.bytes = c.queue[:0], 0
+	c.queue, c.bytes, c.ping = c.queue[:0], 0, false
 	if cap(c.queue) > 64 {
 		c.queue = nil // do not keep a burst's backing array
 	}
-	return dst, c.closed, c.code, c.reason
+	if len(b.Messages) == 0 && !b.Ping && !b.Closed {
+		c.running = false
+		b.Idle = true
+	}
+	return b
 }

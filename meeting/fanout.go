@@ -12,13 +12,13 @@ func (m *Meeting) describe(p *stage.Participant) protocol.Participant {
 }
 
 // encode assigns the next meeting sequence number to an event.
-func (m *Meeting) encode(name string, data any) []byte {
+func (m *Meeting) encode(name string, data any) *Message {
 	m.seq++
 	b, err := protocol.EncodeEvent(m.seq, name, data)
 	if err != nil {
 		panic("meeting: encoding " + name + ": " + err.Error()) // our own structs always encode
 	}
-	return b
+	return NewMessage(b)
 }
 
 // sendTo queues an event for one participant, if it is connected.
@@ -45,7 +45,7 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 // toHosts queues one encoding of an event for every connected host (but
 // except) whose permissions want accepts.
 func (m *Meeting) toHosts(name string, data any, except string, want func(stage.Permissions) bool) {
-	var b []byte
+	var b *Message
 	for id, c := range m.hostConns {
 		if p, ok := m.st.Participant(id); !ok || id == except || !want(p.Perms) {
 			continue

@@ -44,7 +44,7 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Send(b)
+	c.Send(NewMessage(b))
 	if !resumed {
 		m.presence(&p, protocol.EventParticipantJoined, m.describe(&p))
 	}
@@ -115,7 +115,7 @@ func (r *Registry) Call(meetingID string, c *Client, req protocol.Request, param
 			m.log.Error("encoding response", "err", eerr)
 			return
 		}
-		c.Send(b)
+		c.Send(NewMessage(b))
 	})
 }
 

@@ -94,7 +94,7 @@ func TestREST_badInput(t *testing.T) {
 // clock is a settable clock for tests.
 type clock struct{ off atomic.Int64 }
 
-func (c *clock) now() time.Time           { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 func TestRealtime_badTokens(t *testing.T) {
@@ -161,11 +161,11 @@ func TestRealtime_badMessages(t *testing.T) {
 	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
 	c := rawConn(t, ts, ts.participant(mid, "ann", "webinar_viewer"))
 	for _, msg := range []string{
-		`{"id":1,"method":"stage.join"`,                                   // malformed
-		`{"id":2,"method":"stage.fly"}`,                                   // unknown method
-		`{"id":3,"method":"stage.kick","params":{"userIds":["x"]}}`,       // unknown field
-		`{"id":4,"method":"stage.requestAccess","params":{"now":true}}`,   // unknown param
-		`{"id":0,"method":"stage.requestAccess"}`,                         // no id
+		`{"id":1,"method":"stage.join"`,                                 // malformed
+		`{"id":2,"method":"stage.fly"}`,                                 // unknown method
+		`{"id":3,"method":"stage.kick","params":{"userIds":["x"]}}`,     // unknown field
+		`{"id":4,"method":"stage.requestAccess","params":{"now":true}}`, // unknown param
+		`{"id":0,"method":"stage.requestAccess"}`,                       // no id
 	} {
 		c.WriteMessage(websocket.TextMessage, []byte(msg))
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -59,28 +60,71 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	log.Debug("realtime connection ended")
 }
 
-// serveConn runs one connection: the writer on its own goroutine, the reader
-// on this one, until either ends.
+// wsConn is one realtime connection.
+type wsConn struct {
+	s         *Server
+	conn      *websocket.Conn
+	meetingID string
+	c         *meeting.Client
+	writers   sync.WaitGroup
+}
+
+// serveConn runs one connection: the reader on this goroutine; a writer
+// only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, meetingID string, c *meeting.Client) {
-	readerDone := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		s.write(conn, c, readerDone)
-	}()
-	s.read(conn, meetingID, c)
-	close(readerDone)
+	w := &wsConn{s: s, conn: conn, meetingID: meetingID, c: c}
+	s.track(w, true)
+	c.SetWriter(func() {
+		w.writers.Add(1)
+		go w.write()
+	})
+	w.read()
+	s.track(w, false)
 	s.reg.Disconnect(meetingID, c)
-	<-writerDone
+	c.Close(websocket.CloseNormalClosure, "")
+	w.writers.Wait()
 	conn.Close()
 }
 
-func (s *Server) read(conn *websocket.Conn, meetingID string, c *meeting.Client) {
+// track adds or removes a connection from the set the pinger visits.
+func (s *Server) track(w *wsConn, add bool) {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if add {
+		s.wsConns[w] = struct{}{}
+	} else {
+		delete(s.wsConns, w)
+	}
+}
+
+// pinger asks every connection for a keepalive ping once per interval: one
+// goroutine for all of them instead of a timer each.
+func (s *Server) pinger(stop <-chan struct{}) {
+	t := time.NewTicker(s.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		s.liveMu.Lock()
+		for w := range s.wsConns {
+			w.c.RequestPing()
+		}
+		s.liveMu.Unlock()
+	}
+}
+
+func (w *wsConn) read() {
+	conn, c := w.conn, w.c
 	conn.SetReadLimit(protocol.MaxMessageSize)
-	deadline := func() { conn.SetReadDeadline(time.Now().Add(3 * s.cfg.PingInterval)) }
+	deadline := func() { conn.SetReadDeadline(time.Now().Add(3 * w.s.cfg.PingInterval)) }
 	deadline()
 	conn.SetPongHandler(func(string) error { deadline(); return nil })
-	lim := newLimiter(s.cfg.RequestsPerSecond, s.cfg.Burst, s.cfg.Now())
+	// Answer a client's ping through the writer: only the writer writes.
+	conn.SetPingHandler(func(string) error { deadline(); c.RequestPing(); return nil })
+	lim := newLimiter(w.s.cfg.RequestsPerSecond, w.s.cfg.Burst, w.s.cfg.Now())
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
@@ -95,54 +139,64 @@ func (s *Server) read(conn *websocket.Conn, meetingID string, c *meeting.Client)
 			return
 		}
 		req, params, err := protocol.DecodeRequest(data)
-		if err == nil && !lim.allow(s.cfg.Now()) {
+		if err == nil && !lim.allow(w.s.cfg.Now()) {
 			err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
 		}
 		if err != nil {
 			if b, eerr := protocol.EncodeResponse(req.ID, nil, err); eerr == nil {
-				c.Send(b)
+				c.Send(meeting.NewMessage(b))
 			}
 			continue
 		}
-		s.reg.Call(meetingID, c, req, params)
+		w.s.reg.Call(w.meetingID, c, req, params)
 	}
 }
 
-func (s *Server) write(conn *websocket.Conn, c *meeting.Client, readerDone <-chan struct{}) {
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
-	var batch [][]byte
+// write drains the client's queue, then returns. A write error closes the
+// connection, which ends the reader.
+func (w *wsConn) write() {
+	defer w.writers.Done()
+	conn := w.conn
+	var batch []*meeting.Message
 	for {
-		select {
-		case <-c.Wake():
-			var closed bool
-			var code int
-			var reason string
-			batch, closed, code, reason = c.Next(batch[:0])
-			for i, m := range batch {
-				conn.SetWriteDeadline(time.Now().Add(writeWait))
-				err := conn.WriteMessage(websocket.TextMessage, m)
-				batch[i] = nil
-				if err != nil {
-					conn.Close() // unblocks the reader
-					return
-				}
-			}
-			if closed {
-				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeWait))
-				// Give the peer a moment to answer the close, then cut.
-				conn.SetReadDeadline(time.Now().Add(time.Second))
+		b := w.c.Take(batch[:0])
+		batch = b.Messages
+		if b.Idle {
+			return
+		}
+		conn.SetWriteDeadline(time.Now().Add(writeWait))
+		for i, m := range b.Messages {
+			// A broadcast is framed once for all its recipients.
+			err := conn.WritePreparedMessage(m.Prepared(prepare).(*websocket.PreparedMessage))
+			b.Messages[i] = nil
+			if err != nil {
+				conn.Close()
 				return
 			}
-		case <-ping.C:
+		}
+		if b.Ping {
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 				conn.Close()
 				return
 			}
-		case <-readerDone:
+		}
+		if b.Closed {
+			if b.Code != websocket.CloseNormalClosure || b.Reason != "" {
+				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(b.Code, b.Reason), time.Now().Add(writeWait))
+			}
+			// Give the peer a moment to answer the close, then cut.
+			conn.SetReadDeadline(time.Now().Add(time.Second))
 			return
 		}
 	}
+}
+
+func prepare(b []byte) any {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, b)
+	if err != nil {
+		panic(err) // only compression can fail, and it is off
+	}
+	return pm
 }
 
 // limiter is a token bucket.

@@ -50,6 +50,11 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	conns    sync.WaitGroup
+
+	liveMu     sync.Mutex
+	wsConns    map[*wsConn]struct{}
+	stopPinger chan struct{}
+	stopOnce   sync.Once
 }
 
 // New returns a server over st and the live meetings of reg.
@@ -70,23 +75,35 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.TokenSecret, cfg.Now),
-		apiKey: keys.APIKeyHash, log: cfg.Logger}
+		apiKey: keys.APIKeyHash, log: cfg.Logger, wsConns: map[*wsConn]struct{}{}, stopPinger: make(chan struct{})}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
 		// Participants authenticate with a token, not a cookie, so a page
 		// of any origin may connect: that is what an embeddable SDK needs.
-		CheckOrigin:     func(*http.Request) bool { return true },
+		CheckOrigin: func(*http.Request) bool { return true },
+		// Requests are small: a 1 KiB read buffer of its own is cheaper
+		// than keeping net/http's 4 KiB one. Writes go out as prepared
+		// frames and need no write buffer.
+		ReadBufferSize:  1024,
 		WriteBufferPool: &sync.Pool{},
 	}
+	s.conns.Add(1)
+	go func() {
+		defer s.conns.Done()
+		s.pinger(s.stopPinger)
+	}()
 	return s
 }
 
 // Tokens returns the server's token signer.
 func (s *Server) Tokens() *Tokens { return s.tokens }
 
-// Wait blocks until every realtime connection has ended. Call it after the
-// registry is closed.
-func (s *Server) Wait() { s.conns.Wait() }
+// Wait stops the keepalive pinger and blocks until every realtime
+// connection has ended. Call it after the registry is closed.
+func (s *Server) Wait() {
+	s.stopOnce.Do(func() { close(s.stopPinger) })
+	s.conns.Wait()
+}
 
 // Handler returns the HTTP handler of the whole API.
 func (s *Server) Handler() http.Handler {

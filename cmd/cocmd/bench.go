@@ -1,5 +1,364 @@
 package main
 
-import "errors"
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
-func bench(args []string) error { return errors.New("bench: not yet") }
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+)
+
+const benchKey = "ck_bench_key_0123456789"
+
+func bench(args []string) error {
+	if len(args) == 0 || args[0] != "stage" {
+		return errors.New("usage: cocmd bench stage [-n 1000,5000,10000] [-rounds 5] [-server-cpu 0] [-load-cpu 1]")
+	}
+	fs := flag.NewFlagSet("bench stage", flag.ContinueOnError)
+	ns := fs.String("n", "1000,5000,10000", "comma-separated viewer counts")
+	rounds := fs.Int("rounds", 5, "grants per N (each one measured at every viewer)")
+	serverCPU := fs.Int("server-cpu", 0, "CPU the server is pinned to (-1: not pinned)")
+	loadCPU := fs.Int("load-cpu", 1, "CPU this load process is pinned to (-1: not pinned)")
+	dial := fs.Int("dialers", 64, "concurrent connection attempts")
+	cpuprofile := fs.String("cpuprofile", "", "write the load process's CPU profile of the grant rounds here")
+	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	var counts []int
+	for _, s := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 {
+			return fmt.Errorf("bad -n %q", s)
+		}
+		counts = append(counts, n)
+	}
+	if *loadCPU >= 0 {
+		var set unix.CPUSet
+		set.Set(*loadCPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pinning the load to CPU %d: %w", *loadCPU, err)
+		}
+		runtime.GOMAXPROCS(1)
+	}
+	fmt.Printf("cocmd bench stage: %d CPUs, server on CPU %d, load on CPU %d, %d grants per N\n\n",
+		runtime.NumCPU(), *serverCPU, *loadCPU, *rounds)
+	fmt.Println("| viewers | grant → all viewers p50 | p99 | max | connect all | joins/s | server RSS per viewer |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
+	for _, n := range counts {
+		r, err := benchStage(n, *rounds, *serverCPU, *dial, *debug, *cpuprofile)
+		if err != nil {
+			return fmt.Errorf("N=%d: %w", n, err)
+		}
+		fmt.Printf("| %d | %s | %s | %s | %s | %.0f | %.1f KB |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
+			r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024)
+	}
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+type stageResult struct {
+	p50, p99, max time.Duration
+	connect       time.Duration
+	perViewer     float64 // bytes
+}
+
+// benchServer is a cocmd serve child process.
+type benchServer struct {
+	cmd  *exec.Cmd
+	base string
+	dir  string
+}
+
+func startBenchServer(cpu int, debugAddr string) (*benchServer, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "cocmd-bench-")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	argv := []string{exe, "serve", "-listen", addr, "-data", dir, "-api-key", benchKey, "-log-level", "warn"}
+	if debugAddr != "" {
+		argv = append(argv, "-debug-addr", debugAddr)
+	}
+	if cpu >= 0 {
+		argv = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "cocmd listening on") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		return nil, errors.New("server did not start")
+	}
+	return &benchServer{cmd: cmd, base: "http://" + addr, dir: dir}, nil
+}
+
+func (s *benchServer) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	os.RemoveAll(s.dir)
+}
+
+// rss returns the server's resident memory in bytes. Under taskset the
+// server is taskset's child: exec replaces taskset, so the pid is the same.
+func (s *benchServer) rss() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func (s *benchServer) api(method, path string, in, out any) error {
+	b, _ := json.Marshal(in)
+	req, _ := http.NewRequest(method, s.base+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+benchKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s", method, path, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// viewer is one benchmark connection: it only notes when each
+// peerStageStatusUpdate arrives.
+type viewer struct {
+	uid   string
+	token string
+	conn  *websocket.Conn
+	got   atomic.Int64 // unix ns of the last peerStageStatusUpdate
+	seen  atomic.Int64 // how many it has had
+}
+
+var peerUpdate = []byte(`"event":"peerStageStatusUpdate"`)
+
+func (v *viewer) read() {
+	for {
+		_, b, err := v.conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if bytes.Contains(b, peerUpdate) {
+			v.got.Store(time.Now().UnixNano())
+			v.seen.Add(1)
+		}
+	}
+}
+
+func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stageResult, error) {
+	var r stageResult
+	srv, err := startBenchServer(cpu, debugAddr)
+	if err != nil {
+		return r, err
+	}
+	defer srv.stop()
+	var m struct{ ID string }
+	if err := srv.api("POST", "/v1/meetings", map[string]any{"title": "bench", "type": "WEBINAR"}, &m); err != nil {
+		return r, err
+	}
+	add := func(uid, preset string) (string, error) {
+		var p struct{ Token string }
+		err := srv.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		return p.Token, err
+	}
+	hostToken, err := add("host", "webinar_host")
+	if err != nil {
+		return r, err
+	}
+	viewers := make([]*viewer, n)
+	if err := parallel(16, n, func(i int) error {
+		uid := fmt.Sprintf("v%05d", i)
+		tok, err := add(uid, "webinar_viewer")
+		viewers[i] = &viewer{uid: uid, token: tok}
+		return err
+	}); err != nil {
+		return r, err
+	}
+	wsURL := strings.Replace(srv.base, "http", "ws", 1) + "/v1/realtime"
+	dialer := &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024, HandshakeTimeout: 30 * time.Second}
+	connect := func(tok string) (*websocket.Conn, error) {
+		c, _, err := dialer.Dial(wsURL+"?token="+tok, nil)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := c.ReadMessage(); err != nil { // the welcome
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	host, err := connect(hostToken)
+	if err != nil {
+		return r, err
+	}
+	defer host.Close()
+	go func() { // the host's events are not measured; keep them flowing
+		for {
+			if _, _, err := host.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	before, err := srv.rss()
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	if err := parallel(dialers, n, func(i int) error {
+		c, err := connect(viewers[i].token)
+		viewers[i].conn = c
+		return err
+	}); err != nil {
+		return r, err
+	}
+	r.connect = time.Since(start)
+	for _, v := range viewers {
+		go v.read()
+	}
+	defer func() {
+		for _, v := range viewers {
+			v.conn.Close()
+		}
+	}()
+	time.Sleep(time.Second)
+	after, err := srv.rss()
+	if err != nil {
+		return r, err
+	}
+	r.perViewer = (after - before) / float64(n)
+
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	var lat []time.Duration
+	var hostMu sync.Mutex
+	for round := range rounds {
+		target := viewers[round*(n/rounds)]
+		want := make([]int64, n)
+		for i, v := range viewers {
+			want[i] = v.seen.Load() + 1
+		}
+		req := fmt.Sprintf(`{"id":%d,"method":"stage.grantAccess","params":{"user_ids":[%q]}}`, round+1, target.uid)
+		hostMu.Lock()
+		t0 := time.Now()
+		err := host.WriteMessage(websocket.TextMessage, []byte(req))
+		hostMu.Unlock()
+		if err != nil {
+			return r, err
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for i, v := range viewers {
+			if v == target {
+				continue // told by stageStatusUpdate, not a peer update
+			}
+			for v.seen.Load() < want[i] {
+				if time.Now().After(deadline) {
+					return r, fmt.Errorf("viewer %s never got the update", v.uid)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			lat = append(lat, time.Duration(v.got.Load()-t0.UnixNano()))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	return r, nil
+}
+
+// parallel runs fn(0..n-1) on w workers and returns the first error.
+func parallel(w, n int, fn func(i int) error) error {
+	var next atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range w {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only with -debug-addr
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,6 +30,7 @@ type config struct {
 	ReconnectGrace time.Duration
 	LogLevel       string
 	APIKey         string
+	DebugAddr      string
 }
 
 func defaults() config {
@@ -81,6 +83,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_PUBLIC_URL", &c.PublicURL)
 	env("COCMD_LOG_LEVEL", &c.LogLevel)
 	env("COCMD_API_KEY", &c.APIKey)
+	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
 	if v := getenv("COCMD_RECONNECT_GRACE"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -94,6 +97,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL clients reach the server at, for links (env COCMD_PUBLIC_URL)")
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "how long a dropped participant keeps its place (env COCMD_RECONNECT_GRACE)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "if set, serve net/http/pprof there; keep it on loopback (env COCMD_DEBUG_ADDR)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -136,6 +140,12 @@ func serve(args []string) error {
 
 	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log})
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log}, db, reg, keys)
+	if cfg.DebugAddr != "" {
+		go func() {
+			// net/http/pprof registers on http.DefaultServeMux.
+			log.Info("debug server", "addr", cfg.DebugAddr, "err", http.ListenAndServe(cfg.DebugAddr, nil))
+		}()
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		reg.Close()
