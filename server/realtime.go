@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -53,11 +54,15 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		s.reg.Disconnect(claims.Meeting, c)
 		return // the upgrader has answered
 	}
+	// Serve the connection on a goroutine of its own and return: net/http
+	// then lets go of the request, its buffers and its deep stack, which
+	// would otherwise stay alive as long as the connection.
 	s.conns.Add(1)
-	defer s.conns.Done()
-	log := s.log.With("meeting", claims.Meeting, "participant", claims.Participant)
-	s.serveConn(conn, claims.Meeting, c)
-	log.Debug("realtime connection ended")
+	go func() {
+		defer s.conns.Done()
+		s.serveConn(conn, claims.Meeting, c)
+		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
+	}()
 }
 
 // wsConn is one realtime connection.
@@ -152,24 +157,33 @@ func (w *wsConn) read() {
 	}
 }
 
-// write drains the client's queue, then returns. A write error closes the
-// connection, which ends the reader.
+// write drains the client's queue, then returns. Messages go out as
+// ready-made frames written straight to the socket, many in one writev; a
+// write error closes the connection, which ends the reader.
+//
+// Writing beside gorilla is safe: each frame is one Write (or one writev)
+// on the net.Conn, which serializes whole writes, so gorilla's own control
+// frames (pings, closes) can never land inside one of ours.
 func (w *wsConn) write() {
 	defer w.writers.Done()
 	conn := w.conn
+	nc := conn.NetConn()
 	var batch []*meeting.Message
+	var bufs net.Buffers
 	for {
 		b := w.c.Take(batch[:0])
 		batch = b.Messages
 		if b.Idle {
 			return
 		}
-		conn.SetWriteDeadline(time.Now().Add(writeWait))
-		for i, m := range b.Messages {
-			// A broadcast is framed once for all its recipients.
-			err := conn.WritePreparedMessage(m.Prepared(prepare).(*websocket.PreparedMessage))
-			b.Messages[i] = nil
-			if err != nil {
+		if len(b.Messages) > 0 {
+			bufs = bufs[:0]
+			for i, m := range b.Messages {
+				bufs = append(bufs, m.Prepared(textFrame).([]byte))
+				b.Messages[i] = nil
+			}
+			nc.SetWriteDeadline(time.Now().Add(writeWait))
+			if _, err := bufs.WriteTo(nc); err != nil {
 				conn.Close()
 				return
 			}
@@ -191,12 +205,22 @@ func (w *wsConn) write() {
 	}
 }
 
-func prepare(b []byte) any {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, b)
-	if err != nil {
-		panic(err) // only compression can fail, and it is off
+// textFrame returns p as one unmasked, final WebSocket text frame (RFC 6455
+// section 5.2), the form a server sends. It is computed once per message and
+// shared by every recipient.
+func textFrame(p []byte) any {
+	n := len(p)
+	f := make([]byte, 0, n+10)
+	f = append(f, 0x81) // FIN, opcode 1 (text)
+	switch {
+	case n < 126:
+		f = append(f, byte(n))
+	case n <= 0xFFFF:
+		f = append(f, 126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	return pm
+	return append(f, p...)
 }
 
 // limiter is a token bucket.

@@ -62,15 +62,15 @@ func bench(args []string) error {
 	}
 	fmt.Printf("cocmd bench stage: %d CPUs, server on CPU %d, load on CPU %d, %d grants per N\n\n",
 		runtime.NumCPU(), *serverCPU, *loadCPU, *rounds)
-	fmt.Println("| viewers | grant → all viewers p50 | p99 | max | connect all | joins/s | server RSS per viewer |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| viewers | grant → all viewers p50 | p99 | max | connect all | joins/s | server RSS per viewer | server CPU per grant | load CPU per grant |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
 		r, err := benchStage(n, *rounds, *serverCPU, *dial, *debug, *cpuprofile)
 		if err != nil {
 			return fmt.Errorf("N=%d: %w", n, err)
 		}
-		fmt.Printf("| %d | %s | %s | %s | %s | %.0f | %.1f KB |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
-			r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024)
+		fmt.Printf("| %d | %s | %s | %s | %s | %.0f | %.1f KB | %s | %s |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
+			r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024, ms(r.serverCPU), ms(r.loadCPU))
 	}
 	return nil
 }
@@ -79,6 +79,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float
 
 type stageResult struct {
 	p50, p99, max time.Duration
+	serverCPU     time.Duration // per grant
+	loadCPU       time.Duration // per grant
 	connect       time.Duration
 	perViewer     float64 // bytes
 }
@@ -147,6 +149,25 @@ func (s *benchServer) stop() {
 		<-done
 	}
 	os.RemoveAll(s.dir)
+}
+
+// cpu returns the CPU time (user + system) the server has used.
+func (s *benchServer) cpu() (time.Duration, error) {
+	return procCPU(s.cmd.Process.Pid)
+}
+
+// procCPU reads a process's user and system time from /proc.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
 // rss returns the server's resident memory in bytes. Under taskset the
@@ -303,6 +324,11 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 	}
 	var lat []time.Duration
 	var hostMu sync.Mutex
+	srvCPU0, err := srv.cpu()
+	if err != nil {
+		return r, err
+	}
+	loadCPU0, _ := procCPU(os.Getpid())
 	for round := range rounds {
 		target := viewers[round*(n/rounds)]
 		want := make([]int64, n)
@@ -332,6 +358,10 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	srvCPU1, _ := srv.cpu()
+	loadCPU1, _ := procCPU(os.Getpid())
+	r.serverCPU = (srvCPU1 - srvCPU0) / time.Duration(rounds)
+	r.loadCPU = (loadCPU1 - loadCPU0) / time.Duration(rounds)
 	slices.Sort(lat)
 	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	return r, nil
