@@ -1,0 +1,69 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/cocmd/cocmd/client"
+)
+
+// A viewer asks for the stage and joins it once a host accepts. The token
+// comes from the REST API (POST /v1/meetings/{id}/participants).
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	m, err := client.Join(ctx, "http://localhost:8080", "v1.…", nil)
+	if err != nil {
+		log.Fatal(err) // errors.Is(err, client.ErrUnauthenticated) for a bad token
+	}
+	defer m.Close()
+
+	if err := m.Stage.RequestAccess(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for e := range m.Events() {
+		switch e := e.(type) {
+		case client.StageRequestApproved:
+			if err := m.Stage.Join(ctx); err != nil {
+				log.Fatal(err)
+			}
+		case client.StageRequestRejected:
+			fmt.Println("the host said no:", e.Reason)
+			return
+		case client.StageStatusUpdate:
+			fmt.Println("my status:", e.Old, "→", e.New)
+		case client.PeerStageStatusUpdate:
+			fmt.Println(e.Participant.Name, "is now", e.New)
+		case client.Closed:
+			fmt.Println("left the meeting:", e.Err)
+		}
+	}
+}
+
+// A host accepts the oldest pending request and kicks someone off the stage.
+func ExampleStage_GrantAccess() {
+	ctx := context.Background()
+	host, err := client.Join(ctx, "http://localhost:8080", "v1.…", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer host.Close()
+	reqs, err := host.Stage.GetAccessRequests(ctx)
+	if err != nil || len(reqs) == 0 {
+		return
+	}
+	err = host.Stage.GrantAccess(ctx, reqs[0].UserID)
+	if errors.Is(err, client.ErrStageFull) {
+		fmt.Println("no room on stage: kick someone first")
+	}
+	var batch *client.BatchError
+	if errors.As(err, &batch) {
+		for _, f := range batch.Failed {
+			fmt.Println(f.UserID, f.Err)
+		}
+	}
+	_ = host.Stage.Kick(ctx, "user-42")
+}
