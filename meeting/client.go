@@ -40,6 +40,8 @@ type Client struct {
 
 	mu      sync.Mutex
 	start   func()
+	direct  func(*Message) (rest []byte, ok bool)
+	partial []byte // the unwritten end of a message the direct path began
 	running bool
 	queue   []*Message
 	bytes   int
@@ -54,14 +56,20 @@ func newClient(participantID string, limit int) *Client {
 	return &Client{ParticipantID: participantID, limit: limit}
 }
 
-// SetWriter installs the transport's start function and, if messages are
-// already queued, calls it. start is called with the client's lock held: it
-// must only launch the writer (for example with a go statement), never
-// block or call back into the client.
-func (c *Client) SetWriter(start func()) {
+// SetWriter installs the transport's writer and, if messages are already
+// queued, starts it. start is called with the client's lock held: it must
+// only launch the writer (for example with a go statement), never block or
+// call back into the client.
+//
+// direct, if not nil, is tried first when a message finds the client idle:
+// it writes the message at once without blocking, on the sender's goroutine,
+// and returns what it could not write (ok false: nothing could be written,
+// or the connection failed). That spares an idle connection the start of a
+// writer for every message of a broadcast. It is called without the lock.
+func (c *Client) SetWriter(start func(), direct func(*Message) (rest []byte, ok bool)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.start = start
+	c.start, c.direct = start, direct
 	c.kickLocked()
 }
 
@@ -69,7 +77,7 @@ func (c *Client) kickLocked() {
 	if c.running || c.start == nil {
 		return
 	}
-	if len(c.queue) == 0 && !c.ping && !c.closed {
+	if len(c.queue) == 0 && c.partial == nil && !c.ping && !c.closed {
 		return
 	}
 	c.running = true
@@ -83,6 +91,30 @@ func (c *Client) Send(m *Message) bool {
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
+	}
+	if c.direct != nil && !c.running && len(c.queue) == 0 && c.partial == nil && !c.ping {
+		// Idle: write it now. running keeps any writer out meanwhile.
+		c.running = true
+		c.mu.Unlock()
+		rest, ok := c.direct(m)
+		c.mu.Lock()
+		c.running = false
+		if ok && rest == nil {
+			c.kickLocked() // for whatever came in meanwhile
+			return true
+		}
+		if ok {
+			c.partial = rest
+			c.kickLocked()
+			return true
+		}
+		// Nothing written: queue it in front of whatever came meanwhile.
+		c.queue = append(c.queue, nil)
+		copy(c.queue[1:], c.queue)
+		c.queue[0] = m
+		c.bytes += len(m.Data)
+		c.kickLocked()
+		return true
 	}
 	if c.bytes+len(m.Data) > c.limit {
 		c.closeLocked(protocol.CloseSlowConsumer, "too far behind")
@@ -125,6 +157,9 @@ func (c *Client) closeLocked(code int, reason string) {
 
 // Batch is what the writer has to do next.
 type Batch struct {
+	// Partial, if set, is the end of a message the direct path began: it
+	// goes out before Messages.
+	Partial  []byte
 	Messages []*Message
 	Ping     bool
 	// Closed is set once the client is closed and its queue drained; Code
@@ -141,13 +176,13 @@ type Batch struct {
 func (c *Client) Take(dst []*Message) Batch {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b := Batch{Messages: append(dst, c.queue...), Ping: c.ping, Closed: c.closed, Code: c.code, Reason: c.reason}
+	b := Batch{Partial: c.partial, Messages: append(dst, c.queue...), Ping: c.ping, Closed: c.closed, Code: c.code, Reason: c.reason}
 	clear(c.queue)
-	c.queue, c.bytes, c.ping = c.queue[:0], 0, false
+	c.queue, c.bytes, c.ping, c.partial = c.queue[:0], 0, false, nil
 	if cap(c.queue) > 64 {
 		c.queue = nil // do not keep a burst's backing array
 	}
-	if len(b.Messages) == 0 && !b.Ping && !b.Closed {
+	if len(b.Messages) == 0 && b.Partial == nil && !b.Ping && !b.Closed {
 		c.running = false
 		b.Idle = true
 	}

@@ -1,6 +1,10 @@
 package meeting
 
 import (
+	"runtime"
+	"slices"
+	"sync"
+
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
 )
@@ -35,12 +39,40 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 		return
 	}
 	b := m.encode(name, data)
+	if len(m.conns) < parallelFanOut || runtime.GOMAXPROCS(0) == 1 {
+		for id, c := range m.conns {
+			if id != except {
+				c.Send(b)
+			}
+		}
+		return
+	}
+	// A big audience on several cores: each core takes a share of the
+	// sends (which may write to sockets directly), and the owner waits, so
+	// the next event still follows this one on every connection.
+	to := m.fanOutScratch[:0]
 	for id, c := range m.conns {
 		if id != except {
-			c.Send(b)
+			to = append(to, c)
 		}
 	}
+	var wg sync.WaitGroup
+	n := runtime.GOMAXPROCS(0)
+	for part := range slices.Chunk(to, (len(to)+n-1)/n) {
+		wg.Go(func() {
+			for _, c := range part {
+				c.Send(b)
+			}
+		})
+	}
+	wg.Wait()
+	clear(to)
+	m.fanOutScratch = to[:0]
 }
+
+// parallelFanOut is the audience size from which a broadcast is shared out
+// among the cores.
+const parallelFanOut = 512
 
 // toHosts queues one encoding of an event for every connected host (but
 // except) whose permissions want accepts.

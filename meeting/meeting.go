@@ -61,17 +61,18 @@ type Meeting struct {
 	stopped chan struct{}
 
 	// Owned by the run goroutine.
-	info        store.Meeting
-	st          *stage.State
-	presets     map[string]string // participant id -> preset name
-	conns       map[string]*Client
-	hostConns   map[string]*Client     // the connected hosts (accept requests or kick)
-	hiddenConns map[string]struct{}    // the connected hidden participants
-	away        map[string]*time.Timer // disconnected, within grace
-	seq         uint64
-	expiry      *time.Timer
-	idle        *time.Timer
-	stopping    bool
+	info          store.Meeting
+	st            *stage.State
+	presets       map[string]string // participant id -> preset name
+	conns         map[string]*Client
+	hostConns     map[string]*Client     // the connected hosts (accept requests or kick)
+	hiddenConns   map[string]struct{}    // the connected hidden participants
+	fanOutScratch []*Client              // reused by broadcast
+	away          map[string]*time.Timer // disconnected, within grace
+	seq           uint64
+	expiry        *time.Timer
+	idle          *time.Timer
+	stopping      bool
 }
 
 func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {

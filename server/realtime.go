@@ -71,18 +71,19 @@ type wsConn struct {
 	conn      *websocket.Conn
 	meetingID string
 	c         *meeting.Client
+	raw       rawWriter
 	writers   sync.WaitGroup
 }
 
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, meetingID string, c *meeting.Client) {
-	w := &wsConn{s: s, conn: conn, meetingID: meetingID, c: c}
+	w := &wsConn{s: s, conn: conn, meetingID: meetingID, c: c, raw: newRawWriter(conn.NetConn())}
 	s.track(w, true)
 	c.SetWriter(func() {
 		w.writers.Add(1)
 		go w.write()
-	})
+	}, w.direct)
 	w.read()
 	s.track(w, false)
 	s.reg.Disconnect(meetingID, c)
@@ -176,8 +177,11 @@ func (w *wsConn) write() {
 		if b.Idle {
 			return
 		}
-		if len(b.Messages) > 0 {
+		if len(b.Messages) > 0 || b.Partial != nil {
 			bufs = bufs[:0]
+			if b.Partial != nil {
+				bufs = append(bufs, b.Partial)
+			}
 			for i, m := range b.Messages {
 				bufs = append(bufs, m.Prepared(textFrame).([]byte))
 				b.Messages[i] = nil
@@ -203,6 +207,24 @@ func (w *wsConn) write() {
 			return
 		}
 	}
+}
+
+// direct writes m's frame without blocking, from the sender's goroutine (a
+// meeting's fan-out). It returns the part the socket had no room for.
+func (w *wsConn) direct(m *meeting.Message) ([]byte, bool) {
+	frame := m.Prepared(textFrame).([]byte)
+	n, err := w.raw.write(frame)
+	if err != nil {
+		w.conn.Close() // the reader ends and cleans up
+		return nil, false
+	}
+	if n == 0 {
+		return nil, false
+	}
+	if n < len(frame) {
+		return frame[n:], true
+	}
+	return nil, true
 }
 
 // textFrame returns p as one unmasked, final WebSocket text frame (RFC 6455
