@@ -99,4 +99,3 @@ func TestBroadcast_parallel(t *testing.T) {
 		t.Fatalf("%d saves for two grants", s.saved)
 	}
 }
-
