@@ -22,12 +22,16 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
 )
 
 const benchKey = "ck_bench_key_0123456789"
+
+// verbose is set by bench -v.
+var verbose bool
 
 func bench(args []string) error {
 	if len(args) == 0 || args[0] != "stage" {
@@ -40,6 +44,7 @@ func bench(args []string) error {
 	loadCPU := fs.Int("load-cpu", 1, "CPU this load process is pinned to (-1: not pinned)")
 	dial := fs.Int("dialers", 64, "concurrent connection attempts")
 	cpuprofile := fs.String("cpuprofile", "", "write the load process's CPU profile of the grant rounds here")
+	fs.BoolVar(&verbose, "v", false, "print each round's figures to stderr")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -62,15 +67,15 @@ func bench(args []string) error {
 	}
 	fmt.Printf("cocmd bench stage: %d CPUs, server on CPU %d, load on CPU %d, %d grants per N\n\n",
 		runtime.NumCPU(), *serverCPU, *loadCPU, *rounds)
-	fmt.Println("| viewers | grant → all viewers p50 | p99 | max | connect all | joins/s | server RSS per viewer | server CPU per grant | load CPU per grant |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| viewers | grant → update at every viewer: p50 | p99 | max | read by the load: p50 | p99 | connect all | joins/s | server RSS per viewer | server CPU per grant | load CPU per grant |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
 		r, err := benchStage(n, *rounds, *serverCPU, *dial, *debug, *cpuprofile)
 		if err != nil {
 			return fmt.Errorf("N=%d: %w", n, err)
 		}
-		fmt.Printf("| %d | %s | %s | %s | %s | %.0f | %.1f KB | %s | %s |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
-			r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024, ms(r.serverCPU), ms(r.loadCPU))
+		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %.0f | %.1f KB | %s | %s |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
+			ms(r.readP50), ms(r.readP99), r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024, ms(r.serverCPU), ms(r.loadCPU))
 	}
 	return nil
 }
@@ -78,7 +83,9 @@ func bench(args []string) error {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 type stageResult struct {
-	p50, p99, max time.Duration
+	p50, p99, max time.Duration // until the update reached each viewer's socket
+	readP50       time.Duration // until the load process had read it
+	readP99       time.Duration
 	serverCPU     time.Duration // per grant
 	loadCPU       time.Duration // per grant
 	connect       time.Duration
@@ -205,28 +212,58 @@ func (s *benchServer) api(method, path string, in, out any) error {
 	return nil
 }
 
-// viewer is one benchmark connection: it only notes when each
-// peerStageStatusUpdate arrives.
+// viewer is one benchmark connection. After the welcome it reads the raw
+// socket with recvmsg and SO_TIMESTAMPNS, so that for each
+// peerStageStatusUpdate it knows both when the kernel received it (arrival:
+// the server's part, whatever this process is doing) and when this process
+// read it (read: what an application on this core would see).
 type viewer struct {
-	uid   string
-	token string
-	conn  *websocket.Conn
-	got   atomic.Int64 // unix ns of the last peerStageStatusUpdate
-	seen  atomic.Int64 // how many it has had
+	uid     string
+	token   string
+	conn    *websocket.Conn
+	arrival atomic.Int64 // unix ns, kernel receive time of the last update
+	read    atomic.Int64 // unix ns, when it was read
+	seen    atomic.Int64 // how many updates it has had
 }
 
 var peerUpdate = []byte(`"event":"peerStageStatusUpdate"`)
 
-func (v *viewer) read() {
+func (v *viewer) readLoop() {
+	rc, err := v.conn.NetConn().(syscall.Conn).SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	})
+	buf := make([]byte, 4096)
+	oob := make([]byte, 128)
 	for {
-		_, b, err := v.conn.ReadMessage()
-		if err != nil {
+		var n, oobn int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil || rerr != nil || n == 0 {
 			return
 		}
-		if bytes.Contains(b, peerUpdate) {
-			v.got.Store(time.Now().UnixNano())
-			v.seen.Add(1)
+		now := time.Now().UnixNano()
+		if !bytes.Contains(buf[:n], peerUpdate) {
+			continue
 		}
+		at := now
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS && len(m.Data) >= 16 {
+					ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+					at = ts.Nano()
+				}
+			}
+		}
+		v.arrival.Store(at)
+		v.read.Store(now)
+		v.seen.Add(1)
 	}
 }
 
@@ -299,7 +336,7 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 	}
 	r.connect = time.Since(start)
 	for _, v := range viewers {
-		go v.read()
+		go v.readLoop()
 	}
 	defer func() {
 		for _, v := range viewers {
@@ -322,7 +359,7 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	var lat []time.Duration
+	var lat, readLat []time.Duration
 	var hostMu sync.Mutex
 	srvCPU0, err := srv.cpu()
 	if err != nil {
@@ -354,7 +391,13 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 				}
 				time.Sleep(time.Millisecond)
 			}
-			lat = append(lat, time.Duration(v.got.Load()-t0.UnixNano()))
+			lat = append(lat, time.Duration(v.arrival.Load()-t0.UnixNano()))
+			readLat = append(readLat, time.Duration(v.read.Load()-t0.UnixNano()))
+		}
+		if verbose {
+			last := slices.Clone(lat[len(lat)-(n-1):])
+			slices.Sort(last)
+			fmt.Fprintf(os.Stderr, "  N=%d round %d: arrival p50 %s max %s\n", n, round, ms(last[len(last)/2]), ms(last[len(last)-1]))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -363,7 +406,9 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 	r.serverCPU = (srvCPU1 - srvCPU0) / time.Duration(rounds)
 	r.loadCPU = (loadCPU1 - loadCPU0) / time.Duration(rounds)
 	slices.Sort(lat)
+	slices.Sort(readLat)
 	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	r.readP50, r.readP99 = readLat[len(readLat)/2], readLat[len(readLat)*99/100]
 	return r, nil
 }
 
