@@ -45,6 +45,7 @@ type testOptions struct {
 	rate     float64
 	burst    int
 	tokenTTL time.Duration
+	sndbuf   int
 }
 
 func startServer(t *testing.T, o testOptions) *testServer {
@@ -75,7 +76,7 @@ func (ts *testServer) start() {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue})
 	ts.srv = server.New(server.Config{Logger: log, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL}, db, ts.reg, keys)
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {

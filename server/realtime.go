@@ -78,6 +78,9 @@ type wsConn struct {
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, meetingID string, c *meeting.Client) {
+	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
+		tc.SetWriteBuffer(s.cfg.SendBuffer)
+	}
 	w := &wsConn{s: s, conn: conn, meetingID: meetingID, c: c, raw: newRawWriter(conn.NetConn())}
 	s.track(w, true)
 	c.SetWriter(func() {

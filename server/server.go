@@ -32,6 +32,11 @@ type Config struct {
 	// PingInterval is how often the server pings each WebSocket; a client
 	// silent for three intervals is dropped.
 	PingInterval time.Duration
+	// SendBuffer, if positive, sets each WebSocket's kernel send buffer
+	// (SO_SNDBUF), bounding what the kernel holds for a slow client before
+	// the meeting's own queue limit notices it; 0 keeps the kernel's
+	// autotuning.
+	SendBuffer int
 	// OpenAPI is served at /v1/openapi.yaml.
 	OpenAPI []byte
 	// Logger receives the server's logs.

@@ -139,7 +139,10 @@ func serve(args []string) error {
 	}
 
 	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log})
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log}, db, reg, keys)
+	// 256 KiB of kernel buffer per connection is hundreds of events; past
+	// that, the meeting's queue limit decides, instead of the kernel
+	// growing its buffer to megabytes for a client that does not read.
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
