@@ -39,9 +39,10 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 		return
 	}
 	b := m.encode(name, data)
+	skip := m.conns[except] // compare pointers, not ids, in the loop
 	if len(m.conns) < parallelFanOut || runtime.GOMAXPROCS(0) == 1 {
-		for id, c := range m.conns {
-			if id != except {
+		for _, c := range m.conns {
+			if c != skip {
 				c.Send(b)
 			}
 		}
@@ -51,8 +52,8 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 	// sends (which may write to sockets directly), and the owner waits, so
 	// the next event still follows this one on every connection.
 	to := m.fanOutScratch[:0]
-	for id, c := range m.conns {
-		if id != except {
+	for _, c := range m.conns {
+		if c != skip {
 			to = append(to, c)
 		}
 	}
