@@ -71,7 +71,7 @@ type wsConn struct {
 	conn      *websocket.Conn
 	meetingID string
 	c         *meeting.Client
-	raw       rawWriter
+	raw       *rawWriter
 	writers   sync.WaitGroup
 }
 
