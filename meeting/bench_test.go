@@ -13,7 +13,7 @@ func BenchmarkBroadcast(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			m := &Meeting{conns: map[string]*Client{}}
 			for i := range n {
-				c := newClient(fmt.Sprint("p", i), 1<<30)
+				c := newClient(nil, fmt.Sprint("p", i), 1<<30)
 				m.conns[c.ParticipantID] = c
 			}
 			b.ReportAllocs()

@@ -38,6 +38,8 @@ type Client struct {
 	// ParticipantID is the participant this connection speaks for.
 	ParticipantID string
 
+	meeting *Meeting
+
 	mu      sync.Mutex
 	start   func()
 	direct  func(*Message) (rest []byte, ok bool)
@@ -52,8 +54,8 @@ type Client struct {
 	reason  string
 }
 
-func newClient(participantID string, limit int) *Client {
-	return &Client{ParticipantID: participantID, limit: limit}
+func newClient(m *Meeting, participantID string, limit int) *Client {
+	return &Client{ParticipantID: participantID, meeting: m, limit: limit}
 }
 
 // SetWriter installs the transport's writer and, if messages are already

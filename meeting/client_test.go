@@ -9,7 +9,7 @@ import (
 )
 
 func TestClient_queueAndIdle(t *testing.T) {
-	c := newClient("p", 100)
+	c := newClient(nil, "p", 100)
 	starts := 0
 	c.SetWriter(func() { starts++ }, nil)
 	if starts != 0 {
@@ -34,7 +34,7 @@ func TestClient_queueAndIdle(t *testing.T) {
 }
 
 func TestClient_slowConsumerIsClosed(t *testing.T) {
-	c := newClient("p", 10)
+	c := newClient(nil, "p", 10)
 	c.SetWriter(func() {}, nil)
 	if !c.Send(NewMessage(bytes.Repeat([]byte("x"), 8))) {
 		t.Fatal("first message refused")
@@ -52,7 +52,7 @@ func TestClient_slowConsumerIsClosed(t *testing.T) {
 }
 
 func TestClient_directWrite(t *testing.T) {
-	c := newClient("p", 1000)
+	c := newClient(nil, "p", 1000)
 	var written [][]byte
 	full := false
 	c.SetWriter(func() {}, func(m *Message) ([]byte, bool) {

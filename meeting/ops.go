@@ -37,7 +37,7 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 		t.Stop()
 		delete(m.away, pid)
 	}
-	c := newClient(pid, m.reg.cfg.QueueBytes)
+	c := newClient(m, pid, m.reg.cfg.QueueBytes)
 	m.attach(&p, c)
 	resumed := old != nil || wasAway
 	b, err := protocol.EncodeWelcome(m.seq, m.welcome(&p, resumed))
@@ -53,19 +53,21 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 	return c, nil
 }
 
+// onOwner runs fn on the owner of c's meeting if c is still its
+// participant's connection (not replaced, not gone).
+func (c *Client) onOwner(fn func(m *Meeting)) {
+	m := c.meeting
+	m.post(func() {
+		if m.conns[c.ParticipantID] == c {
+			fn(m)
+		}
+	})
+}
+
 // Disconnect tells the meeting that c's connection ended. The participant
 // keeps its place for the grace period.
-func (r *Registry) Disconnect(meetingID string, c *Client) {
-	r.mu.Lock()
-	m := r.live[meetingID]
-	r.mu.Unlock()
-	if m == nil {
-		return
-	}
-	m.post(func() {
-		if m.conns[c.ParticipantID] != c {
-			return // replaced, or already gone
-		}
+func (r *Registry) Disconnect(c *Client) {
+	c.onOwner(func(m *Meeting) {
 		m.detach(c.ParticipantID)
 		m.startGrace(c.ParticipantID)
 		m.checkIdle()
@@ -98,17 +100,8 @@ func (m *Meeting) depart(pid string) {
 
 // Call executes a client's request and queues the response for it. It does
 // not wait: the response follows the events the call caused.
-func (r *Registry) Call(meetingID string, c *Client, req protocol.Request, params any) {
-	r.mu.Lock()
-	m := r.live[meetingID]
-	r.mu.Unlock()
-	if m == nil {
-		return
-	}
-	m.post(func() {
-		if m.conns[c.ParticipantID] != c {
-			return // a replaced connection no longer speaks for the participant
-		}
+func (r *Registry) Call(c *Client, req protocol.Request, params any) {
+	c.onOwner(func(m *Meeting) {
 		res, err := m.handle(c.ParticipantID, req.Method, params)
 		b, eerr := protocol.EncodeResponse(req.ID, res, err)
 		if eerr != nil {
@@ -271,13 +264,7 @@ func (m *Meeting) setPermissions(pid string, p stage.Preset) {
 // every live meeting that uses it. Meetings not in memory read presets when
 // they load.
 func (r *Registry) PresetChanged(p stage.Preset) {
-	r.mu.Lock()
-	live := make([]*Meeting, 0, len(r.live))
-	for _, m := range r.live {
-		live = append(live, m)
-	}
-	r.mu.Unlock()
-	for _, m := range live {
+	for _, m := range r.loaded() {
 		m.post(func() {
 			for pid, name := range m.presets {
 				if name == p.Name {

@@ -98,6 +98,17 @@ func (r *Registry) do(ctx context.Context, id string, fn func(m *Meeting)) error
 	}
 }
 
+// loaded returns the meetings in memory.
+func (r *Registry) loaded() []*Meeting {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	live := make([]*Meeting, 0, len(r.live))
+	for _, m := range r.live {
+		live = append(live, m)
+	}
+	return live
+}
+
 // Loaded returns the number of meetings in memory.
 func (r *Registry) Loaded() int {
 	r.mu.Lock()
@@ -110,12 +121,8 @@ func (r *Registry) Loaded() int {
 func (r *Registry) Close() {
 	r.mu.Lock()
 	r.closed = true
-	live := make([]*Meeting, 0, len(r.live))
-	for _, m := range r.live {
-		live = append(live, m)
-	}
 	r.mu.Unlock()
-	for _, m := range live {
+	for _, m := range r.loaded() {
 		m.post(func() { m.stop(protocol.CloseGoingAway, "server shutting down") })
 	}
 	r.wg.Wait()

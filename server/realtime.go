@@ -51,7 +51,7 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		s.reg.Disconnect(claims.Meeting, c)
+		s.reg.Disconnect(c)
 		return // the upgrader has answered
 	}
 	// Serve the connection on a goroutine of its own and return: net/http
@@ -60,28 +60,27 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	s.conns.Add(1)
 	go func() {
 		defer s.conns.Done()
-		s.serveConn(conn, claims.Meeting, c)
+		s.serveConn(conn, c)
 		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
 	}()
 }
 
 // wsConn is one realtime connection.
 type wsConn struct {
-	s         *Server
-	conn      *websocket.Conn
-	meetingID string
-	c         *meeting.Client
-	raw       *rawWriter
-	writers   sync.WaitGroup
+	s       *Server
+	conn    *websocket.Conn
+	c       *meeting.Client
+	raw     *rawWriter
+	writers sync.WaitGroup
 }
 
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
-func (s *Server) serveConn(conn *websocket.Conn, meetingID string, c *meeting.Client) {
+func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client) {
 	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
-	w := &wsConn{s: s, conn: conn, meetingID: meetingID, c: c, raw: newRawWriter(conn.NetConn())}
+	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(conn.NetConn())}
 	s.track(w, true)
 	c.SetWriter(func() {
 		w.writers.Add(1)
@@ -89,7 +88,7 @@ func (s *Server) serveConn(conn *websocket.Conn, meetingID string, c *meeting.Cl
 	}, w.direct)
 	w.read()
 	s.track(w, false)
-	s.reg.Disconnect(meetingID, c)
+	s.reg.Disconnect(c)
 	c.Close(websocket.CloseNormalClosure, "")
 	w.writers.Wait()
 	conn.Close()
@@ -157,7 +156,7 @@ func (w *wsConn) read() {
 			}
 			continue
 		}
-		w.s.reg.Call(w.meetingID, c, req, params)
+		w.s.reg.Call(c, req, params)
 	}
 }
 
