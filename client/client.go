@@ -131,7 +131,9 @@ func realtimeURL(base string) (string, error) {
 // permanentError marks a dial failure not worth retrying.
 type permanentError struct{ err error }
 
+// Error implements error.
 func (e *permanentError) Error() string { return e.err.Error() }
+// Unwrap returns the underlying error.
 func (e *permanentError) Unwrap() error { return e.err }
 
 // dial connects and reads the welcome.

@@ -43,7 +43,9 @@ type UserError struct {
 	Err    error
 }
 
+// Error implements error.
 func (e *UserError) Error() string { return e.UserID + ": " + e.Err.Error() }
+// Unwrap returns the error of the user id, which carries its code.
 func (e *UserError) Unwrap() error { return e.Err }
 
 // BatchError is returned by GrantAccess, DenyAccess and Kick when some user
@@ -53,6 +55,7 @@ type BatchError struct {
 	Failed []*UserError
 }
 
+// Error implements error.
 func (e *BatchError) Error() string {
 	parts := make([]string, len(e.Failed))
 	for i, f := range e.Failed {

@@ -28,6 +28,7 @@ type Error struct {
 	msg  string
 }
 
+// Error implements error.
 func (e *Error) Error() string { return e.msg }
 
 // The sentinel error of each code.
@@ -60,7 +61,9 @@ type detailed struct {
 	msg      string
 }
 
+// Error implements error.
 func (d *detailed) Error() string { return d.msg }
+// Unwrap returns the sentinel.
 func (d *detailed) Unwrap() error { return d.sentinel }
 
 // Errorf returns an error with message msg that wraps sentinel, so that

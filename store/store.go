@@ -22,6 +22,7 @@ var ErrConflict = errors.New("conflict")
 // ConflictError is a conflict with a message for people.
 type ConflictError struct{ Msg string }
 
+// Error implements error.
 func (e *ConflictError) Error() string { return e.Msg }
 
 // Unwrap lets errors.Is match both ErrConflict and stage.ErrBadRequest.
