@@ -14,9 +14,10 @@ import (
 // ErrNotFound is returned for an unknown id; it wraps stage.ErrNotFound.
 var ErrNotFound = stage.Errorf(stage.ErrNotFound, "not found")
 
-// ErrConflict is returned when a write would break a uniqueness or
-// referential rule (a second participant with the same user id, a preset in
-// use); it wraps stage.ErrBadRequest.
+// ErrConflict is matched (errors.Is) by the error of a write that would
+// break a uniqueness or referential rule: a second participant with the same
+// user id, a preset in use. That error, a *ConflictError, also matches
+// stage.ErrBadRequest, its wire code.
 var ErrConflict = errors.New("conflict")
 
 // ConflictError is a conflict with a message for people.
