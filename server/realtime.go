@@ -204,8 +204,9 @@ func (w *wsConn) write() {
 			if b.Code != websocket.CloseNormalClosure || b.Reason != "" {
 				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(b.Code, b.Reason), time.Now().Add(writeWait))
 			}
-			// Give the peer a moment to answer the close, then cut.
-			conn.SetReadDeadline(time.Now().Add(time.Second))
+			// Give the peer a moment to answer the close, then cut, even
+			// if it keeps talking.
+			time.AfterFunc(time.Second, func() { conn.Close() })
 			return
 		}
 	}
