@@ -75,6 +75,7 @@ type Meeting struct {
 	stopping      bool
 }
 
+// load reads meeting id from the store into a new, not yet started, owner.
 func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
 	info, err := r.store.Meeting(ctx, id)
 	if err != nil {

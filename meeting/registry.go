@@ -18,10 +18,11 @@ type Registry struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	live   map[string]*Meeting
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	live    map[string]*Meeting
+	loading map[string]*load
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // NewRegistry returns a registry of meetings kept in s.
@@ -38,7 +39,7 @@ func NewRegistry(s Store, cfg Config) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Registry{store: s, cfg: cfg, log: cfg.Logger, live: map[string]*Meeting{}}
+	return &Registry{store: s, cfg: cfg, log: cfg.Logger, live: map[string]*Meeting{}, loading: map[string]*load{}}
 }
 
 func (r *Registry) now() time.Time {
@@ -51,24 +52,58 @@ func (r *Registry) now() time.Time {
 // errClosed is returned once the registry is closed.
 var errClosed = stage.Errorf(stage.ErrInternal, "the server is shutting down")
 
-// get returns the live meeting id, loading it if needed.
+// get returns the live meeting id, loading it if needed. Loads of different
+// meetings run in parallel; callers wanting a meeting being loaded wait for
+// that one load.
 func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil, errClosed
 	}
 	if m := r.live[id]; m != nil {
+		r.mu.Unlock()
 		return m, nil
 	}
-	m, err := r.load(ctx, id)
-	if err != nil {
-		return nil, err
+	if l := r.loading[id]; l != nil {
+		r.mu.Unlock()
+		select {
+		case <-l.done:
+			return l.m, l.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	r.live[id] = m
-	r.wg.Add(1)
-	m.start()
-	return m, nil
+	l := &load{done: make(chan struct{})}
+	r.loading[id] = l
+	r.mu.Unlock()
+
+	// The load is shared: it must not end with the first caller's context.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	m, err := r.load(lctx, id)
+	cancel()
+	r.mu.Lock()
+	delete(r.loading, id)
+	switch {
+	case err != nil:
+	case r.closed:
+		m, err = nil, errClosed
+	default:
+		r.live[id] = m
+		r.wg.Add(1)
+		m.start()
+	}
+	r.mu.Unlock()
+	l.m, l.err = m, err
+	close(l.done)
+	return m, err
+}
+
+// load is a meeting being read from the store.
+type load struct {
+	done chan struct{}
+	m    *Meeting
+	err  error
 }
 
 // forget is called by a stopping meeting's owner.
