@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/cocmd/cocmd"
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/server"
@@ -76,7 +77,7 @@ func (ts *testServer) start() {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue})
 	ts.srv = server.New(server.Config{Logger: log, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf}, db, ts.reg, keys)
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, OpenAPI: cocmd.OpenAPI}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {

@@ -1,12 +1,13 @@
 package server_test
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/stage"
-	"time"
 )
 
 func userIDs(rs []stage.Request) []string {
@@ -151,5 +152,37 @@ func TestPresetChange(t *testing.T) {
 	waitFor(t, pan, "own status", named("stageStatusUpdate"))
 	if pan.Permissions().StageAccess != stage.NotAllowed || pan.Stage.Status() != stage.OffStage {
 		t.Fatalf("pan: %+v %v", pan.Permissions(), pan.Stage.Status())
+	}
+}
+
+// TestGrantWhileAway: a grant to a participant who is not connected takes
+// effect, and the participant finds it when it comes back.
+func TestGrantWhileAway(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	tok := ts.participant(mid, "ann", "webinar_viewer")
+	ts.participant(mid, "bob", "webinar_viewer") // never connects
+	ann := ts.join(tok)
+	must(t, ann.Stage.RequestAccess(ctx))
+	ann.Close()
+	var res struct {
+		Results []struct {
+			UserID string          `json:"user_id"`
+			Error  json.RawMessage `json:"error"`
+		} `json:"results"`
+	}
+	ts.mustAPI("POST", "/v1/meetings/"+mid+"/stage/grant", map[string]any{"user_ids": []string{"ann", "bob"}}, &res)
+	if len(res.Results) != 2 || res.Results[0].Error != nil || res.Results[1].Error != nil {
+		t.Fatalf("grant results %+v", res)
+	}
+	ann = ts.join(tok)
+	if ann.Stage.Status() != stage.Accepted {
+		t.Fatalf("ann came back %v", ann.Stage.Status())
+	}
+	must(t, ann.Stage.Join(ctx))
+	bob := ts.join(ts.participant(mid, "carl", "webinar_viewer"))
+	if p, ok := bob.Participant("bob"); !ok || p.Status != stage.Accepted || p.Connected {
+		t.Fatalf("carl sees bob as %+v %v", p, ok)
 	}
 }
