@@ -133,6 +133,7 @@ type permanentError struct{ err error }
 
 // Error implements error.
 func (e *permanentError) Error() string { return e.err.Error() }
+
 // Unwrap returns the underlying error.
 func (e *permanentError) Unwrap() error { return e.err }
 

@@ -45,6 +45,7 @@ type UserError struct {
 
 // Error implements error.
 func (e *UserError) Error() string { return e.UserID + ": " + e.Err.Error() }
+
 // Unwrap returns the error of the user id, which carries its code.
 func (e *UserError) Unwrap() error { return e.Err }
 

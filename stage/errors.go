@@ -63,6 +63,7 @@ type detailed struct {
 
 // Error implements error.
 func (d *detailed) Error() string { return d.msg }
+
 // Unwrap returns the sentinel.
 func (d *detailed) Unwrap() error { return d.sentinel }
 
