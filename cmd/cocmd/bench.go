@@ -121,8 +121,21 @@ func startBenchServer(cpu int, debugAddr string) (*benchServer, error) {
 	if cpu >= 0 {
 		argv = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
 	}
+	cmd, err := startServe(argv, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &benchServer{cmd: cmd, base: "http://" + addr, dir: dir}, nil
+}
+
+// startServe runs argv (a cocmd serve command line) and returns once the
+// server says it is listening.
+func startServe(argv []string, timeout time.Duration) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
-	out, _ := cmd.StdoutPipe()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -138,11 +151,12 @@ func startBenchServer(cpu int, debugAddr string) (*benchServer, error) {
 	}()
 	select {
 	case <-ready:
-	case <-time.After(30 * time.Second):
+		return cmd, nil
+	case <-time.After(timeout):
 		cmd.Process.Kill()
-		return nil, errors.New("server did not start")
+		cmd.Wait()
+		return nil, fmt.Errorf("%s did not start within %v", argv[0], timeout)
 	}
-	return &benchServer{cmd: cmd, base: "http://" + addr, dir: dir}, nil
 }
 
 func (s *benchServer) stop() {

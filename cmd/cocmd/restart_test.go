@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,26 +45,9 @@ func freeAddr(t *testing.T) string {
 // startBinary runs cocmd serve and waits until it listens.
 func startBinary(t *testing.T, bin, addr, dir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "-listen", addr, "-data", dir, "-api-key", testKey, "-log-level", "warn")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd, err := startServe([]string{bin, "serve", "-listen", addr, "-data", dir, "-api-key", testKey, "-log-level", "warn"}, time.Minute)
+	if err != nil {
 		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "cocmd listening on") {
-				close(ready)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("cocmd did not start")
 	}
 	return cmd
 }

@@ -297,26 +297,32 @@ func parseCursor(c string) (int64, error) {
 
 // Meetings implements store.Store.
 func (d *DB) Meetings(ctx context.Context, page store.Page) ([]store.Meeting, string, error) {
+	return paged(ctx, d, page, scanMeeting, "SELECT "+meetingCols+" FROM meetings WHERE n > ? ORDER BY n LIMIT ?")
+}
+
+// paged runs a query whose last two parameters are the cursor (a row number)
+// and the limit, and returns one page and the cursor of the next.
+func paged[T any](ctx context.Context, d *DB, page store.Page, scan func(scanner) (T, int64, error), query string, args ...any) ([]T, string, error) {
 	after, err := parseCursor(page.After)
 	if err != nil {
 		return nil, "", err
 	}
-	rows, err := d.db.QueryContext(ctx, "SELECT "+meetingCols+" FROM meetings WHERE n > ? ORDER BY n LIMIT ?", after, page.Limit+1)
+	rows, err := d.db.QueryContext(ctx, query, append(args, after, page.Limit+1)...)
 	if err != nil {
 		return nil, "", err
 	}
 	defer rows.Close()
-	var out []store.Meeting
+	var out []T
 	var last int64
 	for rows.Next() {
 		if len(out) == page.Limit {
 			return out, strconv.FormatInt(last, 10), nil
 		}
-		m, n, err := scanMeeting(rows)
+		v, n, err := scan(rows)
 		if err != nil {
 			return nil, "", err
 		}
-		out, last = append(out, m), n
+		out, last = append(out, v), n
 	}
 	return out, "", rows.Err()
 }
@@ -370,29 +376,8 @@ func (d *DB) Participant(ctx context.Context, meetingID, id string) (store.Parti
 
 // Participants implements store.Store.
 func (d *DB) Participants(ctx context.Context, meetingID string, page store.Page) ([]store.Participant, string, error) {
-	after, err := parseCursor(page.After)
-	if err != nil {
-		return nil, "", err
-	}
-	rows, err := d.db.QueryContext(ctx, "SELECT "+participantCols+" FROM participants WHERE meeting_id = ? AND n > ? ORDER BY n LIMIT ?",
-		meetingID, after, page.Limit+1)
-	if err != nil {
-		return nil, "", err
-	}
-	defer rows.Close()
-	var out []store.Participant
-	var last int64
-	for rows.Next() {
-		if len(out) == page.Limit {
-			return out, strconv.FormatInt(last, 10), nil
-		}
-		p, n, err := scanParticipant(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		out, last = append(out, p), n
-	}
-	return out, "", rows.Err()
+	return paged(ctx, d, page, scanParticipant,
+		"SELECT "+participantCols+" FROM participants WHERE meeting_id = ? AND n > ? ORDER BY n LIMIT ?", meetingID)
 }
 
 // AllParticipants implements store.Store.
