@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -115,7 +116,7 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string) (Keys, error)
 		return k, err
 	}
 	if apiKey == "" {
-		apiKey = "ck_" + strings.ToLower(rand.Text())
+		apiKey = newAPIKey()
 	}
 	for _, p := range stage.BuiltinPresets() {
 		if err := st.CreatePreset(ctx, p); err != nil && !errors.Is(err, store.ErrConflict) {
@@ -128,6 +129,22 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string) (Keys, error)
 	k.NewAPIKey = apiKey
 	return k, nil
 }
+
+// RotateAPIKey replaces the API key of the data directory behind st and
+// returns the new key, in clear, for the caller to show once. A server
+// running on that directory keeps the old key until it restarts.
+func RotateAPIKey(ctx context.Context, st store.Store) (string, error) {
+	if _, err := st.Setting(ctx, settingAPIKeyHash); err != nil {
+		return "", fmt.Errorf("no API key to rotate (has cocmd serve ever run on this data directory?): %w", err)
+	}
+	key := newAPIKey()
+	if err := st.SetSetting(ctx, settingAPIKeyHash, hashKey(key)); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+func newAPIKey() string { return "ck_" + strings.ToLower(rand.Text()) }
 
 func hashKey(k string) []byte {
 	h := sha256.Sum256([]byte(k))

@@ -143,7 +143,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
 	})
-	return mux
+	return s.accessLog(mux)
 }
 
 func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error) http.Handler {

@@ -78,6 +78,8 @@ type Store interface {
 	// SetSettingOnce stores value under key unless a value is there, and
 	// returns the value stored.
 	SetSettingOnce(ctx context.Context, key string, value []byte) ([]byte, error)
+	// SetSetting stores value under key, replacing any value there.
+	SetSetting(ctx context.Context, key string, value []byte) error
 
 	CreatePreset(ctx context.Context, p stage.Preset) error
 	Preset(ctx context.Context, name string) (stage.Preset, error)

@@ -2,6 +2,7 @@
 //
 //	cocmd serve [flags]   run the server (cocmd serve -h for flags)
 //	cocmd bench ...       run a benchmark (cocmd bench -h)
+//	cocmd rotate-api-key  replace a data directory's API key
 package main
 
 import (
@@ -19,6 +20,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "bench":
 		err = bench(os.Args[2:])
+	case "rotate-api-key":
+		err = rotateAPIKey(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -35,8 +38,9 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage: cocmd <command> [flags]
 
 commands:
-  serve   run the server
-  bench   run a benchmark against a server it starts
+  serve            run the server
+  bench            run a benchmark against a server it starts
+  rotate-api-key   replace the API key of a data directory (restart the server after)
 `)
 	os.Exit(2)
 }

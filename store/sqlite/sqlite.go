@@ -154,6 +154,12 @@ func (d *DB) SetSettingOnce(ctx context.Context, key string, value []byte) ([]by
 	return d.Setting(ctx, key)
 }
 
+// SetSetting implements store.Store.
+func (d *DB) SetSetting(ctx context.Context, key string, value []byte) error {
+	_, err := d.db.ExecContext(ctx, "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+	return err
+}
+
 // CreatePreset implements store.Store.
 func (d *DB) CreatePreset(ctx context.Context, p stage.Preset) error {
 	b, err := json.Marshal(p.Permissions)
