@@ -344,3 +344,35 @@ func TestRealtime_removedAndEnded(t *testing.T) {
 		t.Fatalf("adding to an ended meeting: %d %+v", code, e)
 	}
 }
+
+// TestRealtime_stageChangesLimited: a viewer toggling its request cannot make
+// the meeting tell everyone about it more than its allowance.
+func TestRealtime_stageChangesLimited(t *testing.T) {
+	ts := startServer(t, testOptions{changes: 1})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	other := ts.join(ts.participant(mid, "other", "webinar_viewer"))
+	obs := observe("other", other)
+	v := ts.join(ts.participant(mid, "toggler", "webinar_viewer"))
+	limited := 0
+	for i := range 30 {
+		var err error
+		if i%2 == 0 {
+			err = v.Stage.RequestAccess(ctx)
+		} else {
+			err = v.Stage.CancelRequestAccess(ctx)
+		}
+		if errors.Is(err, client.ErrRateLimited) {
+			limited++
+		}
+	}
+	if limited < 20 {
+		t.Fatalf("only %d of 30 toggles limited", limited)
+	}
+	must(t, v.Ping(ctx)) // other requests still pass
+	must(t, other.Ping(ctx))
+	time.Sleep(100 * time.Millisecond)
+	if n := len(obs.changes()); n > 10 {
+		t.Fatalf("the others were told of %d changes", n)
+	}
+}

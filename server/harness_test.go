@@ -47,6 +47,7 @@ type testOptions struct {
 	burst    int
 	tokenTTL time.Duration
 	sndbuf   int
+	changes  float64 // ChangesPerSecond; 0: generous, for tests that race
 }
 
 func startServer(t *testing.T, o testOptions) *testServer {
@@ -76,7 +77,11 @@ func (ts *testServer) start() {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue})
-	ts.srv = server.New(server.Config{Logger: log, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
+	changes, changesBurst := 1000.0, 1000
+	if ts.opts.changes > 0 {
+		changes, changesBurst = ts.opts.changes, 5
+	}
+	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, OpenAPI: cocmd.OpenAPI}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing

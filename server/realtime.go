@@ -133,6 +133,7 @@ func (w *wsConn) read() {
 	// Answer a client's ping through the writer: only the writer writes.
 	conn.SetPingHandler(func(string) error { deadline(); c.RequestPing(); return nil })
 	lim := newLimiter(w.s.cfg.RequestsPerSecond, w.s.cfg.Burst, w.s.cfg.Now())
+	changes := newLimiter(w.s.cfg.ChangesPerSecond, w.s.cfg.ChangesBurst, w.s.cfg.Now())
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
@@ -147,8 +148,14 @@ func (w *wsConn) read() {
 			return
 		}
 		req, params, err := protocol.DecodeRequest(data)
-		if err == nil && !lim.allow(w.s.cfg.Now()) {
-			err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
+		if err == nil {
+			now := w.s.cfg.Now()
+			switch {
+			case !lim.allow(now):
+				err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
+			case selfChange[req.Method] && !changes.allow(now):
+				err = stage.Errorf(stage.ErrRateLimited, "too many stage changes; slow down")
+			}
 		}
 		if err != nil {
 			if b, eerr := protocol.EncodeResponse(req.ID, nil, err); eerr == nil {
@@ -246,6 +253,15 @@ func textFrame(p []byte) any {
 		f = append(f, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
 	return append(f, p...)
+}
+
+// selfChange are the methods that change the caller's own status, which
+// everyone in the meeting is told about.
+var selfChange = map[string]bool{
+	protocol.MethodRequestAccess:       true,
+	protocol.MethodCancelRequestAccess: true,
+	protocol.MethodJoin:                true,
+	protocol.MethodLeave:               true,
 }
 
 // limiter is a token bucket.

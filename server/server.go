@@ -29,6 +29,12 @@ type Config struct {
 	// RequestsPerSecond and Burst bound each connection's realtime requests.
 	RequestsPerSecond float64
 	Burst             int
+	// ChangesPerSecond and ChangesBurst further bound a connection's own
+	// status changes (requestAccess, cancelRequestAccess, join, leave):
+	// each is told to everyone in the meeting, so a viewer toggling its
+	// request must not be able to flood ten thousand others.
+	ChangesPerSecond float64
+	ChangesBurst     int
 	// PingInterval is how often the server pings each WebSocket; a client
 	// silent for three intervals is dropped.
 	PingInterval time.Duration
@@ -69,6 +75,9 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	}
 	if cfg.RequestsPerSecond <= 0 {
 		cfg.RequestsPerSecond, cfg.Burst = 20, 40
+	}
+	if cfg.ChangesPerSecond <= 0 {
+		cfg.ChangesPerSecond, cfg.ChangesBurst = 2, 10
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 20 * time.Second
