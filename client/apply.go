@@ -59,7 +59,6 @@ func (m *Meeting) apply(msg protocol.Message) error {
 			return err
 		}
 		m.participants[d.ID] = d
-		m.count++
 		m.events.push(ParticipantJoined{Participant: fromWire(d)})
 	case protocol.EventParticipantLeft:
 		var d protocol.ParticipantLeft
@@ -74,7 +73,6 @@ func (m *Meeting) apply(msg protocol.Message) error {
 				m.participants[d.ID] = p
 			}
 		}
-		m.count--
 		m.events.push(ParticipantLeft{ID: d.ID, UserID: d.UserID})
 	case protocol.EventPermissionsUpdate:
 		var d protocol.PermissionsUpdate
@@ -83,6 +81,12 @@ func (m *Meeting) apply(msg protocol.Message) error {
 		}
 		m.self.Preset, m.self.Permissions = d.Preset, d.Permissions
 		m.events.push(PermissionsUpdate{Preset: d.Preset, Permissions: d.Permissions})
+	case protocol.EventParticipantCount:
+		var d protocol.ParticipantCount
+		if err := json.Unmarshal(msg.Data, &d); err != nil {
+			return err
+		}
+		m.count = d.Count
 	case protocol.EventMeetingUpdate:
 		var d protocol.Meeting
 		if err := json.Unmarshal(msg.Data, &d); err != nil {

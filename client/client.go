@@ -417,6 +417,14 @@ func (m *Meeting) Participant(uid string) (Participant, bool) {
 	return Participant{}, false
 }
 
+// ParticipantCount returns how many participants are connected, as of the
+// welcome or the last participantCount event (every few seconds).
+func (m *Meeting) ParticipantCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.count
+}
+
 // Connected reports whether the client is connected right now.
 func (m *Meeting) Connected() bool {
 	m.mu.Lock()

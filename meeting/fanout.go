@@ -198,7 +198,7 @@ func (m *Meeting) welcome(self *stage.Participant, resumed bool) *protocol.Welco
 		w.Participants = append(w.Participants, m.describe(p))
 	}
 	m.st.EachActive(add)
-	w.ParticipantCount = len(m.conns) - len(m.hiddenConns)
+	w.ParticipantCount = m.count()
 	if self.Perms.IsHost() {
 		for id := range m.conns {
 			p, _ := m.st.Participant(id)

@@ -38,6 +38,9 @@ type Config struct {
 	QueueBytes int
 	// Idle is how long a meeting with nobody connected stays in memory.
 	Idle time.Duration
+	// CountEvery is how often everyone is told how many participants are
+	// connected (when it changed); default 5s.
+	CountEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the meetings' logs; nil means slog.Default().
@@ -72,6 +75,8 @@ type Meeting struct {
 	seq           uint64
 	expiry        *time.Timer
 	idle          *time.Timer
+	counter       *time.Timer // the next participantCount
+	counted       int         // the count everyone was last told
 	stopping      bool
 }
 
@@ -138,6 +143,7 @@ func (m *Meeting) start() {
 		m.apply(m.st.Expire(m.now()))
 		m.scheduleExpiry()
 		m.checkIdle()
+		m.counter = time.AfterFunc(m.reg.cfg.CountEvery, func() { m.post(m.tellCount) })
 	})
 	go m.run()
 }
@@ -204,8 +210,23 @@ func (m *Meeting) stop(code int, reason string) {
 	if m.idle != nil {
 		m.idle.Stop()
 	}
+	m.counter.Stop()
 	m.stopping = true
 	m.reg.forget(m)
+}
+
+// count is the number of connected participants others may know of.
+func (m *Meeting) count() int { return len(m.conns) - len(m.hiddenConns) }
+
+// tellCount tells everyone how many are connected, if that changed. Viewers
+// are not told of each other's comings and goings (that would be N² messages
+// for N viewers); this is their audience count.
+func (m *Meeting) tellCount() {
+	if n := m.count(); n != m.counted {
+		m.counted = n
+		m.broadcast(protocol.EventParticipantCount, protocol.ParticipantCount{Count: n}, "")
+	}
+	m.counter.Reset(m.reg.cfg.CountEvery)
 }
 
 // checkIdle unloads the meeting after a while with nobody connected or

@@ -36,6 +36,9 @@ func NewRegistry(s Store, cfg Config) *Registry {
 	if cfg.Idle <= 0 {
 		cfg.Idle = time.Minute
 	}
+	if cfg.CountEvery <= 0 {
+		cfg.CountEvery = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

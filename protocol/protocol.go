@@ -62,6 +62,7 @@ const (
 	EventParticipantLeft          = "participantLeft"
 	EventPermissionsUpdate        = "permissionsUpdate"
 	EventMeetingUpdate            = "meetingUpdate"
+	EventParticipantCount         = "participantCount"
 )
 
 // WebSocket close codes the server uses, with the reason as close text.
@@ -205,6 +206,12 @@ type ParticipantLeft struct {
 type PermissionsUpdate struct {
 	Preset      string            `json:"preset"`
 	Permissions stage.Permissions `json:"permissions"`
+}
+
+// ParticipantCount is participantCount: how many participants are
+// connected, sent to everyone every few seconds when it changed.
+type ParticipantCount struct {
+	Count int `json:"count"`
 }
 
 // Empty is the payload of events and results that carry nothing.

@@ -76,7 +76,7 @@ func (ts *testServer) start() {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue})
+	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond})
 	changes, changesBurst := 1000.0, 1000
 	if ts.opts.changes > 0 {
 		changes, changesBurst = ts.opts.changes, 5

@@ -186,3 +186,29 @@ func TestGrantWhileAway(t *testing.T) {
 		t.Fatalf("carl sees bob as %+v %v", p, ok)
 	}
 }
+
+// TestParticipantCount: viewers are not told of each other one by one, but
+// learn how many are connected every few seconds.
+func TestParticipantCount(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	a := ts.join(ts.participant(mid, "a", "webinar_viewer"))
+	b := ts.join(ts.participant(mid, "b", "webinar_viewer"))
+	ts.join(ts.participant(mid, "c", "webinar_viewer"))
+	waitCount := func(m *client.Meeting, want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for m.ParticipantCount() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("count %d, want %d", m.ParticipantCount(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCount(a, 3)
+	if len(a.Participants()) != 0 {
+		t.Fatalf("a viewer was told of other viewers: %+v", a.Participants())
+	}
+	b.Close()
+	waitCount(a, 2)
+}
