@@ -442,8 +442,11 @@ func (m *Meeting) Err() error {
 // Done is closed when the client has stopped.
 func (m *Meeting) Done() <-chan struct{} { return m.done }
 
-// Close leaves the meeting: the connection is closed and the server lets
-// the participant go once its grace period ends.
+// Close leaves the meeting: the connection is closed normally and the
+// server lets the participant go at once (its pending request, if any, is
+// withdrawn). Its stage status otherwise stays its own, for when it joins
+// again. A connection that merely drops keeps the participant's place for the
+// server's grace period instead.
 func (m *Meeting) Close() error {
 	m.cancel()
 	m.mu.Lock()

@@ -74,6 +74,17 @@ func (r *Registry) Disconnect(c *Client) {
 	})
 }
 
+// Leave tells the meeting that c's participant left on purpose (its client
+// closed the connection normally): it leaves the meeting now, without a
+// grace period.
+func (r *Registry) Leave(c *Client) {
+	c.onOwner(func(m *Meeting) {
+		m.detach(c.ParticipantID)
+		m.depart(c.ParticipantID)
+		m.checkIdle()
+	})
+}
+
 func (m *Meeting) startGrace(pid string) {
 	var t *time.Timer
 	t = time.AfterFunc(m.reg.cfg.Grace, func() {

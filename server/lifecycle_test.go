@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/stage"
 )
@@ -63,10 +65,10 @@ func TestRestart_clientsResume(t *testing.T) {
 	waitFor(t, vs[4], "approval", named("stageRequestApproved"))
 }
 
-// TestGrace_requesterLeaves: a requester who does not come back within the
-// grace period loses its request, and the hosts are told.
-func TestGrace_requesterLeaves(t *testing.T) {
-	ts := startServer(t, testOptions{grace: 300 * time.Millisecond})
+// TestRequesterLeaves: a requester who leaves the meeting loses its
+// request, and the hosts are told.
+func TestRequesterLeaves(t *testing.T) {
+	ts := startServer(t, testOptions{grace: time.Hour})
 	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
 	ctx := ctxT(t)
 	host := ts.join(ts.participant(mid, "host", "webinar_host"))
@@ -211,4 +213,35 @@ func TestParticipantCount(t *testing.T) {
 	}
 	b.Close()
 	waitCount(a, 2)
+}
+
+// TestGrace_dropAndReturn: a connection that drops (no close handshake)
+// keeps the participant's place for the grace period: it comes back with its
+// request; one that stays away past the grace period loses it.
+func TestGrace_dropAndReturn(t *testing.T) {
+	ts := startServer(t, testOptions{grace: 500 * time.Millisecond})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	tok := ts.participant(mid, "ann", "webinar_viewer")
+	c := rawConn(t, ts, tok)
+	c.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"stage.requestAccess"}`))
+	response(t, c, 1)
+	c.NetConn().Close() // dropped, not closed
+	time.Sleep(100 * time.Millisecond)
+	ann := ts.join(tok)
+	if ann.Stage.Status() != stage.Requested {
+		t.Fatalf("back within grace as %v", ann.Stage.Status())
+	}
+	reqs, err := host.Stage.GetAccessRequests(ctx)
+	if err != nil || len(reqs) != 1 {
+		t.Fatalf("requests %+v %v", reqs, err)
+	}
+	// Dropped again, and away past the grace period.
+	c2 := rawConn(t, ts, tok)
+	c2.NetConn().Close()
+	waitFor(t, host, "ann's departure", func(e client.Event) bool {
+		p, ok := e.(client.PeerStageStatusUpdate)
+		return ok && p.Participant.UserID == "ann" && p.Reason == stage.CauseDepart
+	})
 }

@@ -86,9 +86,13 @@ func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client) {
 		w.writers.Add(1)
 		go w.write()
 	}, w.direct)
-	w.read()
+	left := w.read()
 	s.track(w, false)
-	s.reg.Disconnect(c)
+	if left {
+		s.reg.Leave(c) // said goodbye: gone now, no grace period
+	} else {
+		s.reg.Disconnect(c)
+	}
 	c.Close(websocket.CloseNormalClosure, "")
 	w.writers.Wait()
 	conn.Close()
@@ -124,14 +128,25 @@ func (s *Server) pinger(stop <-chan struct{}) {
 	}
 }
 
-func (w *wsConn) read() {
+// read serves the client's requests until the connection ends, and
+// reports whether the client said goodbye (a normal close) rather than
+// dropped.
+func (w *wsConn) read() (left bool) {
 	conn, c := w.conn, w.c
 	conn.SetReadLimit(protocol.MaxMessageSize)
 	deadline := func() { conn.SetReadDeadline(time.Now().Add(3 * w.s.cfg.PingInterval)) }
 	deadline()
 	conn.SetPongHandler(func(string) error { deadline(); return nil })
-	// Answer a client's ping through the writer: only the writer writes.
-	conn.SetPingHandler(func(string) error { deadline(); c.RequestPing(); return nil })
+	// Answer a client's ping at once. A control frame is one write on the
+	// socket, which never lands inside one of the writer's frames.
+	conn.SetPingHandler(func(data string) error {
+		deadline()
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait))
+		if err == websocket.ErrCloseSent {
+			return nil
+		}
+		return err
+	})
 	lim := newLimiter(w.s.cfg.RequestsPerSecond, w.s.cfg.Burst, w.s.cfg.Now())
 	changes := newLimiter(w.s.cfg.ChangesPerSecond, w.s.cfg.ChangesBurst, w.s.cfg.Now())
 	for {
@@ -140,12 +155,12 @@ func (w *wsConn) read() {
 			if err == websocket.ErrReadLimit {
 				c.Close(protocol.CloseMessageTooBig, "message over the limit of 65536 bytes")
 			}
-			return
+			return websocket.IsCloseError(err, websocket.CloseNormalClosure)
 		}
 		deadline()
 		if typ != websocket.TextMessage {
 			c.Close(protocol.ClosePolicy, "binary messages are not part of the protocol")
-			return
+			return false
 		}
 		req, params, err := protocol.DecodeRequest(data)
 		if err == nil {
