@@ -376,3 +376,25 @@ func TestRealtime_stageChangesLimited(t *testing.T) {
 		t.Fatalf("the others were told of %d changes", n)
 	}
 }
+
+// TestRealtime_pingAnswered: a client's WebSocket ping gets a pong.
+func TestRealtime_pingAnswered(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	c := rawConn(t, ts, ts.participant(mid, "ann", "webinar_viewer"))
+	pong := make(chan string, 1)
+	c.SetPongHandler(func(data string) error { pong <- data; return nil })
+	if err := c.WriteControl(websocket.PingMessage, []byte("hello"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"ping"}`))
+	response(t, c, 1) // reading processes the control frames before it
+	select {
+	case got := <-pong:
+		if got != "hello" {
+			t.Fatalf("pong %q", got)
+		}
+	default:
+		t.Fatal("no pong")
+	}
+}
