@@ -70,7 +70,7 @@ func bench(args []string) error {
 	fmt.Println("| viewers | grant → update at every viewer: p50 | p99 | max | read by the load: p50 | p99 | connect all | joins/s | server RSS per viewer | server CPU per grant | load CPU per grant |")
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
-		r, err := benchStage(n, *rounds, *serverCPU, *dial, *debug, *cpuprofile)
+		r, err := benchStage(n, stageOptions{rounds: *rounds, cpu: *serverCPU, dialers: *dial, debugAddr: *debug, cpuprofile: *cpuprofile})
 		if err != nil {
 			return fmt.Errorf("N=%d: %w", n, err)
 		}
@@ -281,49 +281,25 @@ func (v *viewer) readLoop() {
 	}
 }
 
-func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stageResult, error) {
+// stageOptions are the settings of one benchStage run.
+type stageOptions struct {
+	rounds, cpu, dialers  int
+	debugAddr, cpuprofile string
+}
+
+func benchStage(n int, o stageOptions) (stageResult, error) {
 	var r stageResult
-	srv, err := startBenchServer(cpu, debugAddr)
+	srv, err := startBenchServer(o.cpu, o.debugAddr)
 	if err != nil {
 		return r, err
 	}
 	defer srv.stop()
-	var m struct{ ID string }
-	if err := srv.api("POST", "/v1/meetings", map[string]any{"title": "bench", "type": "WEBINAR"}, &m); err != nil {
-		return r, err
-	}
-	add := func(uid, preset string) (string, error) {
-		var p struct{ Token string }
-		err := srv.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		return p.Token, err
-	}
-	hostToken, err := add("host", "webinar_host")
+	hostToken, viewers, err := srv.webinar(n)
 	if err != nil {
 		return r, err
 	}
-	viewers := make([]*viewer, n)
-	if err := parallel(16, n, func(i int) error {
-		uid := fmt.Sprintf("v%05d", i)
-		tok, err := add(uid, "webinar_viewer")
-		viewers[i] = &viewer{uid: uid, token: tok}
-		return err
-	}); err != nil {
-		return r, err
-	}
 	wsURL := strings.Replace(srv.base, "http", "ws", 1) + "/v1/realtime"
-	dialer := &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024, HandshakeTimeout: 30 * time.Second}
-	connect := func(tok string) (*websocket.Conn, error) {
-		c, _, err := dialer.Dial(wsURL+"?token="+tok, nil)
-		if err != nil {
-			return nil, err
-		}
-		if _, _, err := c.ReadMessage(); err != nil { // the welcome
-			c.Close()
-			return nil, err
-		}
-		return c, nil
-	}
-	host, err := connect(hostToken)
+	host, err := connectViewer(wsURL, hostToken)
 	if err != nil {
 		return r, err
 	}
@@ -341,8 +317,8 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 		return r, err
 	}
 	start := time.Now()
-	if err := parallel(dialers, n, func(i int) error {
-		c, err := connect(viewers[i].token)
+	if err := parallel(o.dialers, n, func(i int) error {
+		c, err := connectViewer(wsURL, viewers[i].token)
 		viewers[i].conn = c
 		return err
 	}); err != nil {
@@ -364,8 +340,8 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 	}
 	r.perViewer = (after - before) / float64(n)
 
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
 		if err != nil {
 			return r, err
 		}
@@ -373,13 +349,72 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	var lat, readLat []time.Duration
-	var hostMu sync.Mutex
 	srvCPU0, err := srv.cpu()
 	if err != nil {
 		return r, err
 	}
 	loadCPU0, _ := procCPU(os.Getpid())
+	lat, readLat, err := grantRounds(host, viewers, o.rounds)
+	if err != nil {
+		return r, err
+	}
+	srvCPU1, _ := srv.cpu()
+	loadCPU1, _ := procCPU(os.Getpid())
+	r.serverCPU = (srvCPU1 - srvCPU0) / time.Duration(o.rounds)
+	r.loadCPU = (loadCPU1 - loadCPU0) / time.Duration(o.rounds)
+	slices.Sort(lat)
+	slices.Sort(readLat)
+	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	r.readP50, r.readP99 = readLat[len(readLat)/2], readLat[len(readLat)*99/100]
+	return r, nil
+}
+
+// webinar creates a meeting with a host and n viewers, and returns their
+// tokens.
+func (s *benchServer) webinar(n int) (string, []*viewer, error) {
+	var m struct{ ID string }
+	if err := s.api("POST", "/v1/meetings", map[string]any{"title": "bench", "type": "WEBINAR"}, &m); err != nil {
+		return "", nil, err
+	}
+	add := func(uid, preset string) (string, error) {
+		var p struct{ Token string }
+		err := s.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		return p.Token, err
+	}
+	hostToken, err := add("host", "webinar_host")
+	if err != nil {
+		return "", nil, err
+	}
+	viewers := make([]*viewer, n)
+	err = parallel(16, n, func(i int) error {
+		uid := fmt.Sprintf("v%05d", i)
+		tok, err := add(uid, "webinar_viewer")
+		viewers[i] = &viewer{uid: uid, token: tok}
+		return err
+	})
+	return hostToken, viewers, err
+}
+
+var benchDialer = &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024, HandshakeTimeout: 30 * time.Second}
+
+// connectViewer opens a realtime connection and reads its welcome.
+func connectViewer(wsURL, token string) (*websocket.Conn, error) {
+	c, _, err := benchDialer.Dial(wsURL+"?token="+token, nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := c.ReadMessage(); err != nil { // the welcome
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// grantRounds has the host grant one viewer per round and returns, for every
+// other viewer and round, when the update reached its socket and when it was
+// read, from the moment the grant was sent.
+func grantRounds(host *websocket.Conn, viewers []*viewer, rounds int) (lat, readLat []time.Duration, err error) {
+	n := len(viewers)
 	for round := range rounds {
 		target := viewers[round*(n/rounds)]
 		want := make([]int64, n)
@@ -387,12 +422,9 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 			want[i] = v.seen.Load() + 1
 		}
 		req := fmt.Sprintf(`{"id":%d,"method":"stage.grantAccess","params":{"user_ids":[%q]}}`, round+1, target.uid)
-		hostMu.Lock()
 		t0 := time.Now()
-		err := host.WriteMessage(websocket.TextMessage, []byte(req))
-		hostMu.Unlock()
-		if err != nil {
-			return r, err
+		if err := host.WriteMessage(websocket.TextMessage, []byte(req)); err != nil {
+			return nil, nil, err
 		}
 		deadline := time.Now().Add(60 * time.Second)
 		for i, v := range viewers {
@@ -401,7 +433,7 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 			}
 			for v.seen.Load() < want[i] {
 				if time.Now().After(deadline) {
-					return r, fmt.Errorf("viewer %s never got the update", v.uid)
+					return nil, nil, fmt.Errorf("viewer %s never got the update", v.uid)
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -415,15 +447,7 @@ func benchStage(n, rounds, cpu, dialers int, debugAddr, cpuprofile string) (stag
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	srvCPU1, _ := srv.cpu()
-	loadCPU1, _ := procCPU(os.Getpid())
-	r.serverCPU = (srvCPU1 - srvCPU0) / time.Duration(rounds)
-	r.loadCPU = (loadCPU1 - loadCPU0) / time.Duration(rounds)
-	slices.Sort(lat)
-	slices.Sort(readLat)
-	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	r.readP50, r.readP99 = readLat[len(readLat)/2], readLat[len(readLat)*99/100]
-	return r, nil
+	return lat, readLat, nil
 }
 
 // parallel runs fn(0..n-1) on w workers and returns the first error.

@@ -1,9 +1,46 @@
 package main
 
 import (
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cocmd-test-")
+	if err != nil {
+		panic(err)
+	}
+	buildDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// TestBinary_bench runs a small stage benchmark end to end, so the bench
+// command cannot rot: it starts its own server and prints its table.
+func TestBinary_bench(t *testing.T) {
+	bin := binary(t)
+	out, err := exec.Command(bin, "bench", "stage", "-n", "40", "-rounds", "2", "-server-cpu", "-1", "-load-cpu", "-1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var row string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "| 40 |") {
+			row = line
+		}
+	}
+	if cells := strings.Split(row, "|"); len(cells) != 13 || !strings.Contains(cells[2], "ms") {
+		t.Fatalf("no result row for 40 viewers:\n%s", out)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,17 +22,27 @@ import (
 
 const testKey = "ck_restart_test_key_42"
 
-// binary builds cocmd once for the test.
+// binary builds cocmd once for the package's tests.
 func binary(t *testing.T) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "cocmd")
-	cmd := exec.Command("go", "build", "-race", "-o", out, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("building cocmd: %v", err)
+	buildOnce.Do(func() {
+		builtBin = filepath.Join(buildDir, "cocmd")
+		cmd := exec.Command("go", "build", "-race", "-o", builtBin, ".")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("building cocmd: %v", buildErr)
 	}
-	return out
+	return builtBin
 }
+
+var (
+	buildDir  string // made by TestMain
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
