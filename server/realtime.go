@@ -57,12 +57,29 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	// Serve the connection on a goroutine of its own and return: net/http
 	// then lets go of the request, its buffers and its deep stack, which
 	// would otherwise stay alive as long as the connection.
+	served := s.spawn(func() {
+		s.serveConn(conn, c)
+		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
+	})
+	if !served { // shutting down
+		conn.Close()
+		s.reg.Disconnect(c)
+	}
+}
+
+// spawn runs fn on a goroutine that Wait waits for, unless Wait has begun.
+func (s *Server) spawn(fn func()) bool {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.stopping {
+		return false
+	}
 	s.conns.Add(1)
 	go func() {
 		defer s.conns.Done()
-		s.serveConn(conn, c)
-		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
+		fn()
 	}()
+	return true
 }
 
 // wsConn is one realtime connection.

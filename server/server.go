@@ -64,6 +64,7 @@ type Server struct {
 
 	liveMu     sync.Mutex
 	wsConns    map[*wsConn]struct{}
+	stopping   bool // Wait has begun: no new connection goroutines
 	stopPinger chan struct{}
 	stopOnce   sync.Once
 }
@@ -101,11 +102,7 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 		ReadBufferSize:  1024,
 		WriteBufferPool: &sync.Pool{},
 	}
-	s.conns.Add(1)
-	go func() {
-		defer s.conns.Done()
-		s.pinger(s.stopPinger)
-	}()
+	s.spawn(func() { s.pinger(s.stopPinger) })
 	return s
 }
 
@@ -115,6 +112,9 @@ func (s *Server) Tokens() *Tokens { return s.tokens }
 // Wait stops the keepalive pinger and blocks until every realtime
 // connection has ended. Call it after the registry is closed.
 func (s *Server) Wait() {
+	s.liveMu.Lock()
+	s.stopping = true
+	s.liveMu.Unlock()
 	s.stopOnce.Do(func() { close(s.stopPinger) })
 	s.conns.Wait()
 }
