@@ -72,7 +72,7 @@ func bench(args []string) error {
 	for _, n := range counts {
 		r, err := benchStage(n, stageOptions{rounds: *rounds, cpu: *serverCPU, dialers: *dial, debugAddr: *debug, cpuprofile: *cpuprofile})
 		if err != nil {
-			return fmt.Errorf("N=%d: %w", n, err)
+			return fmt.Errorf("with %d viewers: %w", n, err)
 		}
 		fmt.Printf("| %d | %s | %s | %s | %s | %s | %s | %.0f | %.1f KB | %s | %s |\n", n, ms(r.p50), ms(r.p99), ms(r.max),
 			ms(r.readP50), ms(r.readP99), r.connect.Round(time.Millisecond), float64(n)/r.connect.Seconds(), r.perViewer/1024, ms(r.serverCPU), ms(r.loadCPU))
