@@ -115,6 +115,10 @@ func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
 		hiddenConns: map[string]struct{}{},
 		away:        map[string]*time.Timer{},
 	}
+	// Sequence numbers start from the load time, so that they keep growing
+	// across reloads and restarts (a meeting makes far fewer than 1,000
+	// events a millisecond) and stay exact in JSON (under 2^53).
+	m.seq = uint64(r.now().UnixMilli()) * 1000
 	for _, p := range parts {
 		if err := m.st.Add(stageParticipant(p, perms[p.Preset])); err != nil {
 			return nil, err

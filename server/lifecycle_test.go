@@ -3,12 +3,14 @@ package server_test
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -244,4 +246,38 @@ func TestGrace_dropAndReturn(t *testing.T) {
 		p, ok := e.(client.PeerStageStatusUpdate)
 		return ok && p.Participant.UserID == "ann" && p.Reason == stage.CauseDepart
 	})
+}
+
+// TestSeq_growsAcrossRestart: event sequence numbers keep growing when the
+// meeting is loaded again.
+func TestSeq_growsAcrossRestart(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	c := rawConn(t, ts, ts.participant(mid, "ann", "webinar_viewer"))
+	c.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"stage.requestAccess"}`))
+	var before uint64
+	for before == 0 {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := protocol.DecodeMessage(b); m.Type == protocol.TypeEvent {
+			before = m.Seq
+		}
+	}
+	ts.stop()
+	time.Sleep(10 * time.Millisecond)
+	ts.start()
+	c2, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?token="+ts.participant(mid, "bob", "webinar_viewer"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, b, err := c2.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := protocol.DecodeMessage(b); w.Type != protocol.TypeWelcome || w.Seq <= before {
+		t.Fatalf("welcome seq %d after an event at %d", w.Seq, before)
+	}
 }
