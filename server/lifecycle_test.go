@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -280,4 +281,28 @@ func TestSeq_growsAcrossRestart(t *testing.T) {
 	if w, _ := protocol.DecodeMessage(b); w.Type != protocol.TypeWelcome || w.Seq <= before {
 		t.Fatalf("welcome seq %d after an event at %d", w.Seq, before)
 	}
+}
+
+// TestHiddenParticipant: a hidden participant is listed to nobody, counted
+// by nobody, and can never be on stage.
+func TestHiddenParticipant(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	ts.mustAPI("POST", "/v1/presets", map[string]any{"name": "recorder", "permissions": map[string]any{
+		"stage_enabled": true, "stage_access": "ALLOWED", "hidden_participant": true}}, nil)
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	rec := ts.join(ts.participant(mid, "rec", "recorder"))
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	if _, ok := host.Participant("rec"); ok || host.ParticipantCount() != 1 {
+		t.Fatalf("the host sees the recorder: count %d", host.ParticipantCount())
+	}
+	if err := rec.Stage.Join(ctx); !errors.Is(err, client.ErrPermissionDenied) {
+		t.Fatalf("hidden join: %v", err)
+	}
+	if err := host.Stage.GrantAccess(ctx, "rec"); !errors.Is(err, client.ErrPermissionDenied) {
+		t.Fatalf("granting the hidden: %v", err)
+	}
+	// The recorder still sees the stage.
+	must(t, host.Stage.Join(ctx))
+	waitFor(t, rec, "the host on stage", named("peerStageStatusUpdate"))
 }
