@@ -39,6 +39,11 @@ type Options struct {
 	// ReadTimeout drops a connection on which nothing (not even a ping)
 	// arrived for this long; default 60s.
 	ReadTimeout time.Duration
+	// RefreshToken, if set, is called when the server refuses the token
+	// on a reconnect (it expired, say): it returns a fresh one, typically
+	// from the application's back end (POST .../participants/{id}/token).
+	// Without it, or if it fails, the client stops with the refusal.
+	RefreshToken func(ctx context.Context) (string, error)
 }
 
 // Meeting is a joined meeting.
@@ -304,6 +309,7 @@ func (m *Meeting) stop(err error) {
 
 func (m *Meeting) reconnect() *websocket.Conn {
 	delay := m.opts.ReconnectMin
+	refreshed := false // once per outage: a fresh token that is refused too is final
 	for {
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
@@ -321,6 +327,15 @@ func (m *Meeting) reconnect() *websocket.Conn {
 		}
 		var perm *permanentError
 		if errors.As(err, &perm) {
+			if errors.Is(err, ErrUnauthenticated) && !refreshed && m.opts.RefreshToken != nil {
+				tok, rerr := m.opts.RefreshToken(m.ctx)
+				if rerr == nil {
+					m.token, refreshed = tok, true
+					delay = m.opts.ReconnectMin
+					continue
+				}
+				m.log.Warn("refreshing the token failed", "err", rerr)
+			}
 			m.log.Warn("cannot reconnect", "err", err)
 			m.stop(perm.err)
 			return nil

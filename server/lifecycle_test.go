@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -305,4 +306,38 @@ func TestHiddenParticipant(t *testing.T) {
 	// The recorder still sees the stage.
 	must(t, host.Stage.Join(ctx))
 	waitFor(t, rec, "the host on stage", named("peerStageStatusUpdate"))
+}
+
+// TestTokenRefresh: a client whose token expired while it was connected gets
+// a fresh one from RefreshToken when it has to reconnect.
+func TestTokenRefresh(t *testing.T) {
+	var clk clock
+	ts := startServer(t, testOptions{now: clk.now})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	var added struct {
+		Participant struct{ ID string } `json:"participant"`
+		Token       string              `json:"token"`
+	}
+	ts.mustAPI("POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": "A", "user_id": "ann", "preset": "webinar_viewer", "token_ttl": 60}, &added)
+	refreshes := 0
+	ann, err := client.Join(ctx, ts.URL, added.Token, &client.Options{ReconnectMin: 20 * time.Millisecond,
+		RefreshToken: func(context.Context) (string, error) {
+			refreshes++
+			var fresh struct{ Token string }
+			ts.mustAPI("POST", "/v1/meetings/"+mid+"/participants/"+added.Participant.ID+"/token", nil, &fresh)
+			return fresh.Token, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ann.Close()
+	must(t, ann.Stage.RequestAccess(ctx))
+	clk.advance(2 * time.Minute) // the token expires
+	ts.stop()
+	ts.start()
+	waitFor(t, ann, "reconnected", named("reconnected"))
+	if refreshes != 1 || ann.Stage.Status() != stage.Requested {
+		t.Fatalf("%d refreshes, status %v", refreshes, ann.Stage.Status())
+	}
 }
