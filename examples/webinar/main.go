@@ -171,6 +171,7 @@ type syncWriter struct {
 	w  io.Writer
 }
 
+// Write implements io.Writer.
 func (s *syncWriter) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
