@@ -240,9 +240,6 @@ type StatusResult struct {
 	Status stage.Status `json:"stage_status"`
 }
 
-// ErrBadRequest is wrapped by every decoding error.
-var ErrBadRequest = stage.ErrBadRequest
-
 func badRequest(format string, a ...any) error {
 	return stage.Errorf(stage.ErrBadRequest, fmt.Sprintf(format, a...))
 }

@@ -62,6 +62,15 @@ type List[T any] struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
+// listOf turns one page of stored items into its REST form.
+func listOf[S, T any](items []S, next string, conv func(S) T) List[T] {
+	out := List[T]{Data: make([]T, len(items)), NextCursor: next}
+	for i, v := range items {
+		out.Data[i] = conv(v)
+	}
+	return out
+}
+
 func badRequest(msg string) error { return stage.Errorf(stage.ErrBadRequest, msg) }
 
 var presetName = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
@@ -211,11 +220,7 @@ func (s *Server) listMeetings(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := List[Meeting]{Data: make([]Meeting, len(ms)), NextCursor: next}
-	for i, m := range ms {
-		out.Data[i] = meetingJSON(m)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(ms, next, meetingJSON))
 	return nil
 }
 
@@ -319,11 +324,7 @@ func (s *Server) listParticipants(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	out := List[Participant]{Data: make([]Participant, len(ps)), NextCursor: next}
-	for i, p := range ps {
-		out.Data[i] = participantJSON(p)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listOf(ps, next, participantJSON))
 	return nil
 }
 

@@ -106,9 +106,6 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	return s
 }
 
-// Tokens returns the server's token signer.
-func (s *Server) Tokens() *Tokens { return s.tokens }
-
 // Wait stops the keepalive pinger and blocks until every realtime
 // connection has ended. Call it after the registry is closed.
 func (s *Server) Wait() {
