@@ -37,6 +37,8 @@ func (m *Message) Prepared(prepare func([]byte) any) any {
 type Client struct {
 	// ParticipantID is the participant this connection speaks for.
 	ParticipantID string
+	// UserID is that participant's user id.
+	UserID string
 
 	meeting *Meeting
 
@@ -190,3 +192,6 @@ func (c *Client) Take(dst []*Message) Batch {
 	}
 	return b
 }
+
+// MeetingID returns the id of the client's meeting.
+func (c *Client) MeetingID() string { return c.meeting.id }

@@ -45,6 +45,21 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the meetings' logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Media is told who may publish what; nil when the server has no
+	// media plane.
+	Media Media
+}
+
+// Media is the media plane as a meeting sees it. The owner calls it after
+// every change of who may publish: status changes, preset changes, a
+// participant removed, the meeting's type changed, the meeting unloaded.
+// Its methods must not block.
+type Media interface {
+	// Allow says what participant pid may publish now: the kinds in m if
+	// ok, nothing otherwise. Tracks no longer allowed stop at once.
+	Allow(meetingID, pid string, m stage.Media, ok bool)
+	// Forget says the meeting is no longer live.
+	Forget(meetingID string)
 }
 
 // ErrStopped is returned by a meeting that has been unloaded; the Registry
@@ -149,7 +164,16 @@ func (m *Meeting) start() {
 		m.checkIdle()
 		m.counter = time.AfterFunc(m.reg.cfg.CountEvery, func() { m.post(m.tellCount) })
 	})
+	m.st.Each(func(p *stage.Participant) { m.tellMedia(p.ID) })
 	go m.run()
+}
+
+// tellMedia tells the media plane what participant pid may publish now.
+func (m *Meeting) tellMedia(pid string) {
+	if md := m.reg.cfg.Media; md != nil {
+		kinds, ok := m.st.Publishing(pid)
+		md.Allow(m.id, pid, kinds, ok)
+	}
 }
 
 func (m *Meeting) run() {
@@ -215,6 +239,9 @@ func (m *Meeting) stop(code int, reason string) {
 		m.idle.Stop()
 	}
 	m.counter.Stop()
+	if md := m.reg.cfg.Media; md != nil {
+		md.Forget(m.id)
+	}
 	m.stopping = true
 	m.reg.forget(m)
 }
@@ -296,6 +323,9 @@ func (m *Meeting) apply(o stage.Outcome) {
 		m.log.Error("saving stage statuses", "err", err)
 	}
 	cancel()
+	for _, c := range o.Changes {
+		m.tellMedia(c.ParticipantID)
+	}
 	m.fanOut(o)
 	if o.RequestsChanged {
 		m.scheduleExpiry()

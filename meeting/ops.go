@@ -38,6 +38,7 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 		delete(m.away, pid)
 	}
 	c := newClient(m, pid, m.reg.cfg.QueueBytes)
+	c.UserID = p.UserID
 	m.attach(&p, c)
 	resumed := old != nil || wasAway
 	b, err := protocol.EncodeWelcome(m.seq, m.welcome(&p, resumed))
@@ -231,6 +232,7 @@ func (r *Registry) AddParticipant(ctx context.Context, p store.Participant) erro
 		}
 		m.presets[p.ID] = p.Preset
 		err = m.st.Add(stageParticipant(p, preset.Permissions))
+		m.tellMedia(p.ID)
 	})
 	if derr != nil {
 		return derr
@@ -269,6 +271,7 @@ func (m *Meeting) setPermissions(pid string, p stage.Preset) {
 	}
 	m.sendTo(pid, protocol.EventPermissionsUpdate, protocol.PermissionsUpdate{Preset: p.Name, Permissions: p.Permissions})
 	m.apply(o)
+	m.tellMedia(pid) // the kinds may change without the status
 }
 
 // PresetChanged applies a preset's new permissions to every participant of
@@ -301,6 +304,7 @@ func (r *Registry) RemoveParticipant(ctx context.Context, meetingID, pid string)
 		}
 		o, _ := m.st.Remove(pid)
 		m.apply(o)
+		m.tellMedia(pid)
 		if c := m.conns[pid]; c != nil {
 			c.Close(protocol.CloseRemoved, "removed from the meeting")
 			m.detach(pid)
@@ -334,6 +338,7 @@ func (r *Registry) UpdateMeeting(ctx context.Context, meetingID string, fn func(
 		}
 		m.info = info
 		m.st.SetConfig(stageConfig(info))
+		m.st.Each(func(p *stage.Participant) { m.tellMedia(p.ID) }) // the type may have changed
 		m.scheduleExpiry()
 		w := protocol.Meeting{ID: info.ID, Title: info.Title, Type: info.Type, MaxOnStage: info.MaxOnStage,
 			StageRequestTTL: protocol.Seconds(info.StageRequestTTL)}

@@ -283,6 +283,9 @@ func DecodeRequest(b []byte) (Request, any, error) {
 			}
 		}
 		return r, p, nil
+	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate:
+		p, err := decodeMedia(r)
+		return r, p, err
 	case "":
 		return r, nil, badRequest("request has no method")
 	}

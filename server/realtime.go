@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
@@ -89,6 +90,7 @@ type wsConn struct {
 	c       *meeting.Client
 	raw     *rawWriter
 	writers sync.WaitGroup
+	media   *media.Session // created by the first media request
 }
 
 // serveConn runs one connection: the reader on this goroutine; a writer
@@ -105,6 +107,9 @@ func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client) {
 	}, w.direct)
 	left := w.read()
 	s.track(w, false)
+	if w.media != nil {
+		w.media.Close() // the connection's tracks stop with it
+	}
 	if left {
 		s.reg.Leave(c) // said goodbye: gone now, no grace period
 	} else {
@@ -165,6 +170,9 @@ func (w *wsConn) read() (left bool) {
 		return err
 	})
 	lim := newLimiter(w.s.cfg.RequestsPerSecond, w.s.cfg.Burst, w.s.cfg.Now())
+	// A browser trickles its ICE candidates in a burst: they have a
+	// bucket of their own.
+	cands := newLimiter(50, 100, w.s.cfg.Now())
 	changes := newLimiter(w.s.cfg.ChangesPerSecond, w.s.cfg.ChangesBurst, w.s.cfg.Now())
 	for {
 		typ, data, err := conn.ReadMessage()
@@ -183,6 +191,10 @@ func (w *wsConn) read() (left bool) {
 		if err == nil {
 			now := w.s.cfg.Now()
 			switch {
+			case req.Method == protocol.MethodCandidate:
+				if !cands.allow(now) {
+					err = stage.Errorf(stage.ErrRateLimited, "too many candidates; slow down")
+				}
 			case !lim.allow(now):
 				err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
 			case selfChange[req.Method] && !changes.allow(now):
@@ -195,7 +207,35 @@ func (w *wsConn) read() (left bool) {
 			}
 			continue
 		}
+		if protocol.IsMedia(req.Method) {
+			w.handleMedia(req, params)
+			continue
+		}
 		w.s.reg.Call(c, req, params)
+	}
+}
+
+// handleMedia serves a media request on the reader's goroutine: the
+// requests of one connection are handled in order, so a candidate never
+// overtakes the offer it belongs to.
+func (w *wsConn) handleMedia(req protocol.Request, params any) {
+	var res any
+	var err error
+	if w.s.cfg.Media == nil {
+		err = stage.Errorf(stage.ErrBadRequest, "this server has no media plane")
+	} else {
+		if w.media == nil {
+			c := w.c
+			w.media = w.s.cfg.Media.NewSession(c.MeetingID(), c.ParticipantID, c.UserID, func(event string, data any) {
+				if b, err := protocol.EncodeEvent(0, event, data); err == nil {
+					c.Send(meeting.NewMessage(b))
+				}
+			})
+		}
+		res, err = w.media.Handle(req.Method, params)
+	}
+	if b, eerr := protocol.EncodeResponse(req.ID, res, err); eerr == nil {
+		w.c.Send(meeting.NewMessage(b))
 	}
 }
 

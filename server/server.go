@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
@@ -43,6 +44,8 @@ type Config struct {
 	// the meeting's own queue limit notices it; 0 keeps the kernel's
 	// autotuning.
 	SendBuffer int
+	// Media is the media plane; nil serves no media (media requests fail).
+	Media *media.SFU
 	// OpenAPI is served at /v1/openapi.yaml.
 	OpenAPI []byte
 	// Logger receives the server's logs.
@@ -140,6 +143,7 @@ func (s *Server) Handler() http.Handler {
 	api("POST /v1/meetings/{id}/participants/{pid}/token", s.newToken)
 	api("GET /v1/meetings/{id}/live", s.live)
 	api("POST /v1/meetings/{id}/stage/{action}", s.moderate)
+	api("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /v1/realtime", s.realtime)
 	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
@@ -234,4 +238,13 @@ func decode(r *http.Request, v any) error {
 		return stage.Errorf(stage.ErrBadRequest, "request body has data after the JSON object")
 	}
 	return nil
+}
+
+// metrics serves the media plane's figures in the Prometheus text format.
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	if s.cfg.Media == nil {
+		return nil
+	}
+	return s.cfg.Media.WriteMetrics(w)
 }

@@ -501,3 +501,20 @@ func (s *State) SetPermissions(id string, perms Permissions) (Outcome, error) {
 	}
 	return o, nil
 }
+
+// Publishing returns which kinds of media participant id may publish now,
+// and false if it may publish nothing because of its stage status (or
+// because it is hidden, or unknown). In a webinar only ON_STAGE
+// participants publish; where there is no stage (a GROUP_CALL meeting, or
+// a preset with stage_enabled false) the preset's media permissions alone
+// decide.
+func (s *State) Publishing(id string) (Media, bool) {
+	p, ok := s.byID[id]
+	if !ok || p.Perms.HiddenParticipant {
+		return Media{}, false
+	}
+	if s.cfg.Type == Webinar && p.Perms.StageEnabled && p.Status != OnStage {
+		return Media{}, false
+	}
+	return p.Perms.Media, true
+}

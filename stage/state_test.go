@@ -457,3 +457,36 @@ func TestStatus_text(t *testing.T) {
 		t.Fatal("unknown access accepted")
 	}
 }
+
+// Who may publish: in a webinar only ON_STAGE participants; without a
+// stage, the preset's media permissions alone; hidden ones never.
+func TestState_publishing(t *testing.T) {
+	av := Media{Audio: true, Video: true}
+	for _, st := range []Status{OffStage, Requested, Accepted, OnStage} {
+		s := newState(t, st, CanRequest)
+		m, ok := s.Publishing("p")
+		if want := st == OnStage; ok != want || (ok && m != av) {
+			t.Errorf("webinar, %v: got %v %v", st, m, ok)
+		}
+	}
+	s := New(Config{Type: GroupCall})
+	gc := BuiltinPresets()[5].Permissions
+	s.Add(Participant{ID: "g", UserID: "gu", Perms: gc})
+	if m, ok := s.Publishing("g"); !ok || m != gc.Media {
+		t.Errorf("group call: got %v %v", m, ok)
+	}
+	hidden := Permissions{HiddenParticipant: true, Media: av}
+	s.Add(Participant{ID: "x", UserID: "xu", Perms: hidden})
+	if _, ok := s.Publishing("x"); ok {
+		t.Error("a hidden participant may publish")
+	}
+	if _, ok := s.Publishing("nobody"); ok {
+		t.Error("an unknown participant may publish")
+	}
+	w := New(Config{Type: Webinar})
+	noStage := Permissions{StageEnabled: false, Media: Media{Audio: true}}
+	w.Add(Participant{ID: "n", UserID: "nu", Perms: noStage})
+	if m, ok := w.Publishing("n"); !ok || m != noStage.Media {
+		t.Errorf("webinar, preset without stage: got %v %v", m, ok)
+	}
+}

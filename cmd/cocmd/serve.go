@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cocmd/cocmd"
+	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
@@ -31,6 +33,9 @@ type config struct {
 	LogLevel       string
 	APIKey         string
 	DebugAddr      string
+	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
+	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
+	MediaLoopback  bool   // offer loopback candidates too
 }
 
 func defaults() config {
@@ -39,7 +44,17 @@ func defaults() config {
 		DataDir:        "data",
 		ReconnectGrace: 30 * time.Second,
 		LogLevel:       "info",
+		MediaLoopback:  true,
 	}
+}
+
+// mediaAddr is the UDP address the media plane listens on.
+func (c config) mediaAddr() string {
+	if c.MediaListen != "" {
+		return c.MediaListen
+	}
+	_, port, _ := net.SplitHostPort(c.Listen)
+	return ":" + port
 }
 
 // Validate reports the first setting that cannot work.
@@ -56,10 +71,28 @@ func (c config) Validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
+	if _, _, err := net.SplitHostPort(c.mediaAddr()); err != nil {
+		return fmt.Errorf("media listen address %q: %v", c.MediaListen, err)
+	}
+	for _, ip := range c.publicIPs() {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("media public IP %q is not an IP address", ip)
+		}
+	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		return errors.New("an API key must be at least 16 characters")
 	}
 	return nil
+}
+
+func (c config) publicIPs() []string {
+	var ips []string
+	for _, ip := range strings.Split(c.MediaPublicIP, ",") {
+		if ip = strings.TrimSpace(ip); ip != "" {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -84,6 +117,15 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_LOG_LEVEL", &c.LogLevel)
 	env("COCMD_API_KEY", &c.APIKey)
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
+	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
+	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
+	if v := getenv("COCMD_MEDIA_LOOPBACK"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("COCMD_MEDIA_LOOPBACK: %v", err)
+		}
+		c.MediaLoopback = b
+	}
 	if v := getenv("COCMD_RECONNECT_GRACE"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -99,6 +141,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "if set, serve net/http/pprof there; keep it on loopback (env COCMD_DEBUG_ADDR)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
+	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
+	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
+	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -138,11 +183,21 @@ func serve(args []string) error {
 		fmt.Printf("New data directory %s.\nAPI key (shown once; keep it): %s\n", cfg.DataDir, keys.NewAPIKey)
 	}
 
-	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log})
+	udp, err := net.ListenPacket("udp", cfg.mediaAddr())
+	if err != nil {
+		return fmt.Errorf("media: %w", err)
+	}
+	sfu, err := media.New(media.Config{Conn: udp, PublicIPs: cfg.publicIPs(), Loopback: cfg.MediaLoopback, Logger: log})
+	if err != nil {
+		udp.Close()
+		return err
+	}
+	defer sfu.Close()
+	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log, Media: sfu})
 	// 256 KiB of kernel buffer per connection is hundreds of events; past
 	// that, the meeting's queue limit decides, instead of the kernel
 	// growing its buffer to megabytes for a client that does not read.
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10}, db, reg, keys)
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -159,7 +214,7 @@ func serve(args []string) error {
 	go func() { served <- hs.Serve(ln) }()
 	addr := "http://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
-	fmt.Printf("cocmd listening on %s\n", addr)
+	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
 
 	select {
 	case err = <-served:

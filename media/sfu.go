@@ -1,0 +1,205 @@
+// Package media is cocmd's SFU: it receives the tracks of the participants
+// who may publish and forwards them to every participant that subscribes,
+// over WebRTC (pion/webrtc v4), all on one UDP port.
+//
+// It decides nothing about the stage. The meeting owner tells it, through
+// SFU.Allow, which participants may publish which kinds of media right now;
+// everything else is refused, and revoking stops the participant's tracks
+// at once, for every subscriber, whatever its client keeps sending.
+//
+// Each realtime connection has at most one Session, with up to two peer
+// connections: a publisher connection the client offers (its own tracks)
+// and a subscriber connection the server offers (everyone else's tracks).
+// One goroutine per published track reads its packets, keeps them in a
+// packet cache for retransmissions, and writes them to every subscriber.
+package media
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/stage"
+)
+
+// Config holds the SFU's settings.
+type Config struct {
+	// Conn is the UDP socket every peer connection shares. Required.
+	Conn net.PacketConn
+	// PublicIPs, if set, replace the addresses of the server's host
+	// candidates: for a server behind 1:1 NAT (a cloud VM's public IP).
+	PublicIPs []string
+	// Loopback offers loopback candidates too: for a server reached on
+	// 127.0.0.1 (tests, everything on one machine).
+	Loopback bool
+	// Logger receives the SFU's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// SFU is the media plane of one server. Its methods are safe for
+// concurrent use.
+type SFU struct {
+	api *webrtc.API
+	mux ice.UDPMux
+	log *slog.Logger
+
+	mu     sync.Mutex
+	rooms  map[string]*Room
+	closed bool
+}
+
+// New returns an SFU serving peer connections on cfg.Conn.
+func New(cfg Config) (*SFU, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("media: a UDP socket is required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
+		// Room for bursts to many subscribers (keyframes): the kernel
+		// caps this at net.core.wmem_max / rmem_max.
+		uc.SetWriteBuffer(4 << 20)
+		uc.SetReadBuffer(4 << 20)
+	}
+	me, err := mediaEngine()
+	if err != nil {
+		return nil, err
+	}
+	ir, err := interceptors()
+	if err != nil {
+		return nil, err
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelWarn
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice"), cfg.Conn)
+	var se webrtc.SettingEngine
+	se.LoggerFactory = lf
+	se.SetICEUDPMux(mux)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIncludeLoopbackCandidate(cfg.Loopback)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	if len(cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return &SFU{api: api, mux: mux, log: log, rooms: map[string]*Room{}}, nil
+}
+
+// videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it
+// retransmits from its cache), PLI and FIR (forwarded to the publisher).
+var videoFeedback = []webrtc.RTCPFeedback{
+	{Type: webrtc.TypeRTCPFBNACK},
+	{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"},
+	{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
+}
+
+// mediaEngine lists the codecs the SFU forwards. Publisher and subscribers
+// negotiate from the same list, so a track's codec is always one every
+// subscriber accepts. No header extensions are negotiated: their ids are
+// per connection, and the SFU forwards packets without them.
+func mediaEngine() (*webrtc.MediaEngine, error) {
+	m := &webrtc.MediaEngine{}
+	codecs := []struct {
+		webrtc.RTPCodecParameters
+		kind webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{PayloadType: 102, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: videoFeedback,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{PayloadType: 108, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: videoFeedback,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"}}, webrtc.RTPCodecTypeVideo},
+	}
+	for _, c := range codecs {
+		if err := m.RegisterCodec(c.RTPCodecParameters, c.kind); err != nil {
+			return nil, fmt.Errorf("media: registering %s: %w", c.MimeType, err)
+		}
+	}
+	return m, nil
+}
+
+// interceptors: NACKs for what publishers' packets lose on the way in,
+// receiver reports to publishers, sender reports to subscribers. NACKs
+// from subscribers are answered by the SFU's own per-track cache, not by a
+// cache per subscriber.
+func interceptors() (*interceptor.Registry, error) {
+	ir := &interceptor.Registry{}
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(gen)
+	ir.Add(rr)
+	ir.Add(sr)
+	return ir, nil
+}
+
+// room returns the room of meeting id, creating it.
+func (s *SFU) room(id string) *Room {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rooms[id]
+	if r == nil {
+		r = newRoom(s, id)
+		s.rooms[id] = r
+	}
+	return r
+}
+
+// Allow sets what participant pid of meeting meetingID may publish now:
+// the kinds in m when ok, nothing otherwise. Tracks it may no longer
+// publish stop before Allow returns: not one more of their packets is
+// forwarded. The meeting owner calls it after every change that matters.
+func (s *SFU) Allow(meetingID, pid string, m stage.Media, ok bool) {
+	s.room(meetingID).allow(pid, m, ok)
+}
+
+// Forget drops what the SFU knows of a meeting that is no longer live. Its
+// sessions, if any are left, are closed.
+func (s *SFU) Forget(meetingID string) {
+	s.mu.Lock()
+	r := s.rooms[meetingID]
+	delete(s.rooms, meetingID)
+	s.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
+}
+
+// Close closes every session and the UDP mux.
+func (s *SFU) Close() error {
+	s.mu.Lock()
+	rooms := s.rooms
+	s.rooms = map[string]*Room{}
+	s.closed = true
+	s.mu.Unlock()
+	for _, r := range rooms {
+		r.close()
+	}
+	return s.mux.Close()
+}

@@ -1,0 +1,293 @@
+package media
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/protocol"
+)
+
+// keyframeInterval is the least time between two keyframe requests to a
+// publisher: subscribers' PLIs and FIRs within it are merged into one.
+const keyframeInterval = 250 * time.Millisecond
+
+// Track is one published track: it reads the publisher's packets and
+// forwards each to every subscriber.
+type Track struct {
+	sess   *Session
+	pid    string
+	uid    string
+	id     string // the track id subscribers see
+	source protocol.Source
+	kind   webrtc.RTPCodecType
+	codec  webrtc.RTPCodecParameters
+	remote *webrtc.TrackRemote
+	recv   *webrtc.RTPReceiver
+
+	stopped atomic.Bool
+	downs   atomic.Pointer[[]*downTrack] // copy on write, under Room.mu
+	cache   *packetCache
+	counters
+
+	kfMu      sync.Mutex
+	kfLast    time.Time
+	kfPending bool // a request is scheduled for the end of the interval
+}
+
+func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, src protocol.Source) *Track {
+	t := &Track{sess: s, pid: s.pid, uid: s.uid, source: src, kind: remote.Kind(), codec: remote.Codec(),
+		remote: remote, recv: recv, id: s.pid + ":" + string(src)}
+	t.downs.Store(&[]*downTrack{})
+	size := 128 // 2.5 s of Opus
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		size = 1024 // about 4 s of 1 Mbit/s video; NACKs older than that are useless anyway
+	}
+	t.cache = newPacketCache(size)
+	return t
+}
+
+// stop ends forwarding at once; the goroutine drains what still arrives.
+func (t *Track) stop() { t.stopped.Store(true) }
+
+// forward is the track's one goroutine: read a packet, keep it for
+// retransmission, write it to every subscriber. It allocates nothing per
+// packet. It returns when the publisher's connection ends, and
+// unpublishes the track.
+func (t *Track) forward(r *Room) {
+	defer r.unpublish(t)
+	buf := make([]byte, maxPacket)
+	var h rtp.Header
+	for {
+		n, _, err := t.remote.Read(buf)
+		if err != nil {
+			return
+		}
+		if t.stopped.Load() {
+			continue // still drained, so pion's buffers do not fill; never forwarded
+		}
+		hl, err := h.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		t.packetsIn.Add(1)
+		t.bytesIn.Add(uint64(n))
+		t.cache.put(h.SequenceNumber, buf[:n])
+		stripExtensions(&h)
+		payload := buf[hl:n]
+		sent := 0
+		for _, d := range *t.downs.Load() {
+			if d.write(&h, payload) {
+				sent++
+			}
+		}
+		if sent > 0 {
+			t.packetsOut.Add(uint64(sent))
+			t.bytesOut.Add(uint64(sent * (h.MarshalSize() + len(payload))))
+		}
+	}
+}
+
+// stripExtensions drops the publisher's header extensions: their ids were
+// negotiated with the publisher, not with the subscribers.
+func stripExtensions(h *rtp.Header) {
+	h.Extension = false
+	h.ExtensionProfile = 0
+	h.Extensions = h.Extensions[:0]
+}
+
+// requestKeyframe asks the publisher for a keyframe, at most once per
+// keyframeInterval; a request within it is sent at its end.
+func (t *Track) requestKeyframe() {
+	if t.kind != webrtc.RTPCodecTypeVideo || t.stopped.Load() {
+		return
+	}
+	t.kfMu.Lock()
+	defer t.kfMu.Unlock()
+	if t.kfPending {
+		return
+	}
+	wait := keyframeInterval - time.Since(t.kfLast)
+	if wait > 0 {
+		t.kfPending = true
+		time.AfterFunc(wait, func() {
+			t.kfMu.Lock()
+			t.kfPending = false
+			t.kfMu.Unlock()
+			t.requestKeyframe()
+		})
+		return
+	}
+	t.kfLast = time.Now()
+	pc := t.sess.publisher()
+	if pc == nil {
+		return
+	}
+	t.keyframeRequests.Add(1)
+	pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
+}
+
+// closeCache frees the packet cache of an unpublished track.
+func (t *Track) closeCache() { t.cache.reset() }
+
+// maxPacket is the largest RTP packet the SFU handles.
+const maxPacket = 1500
+
+// packetCache keeps the last packets of a track by sequence number, for
+// retransmissions. Its memory is allocated once.
+type packetCache struct {
+	mu   sync.Mutex
+	buf  []byte
+	lens []uint16
+	seqs []uint16
+}
+
+func newPacketCache(n int) *packetCache {
+	return &packetCache{buf: make([]byte, n*maxPacket), lens: make([]uint16, n), seqs: make([]uint16, n)}
+}
+
+func (c *packetCache) put(seq uint16, p []byte) {
+	c.mu.Lock()
+	if c.buf != nil {
+		i := int(seq) % len(c.lens)
+		c.lens[i] = uint16(copy(c.buf[i*maxPacket:(i+1)*maxPacket], p))
+		c.seqs[i] = seq
+	}
+	c.mu.Unlock()
+}
+
+// get copies packet seq into dst and returns its length, or 0 when the
+// cache no longer has it.
+func (c *packetCache) get(seq uint16, dst []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		return 0
+	}
+	i := int(seq) % len(c.lens)
+	if c.lens[i] == 0 || c.seqs[i] != seq {
+		return 0
+	}
+	return copy(dst, c.buf[i*maxPacket:i*maxPacket+int(c.lens[i])])
+}
+
+func (c *packetCache) reset() {
+	c.mu.Lock()
+	c.buf, c.lens, c.seqs = nil, []uint16{0}, []uint16{0}
+	c.mu.Unlock()
+}
+
+// downTrack is one track as sent to one subscriber: the webrtc.TrackLocal
+// the subscriber connection sends.
+type downTrack struct {
+	t      *Track
+	sub    *Session
+	sender *webrtc.RTPSender
+	b      atomic.Pointer[binding]
+}
+
+// binding is what a bound downTrack writes with.
+type binding struct {
+	ssrc uint32
+	pt   uint8
+	ws   webrtc.TrackLocalWriter
+}
+
+// ID implements webrtc.TrackLocal.
+func (d *downTrack) ID() string { return d.t.id }
+
+// RID implements webrtc.TrackLocal.
+func (d *downTrack) RID() string { return "" }
+
+// StreamID implements webrtc.TrackLocal: the publisher's participant id.
+func (d *downTrack) StreamID() string { return d.t.pid }
+
+// Kind implements webrtc.TrackLocal.
+func (d *downTrack) Kind() webrtc.RTPCodecType { return d.t.kind }
+
+// Bind implements webrtc.TrackLocal: it picks the subscriber's payload type
+// for the publisher's codec.
+func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	want := d.t.codec
+	var match *webrtc.RTPCodecParameters
+	for _, c := range ctx.CodecParameters() {
+		if !strings.EqualFold(c.MimeType, want.MimeType) {
+			continue
+		}
+		if match == nil || c.SDPFmtpLine == want.SDPFmtpLine {
+			match = &c
+		}
+	}
+	if match == nil {
+		return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+	}
+	d.b.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(match.PayloadType), ws: ctx.WriteStream()})
+	d.t.requestKeyframe()
+	return *match, nil
+}
+
+// Unbind implements webrtc.TrackLocal.
+func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.b.Store(nil)
+	return nil
+}
+
+// write sends one packet of the track to the subscriber; h is rewritten.
+func (d *downTrack) write(h *rtp.Header, payload []byte) bool {
+	b := d.b.Load()
+	if b == nil {
+		return false
+	}
+	h.SSRC, h.PayloadType = b.ssrc, b.pt
+	_, err := b.ws.WriteRTP(h, payload)
+	return err == nil
+}
+
+// readRTCP serves the subscriber's feedback for this track until the
+// sender stops: retransmissions from the cache on NACK, keyframe requests
+// forwarded to the publisher on PLI and FIR.
+func (d *downTrack) readRTCP() {
+	buf := make([]byte, maxPacket)
+	var h rtp.Header
+	for {
+		pkts, _, err := d.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.t.requestKeyframe()
+			case *rtcp.TransportLayerNack:
+				for _, pair := range p.Nacks {
+					for _, seq := range pair.PacketList() {
+						d.resend(seq, buf, &h)
+					}
+				}
+			}
+		}
+	}
+}
+
+func (d *downTrack) resend(seq uint16, buf []byte, h *rtp.Header) {
+	if d.t.stopped.Load() {
+		return
+	}
+	n := d.t.cache.get(seq, buf)
+	if n == 0 {
+		return
+	}
+	hl, err := h.Unmarshal(buf[:n])
+	if err != nil {
+		return
+	}
+	stripExtensions(h)
+	if d.write(h, buf[hl:n]) {
+		d.t.retransmits.Add(1)
+	}
+}
