@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
@@ -44,12 +45,17 @@ type Options struct {
 	// from the application's back end (POST .../participants/{id}/token).
 	// Without it, or if it fails, the client stops with the refusal.
 	RefreshToken func(ctx context.Context) (string, error)
+	// WebRTC is the pion API media connections are made with; nil means
+	// NewWebRTCAPI's.
+	WebRTC *webrtc.API
 }
 
 // Meeting is a joined meeting.
 type Meeting struct {
 	// Stage is the stage of the meeting, seen by this participant.
 	Stage *Stage
+	// Media publishes this participant's tracks and receives the others'.
+	Media *Media
 
 	url    string
 	token  string
@@ -105,6 +111,12 @@ func Join(ctx context.Context, baseURL, token string, opts *Options) (*Meeting, 
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.Stage = &Stage{m: m}
+	m.Media = &Media{m: m, api: m.opts.WebRTC}
+	if m.Media.api == nil {
+		if m.Media.api, err = NewWebRTCAPI(m.log); err != nil {
+			return nil, err
+		}
+	}
 	conn, w, err := m.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -304,6 +316,7 @@ func (m *Meeting) stop(err error) {
 	}
 	m.mu.Unlock()
 	m.cancel()
+	m.Media.close()
 	m.events.push(Closed{Err: err})
 }
 
@@ -323,6 +336,7 @@ func (m *Meeting) reconnect() *websocket.Conn {
 		if err == nil {
 			m.adopt(conn, w, true)
 			m.log.Info("reconnected", "resumed", w.Resumed)
+			go m.Media.reconnected()
 			return conn
 		}
 		var perm *permanentError
@@ -374,6 +388,10 @@ func (m *Meeting) read(conn *websocket.Conn) error {
 				ch <- msg
 			}
 		case protocol.TypeEvent:
+			if protocol.IsMedia(msg.Event) {
+				m.Media.event(msg)
+				continue
+			}
 			if err := m.apply(msg); err != nil {
 				m.log.Warn("ignoring a malformed event", "event", msg.Event, "err", err)
 			}

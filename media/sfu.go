@@ -26,9 +26,9 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
-	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/cocmd/cocmd/internal/pionlog"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -81,8 +81,7 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelWarn
+	lf := pionlog.Factory(log)
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice"), cfg.Conn)
 	var se webrtc.SettingEngine
 	se.LoggerFactory = lf

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cocmd/cocmd"
 	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
@@ -33,6 +34,7 @@ type testServer struct {
 	Dir  string
 	srv  *server.Server
 	reg  *meeting.Registry
+	sfu  *media.SFU
 	db   *sqlite.DB
 	hs   *http.Server
 	opts testOptions
@@ -76,13 +78,20 @@ func (ts *testServer) start() {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond})
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.sfu, err = media.New(media.Config{Conn: udp, Loopback: true, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond, Media: ts.sfu})
 	changes, changesBurst := 1000.0, 1000
 	if ts.opts.changes > 0 {
 		changes, changesBurst = ts.opts.changes, 5
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, OpenAPI: cocmd.OpenAPI}, db, ts.reg, keys)
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, OpenAPI: cocmd.OpenAPI, Media: ts.sfu}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {
@@ -108,6 +117,7 @@ func (ts *testServer) stop() {
 	ts.hs.Close()
 	ts.reg.Close()
 	ts.srv.Wait()
+	ts.sfu.Close()
 	ts.db.Close()
 	ts.hs = nil
 }

@@ -1,0 +1,431 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/internal/pionlog"
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// Source is what a track carries: a camera, a microphone or a screen.
+type Source = protocol.Source
+
+// The sources a preset's media permissions speak of.
+const (
+	SourceMicrophone  = protocol.SourceMicrophone
+	SourceCamera      = protocol.SourceCamera
+	SourceScreenshare = protocol.SourceScreenshare
+)
+
+// LocalTrack is a track to publish, and what it carries.
+type LocalTrack struct {
+	Track  webrtc.TrackLocal
+	Source Source
+	// OnKeyframeRequest, if set, is called when the server asks for a
+	// keyframe (a new subscriber, or one that lost the picture).
+	OnKeyframeRequest func()
+}
+
+// RemoteTrack is a track of another participant, as received. Read its
+// packets with ReadRTP (from the embedded *webrtc.TrackRemote).
+type RemoteTrack struct {
+	*webrtc.TrackRemote
+	ParticipantID string
+	UserID        string
+	Source        Source
+	Receiver      *webrtc.RTPReceiver
+}
+
+// TrackAdded: a track of a participant on stage started arriving.
+type TrackAdded struct{ Track *RemoteTrack }
+
+// TrackRemoved: a track stopped (its participant left the stage, was
+// kicked, stopped publishing or left); no more of its packets arrive.
+type TrackRemoved struct{ Track *RemoteTrack }
+
+// PublishingStopped: the server stopped tracks this participant published,
+// because of Reason (protocol.StoppedStage: no longer on stage;
+// StoppedPermissions: the preset changed; StoppedFailed: the connection
+// failed). Sources lists them; empty means all.
+type PublishingStopped struct {
+	Reason  string
+	Sources []Source
+}
+
+// Name implements Event.
+func (TrackAdded) Name() string { return "trackAdded" }
+
+// Name implements Event.
+func (TrackRemoved) Name() string { return "trackRemoved" }
+
+// Name implements Event.
+func (PublishingStopped) Name() string { return "publishingStopped" }
+
+// Media publishes this participant's tracks and receives the others'.
+type Media struct {
+	m   *Meeting
+	api *webrtc.API
+
+	mu         sync.Mutex
+	pub        *webrtc.PeerConnection
+	local      []LocalTrack // published, to publish again after a reconnect
+	sub        *webrtc.PeerConnection
+	subscribed bool
+	described  map[string]protocol.MediaTrack // track id -> description, from the last offer
+	remote     map[string]*RemoteTrack        // track id -> track
+	offers     chan protocol.MediaOffer
+	stop       chan struct{} // closed when the subscription ends
+	wg         sync.WaitGroup
+}
+
+// NewWebRTCAPI returns the pion API the client uses when Options.WebRTC is
+// nil: the default codecs and interceptors, no mDNS, and loopback
+// candidates (so a server on 127.0.0.1 is reachable). Pion logs to log
+// (nil discards).
+func NewWebRTCAPI(log *slog.Logger) (*webrtc.API, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	var se webrtc.SettingEngine
+	se.LoggerFactory = pionlog.Factory(log)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+func gathered(pc *webrtc.PeerConnection, ctx context.Context, desc webrtc.SessionDescription) error {
+	done := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(desc); err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Publish sends tracks to the meeting. The participant must be allowed to
+// publish them now: ON_STAGE in a webinar (else the error matches
+// ErrInvalidStageStatus), with a preset that allows each source (else
+// ErrPermissionDenied). It replaces what was published before. When the
+// server stops the tracks (a kick, leave, a preset change), a
+// PublishingStopped event says so.
+func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
+	if len(tracks) == 0 {
+		return errors.New("client: Publish needs tracks")
+	}
+	md.Unpublish(ctx)
+	pc, err := md.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return err
+	}
+	sources := map[int]Source{}
+	var trs []*webrtc.RTPTransceiver
+	for i, t := range tracks {
+		tr, err := pc.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			pc.Close()
+			return err
+		}
+		sources[i] = t.Source
+		trs = append(trs, tr)
+		snd, onKey := tr.Sender(), t.OnKeyframeRequest
+		go func() { // the interceptors (NACK responder, reports) need RTCP read
+			for {
+				pkts, _, err := snd.ReadRTCP()
+				if err != nil {
+					return
+				}
+				for _, p := range pkts {
+					switch p.(type) {
+					case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+						if onKey != nil {
+							onKey()
+						}
+					}
+				}
+			}
+		}()
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err == nil {
+		err = gathered(pc, ctx, offer)
+	}
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	p := protocol.PublishParams{SDP: pc.LocalDescription().SDP, Sources: map[string]Source{}}
+	for i, tr := range trs {
+		p.Sources[tr.Mid()] = sources[i]
+	}
+	var ans protocol.SDPParams
+	if err := md.m.call(ctx, protocol.MethodPublish, p, &ans); err != nil {
+		pc.Close()
+		return err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans.SDP}); err != nil {
+		pc.Close()
+		return err
+	}
+	md.mu.Lock()
+	md.pub, md.local = pc, tracks
+	md.mu.Unlock()
+	return nil
+}
+
+// Unpublish stops publishing.
+func (md *Media) Unpublish(ctx context.Context) error {
+	md.mu.Lock()
+	pc := md.pub
+	md.pub, md.local = nil, nil
+	md.mu.Unlock()
+	if pc == nil {
+		return nil
+	}
+	pc.Close()
+	return md.m.call(ctx, protocol.MethodUnpublish, nil, nil)
+}
+
+// Subscribe starts receiving the tracks of everyone on stage: a TrackAdded
+// event for each, now and as others join the stage, and TrackRemoved when
+// one ends. The subscription survives reconnects.
+func (md *Media) Subscribe(ctx context.Context) error {
+	md.mu.Lock()
+	if md.subscribed {
+		md.mu.Unlock()
+		return nil
+	}
+	md.subscribed = true
+	md.mu.Unlock()
+	if err := md.startSubscriber(ctx); err != nil {
+		md.mu.Lock()
+		md.subscribed = false
+		md.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (md *Media) startSubscriber(ctx context.Context) error {
+	pc, err := md.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return err
+	}
+	offers, stop := make(chan protocol.MediaOffer, 16), make(chan struct{})
+	md.mu.Lock()
+	md.sub, md.offers, md.stop = pc, offers, stop
+	md.described = map[string]protocol.MediaTrack{}
+	md.mu.Unlock()
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { md.onTrack(pc, t, r) })
+	md.wg.Add(1)
+	go func() {
+		defer md.wg.Done()
+		md.answerOffers(pc, offers, stop)
+	}()
+	if err := md.m.call(ctx, protocol.MethodSubscribe, nil, nil); err != nil {
+		md.endSubscriber()
+		return err
+	}
+	return nil
+}
+
+// endSubscriber closes the subscriber connection; every track is removed.
+func (md *Media) endSubscriber() {
+	md.mu.Lock()
+	pc, stop := md.sub, md.stop
+	md.sub, md.offers, md.stop = nil, nil, nil
+	removed := md.remote
+	md.remote = nil
+	md.mu.Unlock()
+	if pc == nil {
+		return
+	}
+	close(stop)
+	pc.Close()
+	md.wg.Wait()
+	for _, t := range removed {
+		md.m.events.push(TrackRemoved{Track: t})
+	}
+}
+
+// event takes a media event from the reader; it never blocks.
+func (md *Media) event(msg protocol.Message) {
+	switch msg.Event {
+	case protocol.EventMediaOffer:
+		var o protocol.MediaOffer
+		if err := json.Unmarshal(msg.Data, &o); err != nil {
+			md.m.log.Warn("ignoring a malformed media offer", "err", err)
+			return
+		}
+		md.mu.Lock()
+		ch := md.offers
+		md.mu.Unlock()
+		if ch == nil {
+			return
+		}
+		select {
+		case ch <- o:
+		default: // offers come one at a time, each after the last answer
+			md.m.log.Warn("dropping a media offer: too many pending")
+		}
+	case protocol.EventMediaStopped:
+		var s protocol.MediaStopped
+		if err := json.Unmarshal(msg.Data, &s); err != nil {
+			return
+		}
+		md.mu.Lock()
+		pc := md.pub
+		if len(s.Sources) == 0 || s.Reason == protocol.StoppedStage || s.Reason == protocol.StoppedFailed {
+			md.pub, md.local = nil, nil
+		} else {
+			pc = nil
+		}
+		md.mu.Unlock()
+		if pc != nil {
+			go pc.Close()
+		}
+		md.m.events.push(PublishingStopped{Reason: s.Reason, Sources: s.Sources})
+	}
+}
+
+// answerOffers answers the server's offers for the subscriber connection.
+func (md *Media) answerOffers(pc *webrtc.PeerConnection, offers <-chan protocol.MediaOffer, stop <-chan struct{}) {
+	for {
+		var o protocol.MediaOffer
+		select {
+		case <-stop:
+			return
+		case o = <-offers:
+		}
+		md.mu.Lock()
+		gone := []*RemoteTrack{}
+		desc := make(map[string]protocol.MediaTrack, len(o.Tracks))
+		for _, t := range o.Tracks {
+			desc[t.TrackID] = t
+		}
+		for id, t := range md.remote {
+			if _, ok := desc[id]; !ok {
+				gone = append(gone, t)
+				delete(md.remote, id)
+			}
+		}
+		md.described = desc
+		md.mu.Unlock()
+		for _, t := range gone {
+			md.m.events.push(TrackRemoved{Track: t})
+		}
+		ctx, cancel := context.WithTimeout(md.m.ctx, 10*time.Second)
+		err := md.answer(ctx, pc, o.SDP)
+		cancel()
+		if err != nil {
+			md.m.log.Warn("answering a media offer", "err", err)
+		}
+	}
+}
+
+func (md *Media) answer(ctx context.Context, pc *webrtc.PeerConnection, sdp string) error {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return err
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	if err := gathered(pc, ctx, ans); err != nil {
+		return err
+	}
+	return md.m.call(ctx, protocol.MethodAnswer, protocol.SDPParams{SDP: pc.LocalDescription().SDP}, nil)
+}
+
+func (md *Media) onTrack(pc *webrtc.PeerConnection, t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+	md.mu.Lock()
+	if md.sub != pc {
+		md.mu.Unlock()
+		return
+	}
+	d, ok := md.described[t.ID()]
+	if !ok { // not described: take what the msid says
+		d = protocol.MediaTrack{TrackID: t.ID(), ParticipantID: t.StreamID(), Kind: t.Kind().String()}
+	}
+	rt := &RemoteTrack{TrackRemote: t, ParticipantID: d.ParticipantID, UserID: d.UserID, Source: d.Source, Receiver: r}
+	if md.remote == nil {
+		md.remote = map[string]*RemoteTrack{}
+	}
+	md.remote[t.ID()] = rt
+	md.mu.Unlock()
+	md.m.events.push(TrackAdded{Track: rt})
+}
+
+// RemoteTracks returns the tracks being received.
+func (md *Media) RemoteTracks() []*RemoteTrack {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	out := make([]*RemoteTrack, 0, len(md.remote))
+	for _, t := range md.remote {
+		out = append(out, t)
+	}
+	return out
+}
+
+// reconnected restores the media after a new connection: the server ended
+// the old connection's media with it.
+func (md *Media) reconnected() {
+	md.mu.Lock()
+	subscribed, local, pub := md.subscribed, md.local, md.pub
+	md.pub, md.local = nil, nil
+	md.mu.Unlock()
+	if pub != nil {
+		pub.Close()
+	}
+	ctx, cancel := context.WithTimeout(md.m.ctx, 30*time.Second)
+	defer cancel()
+	if subscribed {
+		md.endSubscriber()
+		if err := md.startSubscriber(ctx); err != nil {
+			md.m.log.Warn("subscribing again after a reconnect", "err", err)
+		}
+	}
+	if len(local) > 0 {
+		if err := md.Publish(ctx, local...); err != nil {
+			md.m.log.Info("publishing again after a reconnect", "err", err)
+			if errors.Is(err, stage.ErrInvalidStageStatus) || errors.Is(err, stage.ErrPermissionDenied) {
+				md.m.events.push(PublishingStopped{Reason: protocol.StoppedStage})
+			}
+		}
+	}
+}
+
+// close ends both connections.
+func (md *Media) close() {
+	md.mu.Lock()
+	pub := md.pub
+	md.pub, md.local, md.subscribed = nil, nil, false
+	md.mu.Unlock()
+	if pub != nil {
+		pub.Close()
+	}
+	md.endSubscriber()
+}

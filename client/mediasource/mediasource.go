@@ -1,0 +1,236 @@
+// Package mediasource publishes media without a camera: from a file (VP8
+// in IVF, H.264 Annex-B, Opus in Ogg) or from synthetic frames. It is for
+// tests, demos and benchmarks: a Source paces its frames in real time into
+// a pion track that client.Media.Publish sends.
+//
+//	cam, _ := mediasource.OpenIVF("clip.ivf")
+//	go cam.Play(ctx, true)
+//	meeting.Media.Publish(ctx, cam.LocalTrack(client.SourceCamera))
+package mediasource
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/h264reader"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+
+	"github.com/cocmd/cocmd/client"
+)
+
+// Frame is one unit of media and how long it lasts.
+type Frame struct {
+	Data     []byte
+	Duration time.Duration
+	Keyframe bool // a video frame that decodes on its own
+}
+
+// Source is a sequence of frames played into a track.
+type Source struct {
+	// Track is what to publish.
+	Track *webrtc.TrackLocalStaticSample
+
+	frames    []Frame
+	keyframe  atomic.Bool // a subscriber asked for one
+	hasKeys   bool
+	Frames    atomic.Uint64 // frames written so far
+	Keyframes atomic.Uint64 // keyframes written so far
+}
+
+// New returns a source playing frames with codec c. id and streamID name
+// the track (any non-empty strings).
+func New(c webrtc.RTPCodecCapability, id, streamID string, frames []Frame) (*Source, error) {
+	if len(frames) == 0 {
+		return nil, errors.New("mediasource: no frames")
+	}
+	t, err := webrtc.NewTrackLocalStaticSample(c, id, streamID)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{Track: t, frames: frames}
+	for _, f := range frames {
+		s.hasKeys = s.hasKeys || f.Keyframe
+	}
+	return s, nil
+}
+
+// LocalTrack returns the source's track as one to publish as src. A
+// subscriber's keyframe request makes the source skip ahead to its next
+// keyframe.
+func (s *Source) LocalTrack(src client.Source) client.LocalTrack {
+	return client.LocalTrack{Track: s.Track, Source: src, OnKeyframeRequest: s.RequestKeyframe}
+}
+
+// RequestKeyframe makes the next frame played a keyframe (the next one in
+// the file, skipping what is between).
+func (s *Source) RequestKeyframe() { s.keyframe.Store(true) }
+
+// Play writes the frames in real time until ctx ends, or until the last
+// one when loop is false.
+func (s *Source) Play(ctx context.Context, loop bool) error {
+	next := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; ; i++ {
+		if i == len(s.frames) {
+			if !loop {
+				return nil
+			}
+			i = 0
+		}
+		if s.hasKeys && s.keyframe.Swap(false) && !s.frames[i].Keyframe {
+			for !s.frames[i].Keyframe {
+				i = (i + 1) % len(s.frames)
+			}
+		}
+		f := s.frames[i]
+		if d := time.Until(next); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := s.Track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+		s.Frames.Add(1)
+		if f.Keyframe {
+			s.Keyframes.Add(1)
+		}
+		next = next.Add(f.Duration)
+	}
+}
+
+// OpenIVF reads a VP8 IVF file.
+func OpenIVF(path string) (*Source, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, h, err := ivfreader.NewWith(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+	}
+	if h.FourCC != "VP80" {
+		return nil, fmt.Errorf("mediasource: %s: codec %q, want VP80", path, h.FourCC)
+	}
+	tick := time.Second * time.Duration(h.TimebaseNumerator) / time.Duration(h.TimebaseDenominator)
+	var frames []Frame
+	for {
+		data, _, err := r.ParseNextFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+		}
+		// VP8 frame tag (RFC 6386 section 9.1): bit 0 clear on keyframes.
+		frames = append(frames, Frame{Data: data, Duration: tick, Keyframe: len(data) > 0 && data[0]&1 == 0})
+	}
+	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "mediasource", frames)
+}
+
+// OpenH264 reads an H.264 Annex-B stream of fps frames a second.
+func OpenH264(path string, fps int) (*Source, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := h264reader.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+	}
+	var frames []Frame
+	var au []byte
+	key := false
+	for {
+		nal, err := r.NextNAL()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+		}
+		au = append(au, 0, 0, 0, 1)
+		au = append(au, nal.Data...)
+		switch nal.UnitType {
+		case h264reader.NalUnitTypeCodedSliceIdr:
+			key = true
+			fallthrough
+		case h264reader.NalUnitTypeCodedSliceNonIdr:
+			frames = append(frames, Frame{Data: au, Duration: time.Second / time.Duration(fps), Keyframe: key})
+			au, key = nil, false
+		}
+	}
+	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "mediasource", frames)
+}
+
+// OpenOgg reads an Opus Ogg file.
+func OpenOgg(path string) (*Source, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, _, err := oggreader.NewWith(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+	}
+	var frames []Frame
+	var last uint64
+	for {
+		data, ph, err := r.ParseNextPage()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mediasource: %s: %w", path, err)
+		}
+		if bytes.HasPrefix(data, []byte("OpusTags")) || ph.GranulePosition <= last {
+			continue
+		}
+		samples := ph.GranulePosition - last
+		last = ph.GranulePosition
+		frames = append(frames, Frame{Data: data, Duration: time.Duration(samples) * time.Second / 48000})
+	}
+	// Opus in RTP is always signalled as two channels (RFC 7587 section 7),
+	// whatever the stream holds.
+	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "mediasource", frames)
+}
+
+// Synthetic returns a VP8 source of fps frames a second of about
+// bitrate bits a second, a keyframe every second: random bytes behind
+// valid VP8 frame tags. It is not decodable, but it is packetized,
+// forwarded and counted like real video.
+func Synthetic(fps, bitrate int) (*Source, error) {
+	size := bitrate / 8 / fps
+	rng := rand.New(rand.NewPCG(1, 2))
+	frames := make([]Frame, fps)
+	for i := range frames {
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(rng.Uint32())
+		}
+		key := i == 0
+		data[0] = data[0] | 1
+		if key {
+			data[0] &^= 1
+		}
+		frames[i] = Frame{Data: data, Duration: time.Second / time.Duration(fps), Keyframe: key}
+	}
+	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "mediasource", frames)
+}
