@@ -29,10 +29,18 @@ func (l logger) emit(level slog.Level, msg string) {
 func (l logger) Trace(msg string)                  {}
 func (l logger) Tracef(format string, args ...any) {}
 func (l logger) Debug(msg string)                  { l.emit(slog.LevelDebug, msg) }
-func (l logger) Debugf(format string, args ...any) { l.emit(slog.LevelDebug, fmt.Sprintf(format, args...)) }
-func (l logger) Info(msg string)                   { l.emit(slog.LevelDebug, msg) }
-func (l logger) Infof(format string, args ...any)  { l.emit(slog.LevelDebug, fmt.Sprintf(format, args...)) }
-func (l logger) Warn(msg string)                   { l.emit(slog.LevelDebug, msg) }
-func (l logger) Warnf(format string, args ...any)  { l.emit(slog.LevelDebug, fmt.Sprintf(format, args...)) }
-func (l logger) Error(msg string)                  { l.emit(slog.LevelWarn, msg) }
-func (l logger) Errorf(format string, args ...any) { l.emit(slog.LevelWarn, fmt.Sprintf(format, args...)) }
+func (l logger) Debugf(format string, args ...any) {
+	l.emit(slog.LevelDebug, fmt.Sprintf(format, args...))
+}
+func (l logger) Info(msg string) { l.emit(slog.LevelDebug, msg) }
+func (l logger) Infof(format string, args ...any) {
+	l.emit(slog.LevelDebug, fmt.Sprintf(format, args...))
+}
+func (l logger) Warn(msg string) { l.emit(slog.LevelDebug, msg) }
+func (l logger) Warnf(format string, args ...any) {
+	l.emit(slog.LevelDebug, fmt.Sprintf(format, args...))
+}
+func (l logger) Error(msg string) { l.emit(slog.LevelWarn, msg) }
+func (l logger) Errorf(format string, args ...any) {
+	l.emit(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
