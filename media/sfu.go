@@ -49,9 +49,10 @@ type Config struct {
 // SFU is the media plane of one server. Its methods are safe for
 // concurrent use.
 type SFU struct {
-	api *webrtc.API
-	mux ice.UDPMux
-	log *slog.Logger
+	api   *webrtc.API
+	mux   ice.UDPMux
+	batch *batchConn // nil if the socket is not a *net.UDPConn
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -67,11 +68,15 @@ func New(cfg Config) (*SFU, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	conn := cfg.Conn
+	var batch *batchConn
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
 		// Room for bursts to many subscribers (keyframes): the kernel
 		// caps this at net.core.wmem_max / rmem_max.
 		uc.SetWriteBuffer(4 << 20)
 		uc.SetReadBuffer(4 << 20)
+		batch = newBatchConn(uc)
+		conn = batch
 	}
 	me, err := mediaEngine()
 	if err != nil {
@@ -82,7 +87,7 @@ func New(cfg Config) (*SFU, error) {
 		return nil, err
 	}
 	lf := pionlog.Factory(log)
-	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice"), cfg.Conn)
+	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice"), conn)
 	var se webrtc.SettingEngine
 	se.LoggerFactory = lf
 	se.SetICEUDPMux(mux)
@@ -94,7 +99,7 @@ func New(cfg Config) (*SFU, error) {
 		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	return &SFU{api: api, mux: mux, log: log, rooms: map[string]*Room{}}, nil
+	return &SFU{api: api, mux: mux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
 }
 
 // videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it

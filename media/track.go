@@ -33,6 +33,7 @@ type Track struct {
 	stopped atomic.Bool
 	downs   atomic.Pointer[[]*downTrack] // copy on write, under Room.mu
 	cache   *packetCache
+	batch   *batchConn // nil: no batching
 	counters
 
 	kfMu      sync.Mutex
@@ -42,7 +43,7 @@ type Track struct {
 
 func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, src protocol.Source) *Track {
 	t := &Track{sess: s, pid: s.pid, uid: s.uid, source: src, kind: remote.Kind(), codec: remote.Codec(),
-		remote: remote, recv: recv, id: s.pid + ":" + string(src)}
+		remote: remote, recv: recv, id: s.pid + ":" + string(src), batch: s.room.sfu.batch}
 	t.downs.Store(&[]*downTrack{})
 	size := 128 // 2.5 s of Opus
 	if t.kind == webrtc.RTPCodecTypeVideo {
@@ -68,28 +69,38 @@ func (t *Track) forward(r *Room) {
 		if err != nil {
 			return
 		}
-		if t.stopped.Load() {
-			continue // still drained, so pion's buffers do not fill; never forwarded
+		t.handle(buf[:n], &h)
+	}
+}
+
+// handle forwards one packet p from the publisher; h is scratch space.
+func (t *Track) handle(p []byte, h *rtp.Header) {
+	if t.stopped.Load() {
+		return // still drained, so pion's buffers do not fill; never forwarded
+	}
+	hl, err := h.Unmarshal(p)
+	if err != nil {
+		return
+	}
+	t.packetsIn.Add(1)
+	t.bytesIn.Add(uint64(len(p)))
+	t.cache.put(h.SequenceNumber, p)
+	stripExtensions(h)
+	payload := p[hl:]
+	sent := 0
+	downs := *t.downs.Load()
+	if t.batch != nil && len(downs) > 1 {
+		t.batch.begin()
+		defer t.batch.end()
+	}
+	for _, d := range downs {
+		if d.write(h, payload) {
+			sent++
 		}
-		hl, err := h.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		t.packetsIn.Add(1)
-		t.bytesIn.Add(uint64(n))
-		t.cache.put(h.SequenceNumber, buf[:n])
-		stripExtensions(&h)
-		payload := buf[hl:n]
-		sent := 0
-		for _, d := range *t.downs.Load() {
-			if d.write(&h, payload) {
-				sent++
-			}
-		}
-		if sent > 0 {
-			t.packetsOut.Add(uint64(sent))
-			t.bytesOut.Add(uint64(sent * (h.MarshalSize() + len(payload))))
-		}
+	}
+	if sent > 0 {
+		t.packetsOut.Add(uint64(sent))
+		t.bytesOut.Add(uint64(sent * (h.MarshalSize() + len(payload))))
 	}
 }
 

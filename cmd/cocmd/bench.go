@@ -33,9 +33,15 @@ const benchKey = "ck_bench_key_0123456789"
 // verbose is set by bench -v.
 var verbose bool
 
+const benchUsage = `usage: cocmd bench stage [-n 1000,5000,10000] [-rounds 5] [-server-cpu 0] [-load-cpu 1]
+       cocmd bench media [-n 50,100,200] [-window 10s] [-server-cpu 0] [-load-cpu 1] [-media ../shared/media]`
+
 func bench(args []string) error {
+	if len(args) > 0 && args[0] == "media" {
+		return benchMedia(args[1:])
+	}
 	if len(args) == 0 || args[0] != "stage" {
-		return errors.New("usage: cocmd bench stage [-n 1000,5000,10000] [-rounds 5] [-server-cpu 0] [-load-cpu 1]")
+		return errors.New(benchUsage)
 	}
 	fs := flag.NewFlagSet("bench stage", flag.ContinueOnError)
 	ns := fs.String("n", "1000,5000,10000", "comma-separated viewer counts")
@@ -99,7 +105,7 @@ type benchServer struct {
 	dir  string
 }
 
-func startBenchServer(cpu int, debugAddr string) (*benchServer, error) {
+func startBenchServer(cpu int, debugAddr string, extra ...string) (*benchServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -114,7 +120,7 @@ func startBenchServer(cpu int, debugAddr string) (*benchServer, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	argv := []string{exe, "serve", "-listen", addr, "-data", dir, "-api-key", benchKey, "-log-level", "warn"}
+	argv := append([]string{exe, "serve", "-listen", addr, "-data", dir, "-api-key", benchKey, "-log-level", "warn"}, extra...)
 	if debugAddr != "" {
 		argv = append(argv, "-debug-addr", debugAddr)
 	}
