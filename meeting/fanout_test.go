@@ -19,8 +19,9 @@ import (
 // memStore is a hand-written in-memory Store.
 type memStore struct {
 	m     store.Meeting
-	parts []store.Participant
-	saved int
+	parts   []store.Participant
+	presets []stage.Preset // beside the built-in ones
+	saved   int
 }
 
 func (s *memStore) Meeting(context.Context, string) (store.Meeting, error) { return s.m, nil }
@@ -36,7 +37,7 @@ func (s *memStore) AllParticipants(context.Context, string) ([]store.Participant
 	return s.parts, nil
 }
 func (s *memStore) Preset(_ context.Context, name string) (stage.Preset, error) {
-	for _, p := range stage.BuiltinPresets() {
+	for _, p := range append(stage.BuiltinPresets(), s.presets...) {
 		if p.Name == name {
 			return p, nil
 		}

@@ -31,6 +31,23 @@ func TestDecodeRequest(t *testing.T) {
 		{`[]`, true},
 		{`null`, true},
 		{`{"id":-1,"method":"ping"}`, true},
+		// media
+		{`{"id":3,"method":"media.publish","params":{"sdp":"v=0\r\n","sources":{"0":"camera","1":"microphone"}}}`, false},
+		{`{"id":3,"method":"media.publish","params":{"sdp":"v=0\r\n"}}`, false},
+		{`{"id":3,"method":"media.publish","params":{"sdp":""}}`, true},
+		{`{"id":3,"method":"media.publish","params":{"sdp":"hello"}}`, true},
+		{`{"id":3,"method":"media.publish","params":{"sdp":"v=0","sources":{"0":"webcam"}}}`, true},
+		{`{"id":3,"method":"media.publish","params":{"offer":"v=0"}}`, true},
+		{`{"id":3,"method":"media.publish"}`, true},
+		{`{"id":3,"method":"media.subscribe"}`, false},
+		{`{"id":3,"method":"media.subscribe","params":{"all":true}}`, true},
+		{`{"id":3,"method":"media.unpublish"}`, false},
+		{`{"id":3,"method":"media.answer","params":{"sdp":"v=0\r\n"}}`, false},
+		{`{"id":3,"method":"media.answer","params":{}}`, true},
+		{`{"id":3,"method":"media.candidate","params":{"target":"publisher","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0}}}`, false},
+		{`{"id":3,"method":"media.candidate","params":{"target":"both","candidate":{"candidate":""}}}`, true},
+		{`{"id":3,"method":"media.candidate","params":{"target":"subscriber","candidate":{"candidate":"","foo":1}}}`, true},
+		{`{"id":3,"method":"media.fly"}`, true},
 	}
 	for _, c := range cases {
 		_, _, err := DecodeRequest([]byte(c.in))
@@ -44,6 +61,10 @@ func TestDecodeRequest(t *testing.T) {
 	big := `{"id":1,"method":"ping","params":{"x":"` + strings.Repeat("a", MaxMessageSize) + `"}}`
 	if _, _, err := DecodeRequest([]byte(big)); err == nil {
 		t.Fatal("oversized message accepted")
+	}
+	sdp, _ := json.Marshal(Request{ID: 1, Method: MethodPublish, Params: mustJSON(PublishParams{SDP: "v=0\r\n" + strings.Repeat("a=x\r\n", MaxSDP/5)})})
+	if _, _, err := DecodeRequest(sdp); err == nil {
+		t.Fatal("oversized sdp accepted")
 	}
 	ids := make([]string, MaxBatch+1)
 	for i := range ids {
@@ -88,6 +109,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"id":2,"method":"stage.kick","params":{"user_ids":["a"]}}`))
 	f.Add([]byte(`{"id":3,"method":"stage.grantAccess","params":{"user_ids":["a","b"],"x":1}}`))
 	f.Add([]byte(`{"id":1e3,"method":"ping","params":null}`))
+	f.Add([]byte(`{"id":4,"method":"media.publish","params":{"sdp":"v=0\r\n","sources":{"0":"camera"}}}`))
+	f.Add([]byte(`{"id":5,"method":"media.candidate","params":{"target":"subscriber","candidate":{"candidate":"c","sdpMLineIndex":1}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, params, err := DecodeRequest(b)
 		if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,5 +43,25 @@ func TestBinary_bench(t *testing.T) {
 	}
 	if cells := strings.Split(row, "|"); len(cells) != 13 || !strings.Contains(cells[2], "ms") {
 		t.Fatalf("no result row for 40 viewers:\n%s", out)
+	}
+}
+
+// TestBinary_benchMedia runs a small media benchmark end to end: a
+// publisher of the test clips, three subscribers, a kick.
+func TestBinary_benchMedia(t *testing.T) {
+	bin := binary(t)
+	out, err := exec.Command(bin, "bench", "media", "-n", "3", "-window", "1s", "-server-cpu", "-1", "-load-cpu", "-1",
+		"-media", filepath.Join("..", "..", "..", "shared", "media")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var row string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "| 3 |") {
+			row = line
+		}
+	}
+	if cells := strings.Split(row, "|"); len(cells) != 13 || !strings.Contains(cells[2], "µs") {
+		t.Fatalf("no result row for 3 subscribers:\n%s", out)
 	}
 }
