@@ -282,6 +282,7 @@ func (m *Meeting) run(conn *websocket.Conn) {
 		}
 		m.log.Info("connection lost; reconnecting", "err", err)
 		m.events.push(Disconnected{Err: err})
+		m.Media.later(m.Media.disconnected)
 		if conn = m.reconnect(); conn == nil {
 			return
 		}
@@ -336,7 +337,7 @@ func (m *Meeting) reconnect() *websocket.Conn {
 		if err == nil {
 			m.adopt(conn, w, true)
 			m.log.Info("reconnected", "resumed", w.Resumed)
-			go m.Media.reconnected()
+			m.Media.later(m.Media.reconnected)
 			return conn
 		}
 		var perm *permanentError

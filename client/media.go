@@ -15,7 +15,6 @@ import (
 
 	"github.com/cocmd/cocmd/internal/pionlog"
 	"github.com/cocmd/cocmd/protocol"
-	"github.com/cocmd/cocmd/stage"
 )
 
 // Source is what a track carries: a camera, a microphone or a screen.
@@ -86,7 +85,39 @@ type Media struct {
 	remote     map[string]*RemoteTrack        // track id -> track
 	offers     chan protocol.MediaOffer
 	stop       chan struct{} // closed when the subscription ends
+	stopCtx    context.CancelFunc
 	wg         sync.WaitGroup
+
+	// Reconnects are handled in order, one at a time, off the reader.
+	lifeMu      sync.Mutex
+	lifeQ       []func()
+	lifeRunning bool
+}
+
+// later runs fn after the lifecycle work queued before it.
+func (md *Media) later(fn func()) {
+	md.lifeMu.Lock()
+	defer md.lifeMu.Unlock()
+	md.lifeQ = append(md.lifeQ, fn)
+	if !md.lifeRunning {
+		md.lifeRunning = true
+		go md.lifeWorker()
+	}
+}
+
+func (md *Media) lifeWorker() {
+	for {
+		md.lifeMu.Lock()
+		if len(md.lifeQ) == 0 {
+			md.lifeRunning = false
+			md.lifeMu.Unlock()
+			return
+		}
+		fn := md.lifeQ[0]
+		md.lifeQ = md.lifeQ[1:]
+		md.lifeMu.Unlock()
+		fn()
+	}
 }
 
 // NewWebRTCAPI returns the pion API the client uses when Options.WebRTC is
@@ -235,15 +266,16 @@ func (md *Media) startSubscriber(ctx context.Context) error {
 		return err
 	}
 	offers, stop := make(chan protocol.MediaOffer, 16), make(chan struct{})
+	subCtx, cancel := context.WithCancel(md.m.ctx)
 	md.mu.Lock()
-	md.sub, md.offers, md.stop = pc, offers, stop
+	md.sub, md.offers, md.stop, md.stopCtx = pc, offers, stop, cancel
 	md.described = map[string]protocol.MediaTrack{}
 	md.mu.Unlock()
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) { md.onTrack(pc, t, r) })
 	md.wg.Add(1)
 	go func() {
 		defer md.wg.Done()
-		md.answerOffers(pc, offers, stop)
+		md.answerOffers(subCtx, pc, offers, stop)
 	}()
 	if err := md.m.call(ctx, protocol.MethodSubscribe, nil, nil); err != nil {
 		md.endSubscriber()
@@ -255,8 +287,8 @@ func (md *Media) startSubscriber(ctx context.Context) error {
 // endSubscriber closes the subscriber connection; every track is removed.
 func (md *Media) endSubscriber() {
 	md.mu.Lock()
-	pc, stop := md.sub, md.stop
-	md.sub, md.offers, md.stop = nil, nil, nil
+	pc, stop, cancel := md.sub, md.stop, md.stopCtx
+	md.sub, md.offers, md.stop, md.stopCtx = nil, nil, nil, nil
 	removed := md.remote
 	md.remote = nil
 	md.mu.Unlock()
@@ -264,6 +296,7 @@ func (md *Media) endSubscriber() {
 		return
 	}
 	close(stop)
+	cancel()
 	pc.Close()
 	md.wg.Wait()
 	for _, t := range removed {
@@ -312,7 +345,7 @@ func (md *Media) event(msg protocol.Message) {
 }
 
 // answerOffers answers the server's offers for the subscriber connection.
-func (md *Media) answerOffers(pc *webrtc.PeerConnection, offers <-chan protocol.MediaOffer, stop <-chan struct{}) {
+func (md *Media) answerOffers(subCtx context.Context, pc *webrtc.PeerConnection, offers <-chan protocol.MediaOffer, stop <-chan struct{}) {
 	for {
 		var o protocol.MediaOffer
 		select {
@@ -337,7 +370,7 @@ func (md *Media) answerOffers(pc *webrtc.PeerConnection, offers <-chan protocol.
 		for _, t := range gone {
 			md.m.events.push(TrackRemoved{Track: t})
 		}
-		ctx, cancel := context.WithTimeout(md.m.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(subCtx, 10*time.Second)
 		err := md.answer(ctx, pc, o.SDP)
 		cancel()
 		if err != nil {
@@ -390,16 +423,25 @@ func (md *Media) RemoteTracks() []*RemoteTrack {
 	return out
 }
 
-// reconnected restores the media after a new connection: the server ended
-// the old connection's media with it.
-func (md *Media) reconnected() {
+// disconnected ends the media of a lost connection: the server ended it
+// with the connection. What was published is kept, to publish again.
+func (md *Media) disconnected() {
 	md.mu.Lock()
-	subscribed, local, pub := md.subscribed, md.local, md.pub
-	md.pub, md.local = nil, nil
+	pub := md.pub
+	md.pub = nil
 	md.mu.Unlock()
 	if pub != nil {
 		pub.Close()
 	}
+	md.endSubscriber()
+}
+
+// reconnected restores the media on a new connection.
+func (md *Media) reconnected() {
+	md.mu.Lock()
+	subscribed, local := md.subscribed, md.local
+	md.local = nil
+	md.mu.Unlock()
 	ctx, cancel := context.WithTimeout(md.m.ctx, 30*time.Second)
 	defer cancel()
 	if subscribed {
@@ -411,9 +453,7 @@ func (md *Media) reconnected() {
 	if len(local) > 0 {
 		if err := md.Publish(ctx, local...); err != nil {
 			md.m.log.Info("publishing again after a reconnect", "err", err)
-			if errors.Is(err, stage.ErrInvalidStageStatus) || errors.Is(err, stage.ErrPermissionDenied) {
-				md.m.events.push(PublishingStopped{Reason: protocol.StoppedStage})
-			}
+			md.m.events.push(PublishingStopped{Reason: protocol.StoppedStage})
 		}
 	}
 }

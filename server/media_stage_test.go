@@ -366,3 +366,28 @@ func openMedia(t *testing.T, kind string) *mediasource.Source {
 	}
 	return s
 }
+
+// After a server restart, the SDKs come back by themselves: the publisher
+// on stage publishes again and the subscriber receives it again.
+func TestMedia_restart(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "media", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	must(t, host.Stage.Join(ctx))
+	src := newRTPSource(t, "video", webrtc.MimeTypeVP8, 5*time.Millisecond)
+	must(t, host.Media.Publish(ctx, client.LocalTrack{Track: src.track, Source: client.SourceCamera}))
+	w := ts.join(ts.participant(mid, "w", "webinar_viewer"))
+	ws := subscribe(t, w)
+	wadd, wrem := make(chan *client.RemoteTrack, 4), make(chan *client.RemoteTrack, 4)
+	pump(t, w, ws, wadd, wrem)
+	hid := recvTrack(t, wadd, "the host's track").ParticipantID
+	waitCount(t, "before the restart", 50, func() int { return ws.count(hid) })
+
+	ts.stop()
+	recvTrack(t, wrem, "the track removed with the connection")
+	ts.start()
+	recvTrack(t, wadd, "the host's track after the restart")
+	n := ws.count(hid)
+	waitCount(t, "after the restart", n+50, func() int { return ws.count(hid) })
+}
