@@ -41,15 +41,16 @@ type testServer struct {
 }
 
 type testOptions struct {
-	grace    time.Duration
-	now      func() time.Time
-	addr     string
-	queue    int
-	rate     float64
-	burst    int
-	tokenTTL time.Duration
-	sndbuf   int
-	changes  float64 // ChangesPerSecond; 0: generous, for tests that race
+	grace              time.Duration
+	now                func() time.Time
+	addr               string
+	queue              int
+	rate               float64
+	burst              int
+	tokenTTL           time.Duration
+	sndbuf             int
+	changes            float64 // ChangesPerSecond; 0: generous, for tests that race
+	writeTimeout, ping time.Duration
 }
 
 func startServer(t *testing.T, o testOptions) *testServer {
@@ -91,7 +92,7 @@ func (ts *testServer) start() {
 		changes, changesBurst = ts.opts.changes, 5
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, OpenAPI: cocmd.OpenAPI, Media: ts.sfu}, db, ts.reg, keys)
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {

@@ -341,3 +341,36 @@ func TestTokenRefresh(t *testing.T) {
 		t.Fatalf("%d refreshes, status %v", refreshes, ann.Stage.Status())
 	}
 }
+
+// A write deadline left by an earlier blocking write or a ping must not
+// fail the writes that come long after it (a regression: connections were
+// dropped on the first event more than the write timeout after a ping).
+func TestWriteDeadlineDoesNotLinger(t *testing.T) {
+	ts := startServer(t, testOptions{writeTimeout: 50 * time.Millisecond, ping: time.Second})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	v := ts.join(ts.participant(mid, "v", "webinar_viewer"))
+	ho, vo := observe("host", host), observe("v", v)
+	for round := range 3 {
+		// Past the deadline of the welcome's write, then of a ping's.
+		time.Sleep([]time.Duration{300 * time.Millisecond, 1100 * time.Millisecond, 300 * time.Millisecond}[round])
+		if round%2 == 0 {
+			must(t, v.Stage.RequestAccess(ctx))
+		} else {
+			must(t, v.Stage.CancelRequestAccess(ctx))
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for ho.count("stageAccessRequestUpdate") < round+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the host was not told", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for _, o := range []*observer{ho, vo} {
+		if n := o.count("disconnected"); n > 0 {
+			t.Errorf("%s was disconnected %d times", o.uid, n)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"errors"
 	"net"
+	"os"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,8 +17,6 @@ import (
 	"github.com/cocmd/cocmd/stage"
 )
 
-// writeWait bounds one WebSocket write.
-const writeWait = 10 * time.Second
 
 // realtime is the WebSocket endpoint. The participant token comes in the
 // Authorization header (Bearer) or, for browsers, the token query parameter;
@@ -163,7 +163,8 @@ func (w *wsConn) read() (left bool) {
 	// socket, which never lands inside one of the writer's frames.
 	conn.SetPingHandler(func(data string) error {
 		deadline()
-		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait))
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(w.s.cfg.WriteTimeout))
+		w.noDeadline()
 		if err == websocket.ErrCloseSent {
 			return nil
 		}
@@ -177,6 +178,7 @@ func (w *wsConn) read() (left bool) {
 	for {
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
+			w.s.log.Debug("realtime read ended", "participant", c.ParticipantID, "err", err)
 			if err == websocket.ErrReadLimit {
 				c.Close(protocol.CloseMessageTooBig, "message over the limit of 65536 bytes")
 			}
@@ -267,21 +269,24 @@ func (w *wsConn) write() {
 				bufs = append(bufs, m.Prepared(textFrame).([]byte))
 				b.Messages[i] = nil
 			}
-			nc.SetWriteDeadline(time.Now().Add(writeWait))
+			nc.SetWriteDeadline(time.Now().Add(w.s.cfg.WriteTimeout))
 			if _, err := bufs.WriteTo(nc); err != nil {
+				w.s.log.Debug("realtime write failed", "participant", w.c.ParticipantID, "err", err)
 				conn.Close()
 				return
 			}
+			w.noDeadline()
 		}
 		if b.Ping {
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(w.s.cfg.WriteTimeout)); err != nil {
 				conn.Close()
 				return
 			}
+			w.noDeadline()
 		}
 		if b.Closed {
 			if b.Code != websocket.CloseNormalClosure || b.Reason != "" {
-				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(b.Code, b.Reason), time.Now().Add(writeWait))
+				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(b.Code, b.Reason), time.Now().Add(w.s.cfg.WriteTimeout))
 			}
 			// Give the peer a moment to answer the close, then cut, even
 			// if it keeps talking.
@@ -291,12 +296,23 @@ func (w *wsConn) write() {
 	}
 }
 
+// noDeadline clears the write deadline a blocking write set, once it is
+// done: the direct path's raw writes would otherwise fail with a timeout
+// once it passed, long after the write it was meant for.
+func (w *wsConn) noDeadline() { w.conn.NetConn().SetWriteDeadline(time.Time{}) }
+
 // direct writes m's frame without blocking, from the sender's goroutine (a
 // meeting's fan-out). It returns the part the socket had no room for.
 func (w *wsConn) direct(m *meeting.Message) ([]byte, bool) {
 	frame := m.Prepared(textFrame).([]byte)
 	n, err := w.raw.write(frame)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline a control frame left behind: let the writer,
+		// which sets its own, take it.
+		return nil, false
+	}
 	if err != nil {
+		w.s.log.Debug("realtime write failed", "participant", w.c.ParticipantID, "err", err)
 		w.conn.Close() // the reader ends and cleans up
 		return nil, false
 	}

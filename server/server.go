@@ -36,6 +36,9 @@ type Config struct {
 	// request must not be able to flood ten thousand others.
 	ChangesPerSecond float64
 	ChangesBurst     int
+	// WriteTimeout bounds one blocking WebSocket write; a client that
+	// takes longer to accept it is dropped. Default 10s.
+	WriteTimeout time.Duration
 	// PingInterval is how often the server pings each WebSocket; a client
 	// silent for three intervals is dropped.
 	PingInterval time.Duration
@@ -82,6 +85,9 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	}
 	if cfg.ChangesPerSecond <= 0 {
 		cfg.ChangesPerSecond, cfg.ChangesBurst = 2, 10
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 20 * time.Second

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"flag"
+	"log/slog"
 	"fmt"
 	"net/http"
 	"os"
@@ -40,6 +41,7 @@ func benchMedia(args []string) error {
 	dir := fs.String("media", filepath.Join("..", "shared", "media"), "directory of the test clips (VP8 IVF and Opus Ogg)")
 	dial := fs.Int("dialers", 8, "subscribers joining at once")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
+	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -61,16 +63,16 @@ func benchMedia(args []string) error {
 	}
 	fmt.Printf("cocmd bench media: %d CPUs, server on CPU %d, load (publisher and subscribers, pion) on CPU %d; "+
 		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
-	fmt.Println("| subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | load CPU |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
 		r, err := benchMediaN(n, mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug})
 		if err != nil {
 			return fmt.Errorf("with %d subscribers: %w", n, err)
 		}
-		fmt.Printf("| %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %.0f %% |\n", n,
+		fmt.Printf("| %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", n,
 			r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
-			ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.loadLoad*100)
+			ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
 	}
 	return nil
 }
@@ -82,7 +84,8 @@ type mediaResult struct {
 	rss, rssPerSub       float64
 	loss                 float64
 	firstP50, firstP99   time.Duration
-	kickToLast           time.Duration
+	kickToLast           time.Duration // negative: the last packet arrived before the kick was sent
+	afterKick            uint64        // packets that arrived at any subscriber after the kick was sent
 }
 
 // seqCounter follows one received track: packets and the highest extended
@@ -170,7 +173,11 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	if err != nil {
 		return r, err
 	}
-	srv, err := startBenchServer(o.cpu, o.debugAddr, "-media-listen", "127.0.0.1:0")
+	extra := []string{"-media-listen", "127.0.0.1:0"}
+	if verbose {
+		extra = append(extra, "-log-level", "debug")
+	}
+	srv, err := startBenchServer(o.cpu, o.debugAddr, extra...)
 	if err != nil {
 		return r, err
 	}
@@ -186,7 +193,11 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		return client.Join(ctx, srv.base, p.Token, nil)
+		var opts *client.Options
+		if verbose && uid == "host" {
+			opts = &client.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		}
+		return client.Join(ctx, srv.base, p.Token, opts)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -201,12 +212,12 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	}
 	defer pub.Close()
 	if err := pub.Stage.Join(ctx); err != nil {
-		return r, err
+		return r, fmt.Errorf("joining the stage: %w", err)
 	}
 	go video.Play(ctx, true)
 	go audio.Play(ctx, true)
 	if err := pub.Media.Publish(ctx, video.LocalTrack(client.SourceCamera), audio.LocalTrack(client.SourceMicrophone)); err != nil {
-		return r, err
+		return r, fmt.Errorf("publishing: %w", err)
 	}
 	time.Sleep(time.Second)
 	rss0, _ := srv.rss()
@@ -231,7 +242,10 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 		go s.run()
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		return s.m.Media.Subscribe(sctx)
+		if err := s.m.Media.Subscribe(sctx); err != nil {
+			return fmt.Errorf("subscribing: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return r, err
@@ -272,12 +286,14 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	before, t0 := take(), time.Now()
 	time.Sleep(o.window)
 	after, elapsed := take(), time.Since(t0)
+	dbg("window ended")
 	cpu1, _ := srv.cpu()
 	load1, _ := procCPU(os.Getpid())
 	fwd1, err := srv.forwarded(m.ID)
 	if err != nil {
 		return r, err
 	}
+	dbg("metrics read")
 	r.rss, _ = srv.rss()
 	r.rssPerSub = (r.rss - rss0) / float64(n)
 	fwd := fwd1 - fwd0
@@ -297,18 +313,28 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 		r.loss = max(0, 1-got/want)
 	}
 
-	// The kick: how long until the last packet reaches anyone.
+	// The kick: how long until the last packet reaches anyone, and how
+	// many arrive after it was sent.
+	var atKick uint64
+	for _, s := range subs {
+		c, _, _ := s.snapshot()
+		atKick += c
+	}
+	dbg("kicking")
 	kicked := time.Now()
 	if err := host.Stage.Kick(ctx, "publisher"); err != nil {
-		return r, err
+		return r, fmt.Errorf("kicking: %w", err)
 	}
 	time.Sleep(time.Second)
 	var last int64
+	var total uint64
 	for _, s := range subs {
-		_, _, l := s.snapshot()
+		c, _, l := s.snapshot()
 		last = max(last, l)
+		total += c
 	}
 	r.kickToLast = time.Unix(0, last).Sub(kicked)
+	r.afterKick = total - atKick
 	return r, nil
 }
 
@@ -330,4 +356,11 @@ func (s *benchServer) forwarded(meetingID string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no forwarded packets in the metrics")
+}
+
+// dbg prints a step of the run with -v.
+func dbg(msg string) {
+	if verbose {
+		fmt.Fprintln(os.Stderr, time.Now().Format("15:04:05.000000"), msg)
+	}
 }

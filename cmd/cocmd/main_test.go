@@ -61,7 +61,7 @@ func TestBinary_benchMedia(t *testing.T) {
 			row = line
 		}
 	}
-	if cells := strings.Split(row, "|"); len(cells) != 13 || !strings.Contains(cells[2], "µs") {
+	if cells := strings.Split(row, "|"); len(cells) != 14 || !strings.Contains(cells[2], "µs") {
 		t.Fatalf("no result row for 3 subscribers:\n%s", out)
 	}
 }
