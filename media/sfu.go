@@ -96,7 +96,11 @@ func New(cfg Config) (*SFU, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
 	if len(cfg.PublicIPs) > 0 {
-		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+		err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{External: cfg.PublicIPs,
+			AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace})
+		if err != nil {
+			return nil, fmt.Errorf("media: public IPs %v: %w", cfg.PublicIPs, err)
+		}
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return &SFU{api: api, mux: mux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
