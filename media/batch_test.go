@@ -31,7 +31,22 @@ func udpPair(t testing.TB, n int) (*net.UDPConn, []*net.UDPConn) {
 // Datagrams written inside a batch arrive, each to its address, with its
 // bytes; outside a batch they go at once.
 func TestBatchConn(t *testing.T) {
-	s, rs := udpPair(t, 3)
+	t.Run("ipv4", func(t *testing.T) {
+		s, rs := udpPair(t, 3)
+		testBatchConn(t, s, rs)
+	})
+	t.Run("every interface", func(t *testing.T) { // as cocmd serve listens by default: IPv6 where there is IPv6
+		_, rs := udpPair(t, 3)
+		c, err := net.ListenPacket("udp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		testBatchConn(t, c.(*net.UDPConn), rs)
+	})
+}
+
+func testBatchConn(t *testing.T, s *net.UDPConn, rs []*net.UDPConn) {
 	b := newBatchConn(s)
 	b.begin()
 	for round := range 50 { // more than a batch holds

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/client/mediasource"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -193,4 +194,61 @@ func TestBinary_killAndRestart(t *testing.T) {
 		t.Fatal("cocmd did not stop on SIGTERM")
 	}
 	waitEvent(t, host, "disconnected")
+}
+
+// TestBinary_mediaDefaults runs the binary with its default media settings
+// (the HTTP port, UDP, on every interface, IPv4 and IPv6): a host on stage
+// publishes, a viewer receives.
+func TestBinary_mediaDefaults(t *testing.T) {
+	bin := binary(t)
+	addr, dir := freeAddr(t), t.TempDir()
+	base := "http://" + addr
+	cmd := startBinary(t, bin, addr, dir)
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var m struct{ ID string }
+	rest(t, base, "POST", "/v1/meetings", map[string]any{"title": "Media", "type": "WEBINAR"}, &m)
+	join := func(uid, preset string) *client.Meeting {
+		var p struct{ Token string }
+		rest(t, base, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		c, err := client.Join(ctx, base, p.Token, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	host, viewer := join("host", "webinar_host"), join("viewer", "webinar_viewer")
+	if err := host.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src, err := mediasource.Synthetic(30, 500_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go src.Play(ctx, true)
+	if err := host.Media.Publish(ctx, src.LocalTrack(client.SourceCamera)); err != nil {
+		t.Fatal(err)
+	}
+	if err := viewer.Media.Subscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for e := range viewer.Events() {
+		ta, ok := e.(client.TrackAdded)
+		if !ok {
+			continue
+		}
+		if ta.Track.UserID != "host" || ta.Track.Source != client.SourceCamera {
+			t.Fatalf("track of %s/%s", ta.Track.UserID, ta.Track.Source)
+		}
+		buf := make([]byte, 1500)
+		for range 60 {
+			if _, _, err := ta.Track.Read(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	t.Fatalf("no track: %v", viewer.Err())
 }
