@@ -44,6 +44,15 @@ type RemoteTrack struct {
 	UserID        string
 	Source        Source
 	Receiver      *webrtc.RTPReceiver
+
+	pc *webrtc.PeerConnection
+}
+
+// RequestKeyframe asks the track's publisher, through the server, for a
+// keyframe (a picture loss indication): for a decoder that lost the
+// picture. The server merges requests, at most one per 250 ms.
+func (t *RemoteTrack) RequestKeyframe() error {
+	return t.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.SSRC())}})
 }
 
 // TrackAdded: a track of a participant on stage started arriving.
@@ -403,7 +412,7 @@ func (md *Media) onTrack(pc *webrtc.PeerConnection, t *webrtc.TrackRemote, r *we
 	if !ok { // not described: take what the msid says
 		d = protocol.MediaTrack{TrackID: t.ID(), ParticipantID: t.StreamID(), Kind: t.Kind().String()}
 	}
-	rt := &RemoteTrack{TrackRemote: t, ParticipantID: d.ParticipantID, UserID: d.UserID, Source: d.Source, Receiver: r}
+	rt := &RemoteTrack{TrackRemote: t, ParticipantID: d.ParticipantID, UserID: d.UserID, Source: d.Source, Receiver: r, pc: pc}
 	if md.remote == nil {
 		md.remote = map[string]*RemoteTrack{}
 	}

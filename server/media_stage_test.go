@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/client"
@@ -390,4 +392,84 @@ func TestMedia_restart(t *testing.T) {
 	recvTrack(t, wadd, "the host's track after the restart")
 	n := ws.count(hid)
 	waitCount(t, "after the restart", n+50, func() int { return ws.count(hid) })
+}
+
+// RTCP flows both ways: receiver reports and keyframe requests reach the
+// publisher (a new subscriber asks for a keyframe, and a subscriber's own
+// request is forwarded); sender reports reach the subscribers.
+func TestMedia_rtcp(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "media", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	p := newRawPeer(t, ts, ts.participant(mid, "p", "webinar_panelist"))
+	if msg := p.call(protocol.MethodJoin, nil); msg.Error != nil {
+		t.Fatal(msg.Error)
+	}
+	src := newRTPSource(t, "video", webrtc.MimeTypeVP8, 5*time.Millisecond)
+	if msg := p.publish([]webrtc.TrackLocal{src.track}, []protocol.Source{protocol.SourceCamera}); msg.Error != nil {
+		t.Fatal(msg.Error)
+	}
+	var plis, rrs atomic.Int32
+	sender := p.pc.GetSenders()[0]
+	go func() {
+		for {
+			pkts, _, err := sender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, pk := range pkts {
+				switch pk.(type) {
+				case *rtcp.PictureLossIndication:
+					plis.Add(1)
+				case *rtcp.ReceiverReport:
+					rrs.Add(1)
+				}
+			}
+		}
+	}()
+	w := ts.join(ts.participant(mid, "w", "webinar_viewer"))
+	must(t, w.Media.Subscribe(ctx))
+	wadd := make(chan *client.RemoteTrack, 1)
+	pump(t, w, nil, wadd, nil)
+	rt := recvTrack(t, wadd, "p's track")
+	eventually(t, "a keyframe request for the new subscriber", func() bool { return plis.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond) // past the merge interval
+	before := plis.Load()
+	must(t, rt.RequestKeyframe())
+	eventually(t, "the subscriber's keyframe request", func() bool { return plis.Load() > before })
+	eventually(t, "a receiver report at the publisher", func() bool { return rrs.Load() >= 1 })
+	var srs atomic.Int32
+	go func() {
+		for {
+			pkts, _, err := rt.Receiver.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, pk := range pkts {
+				if _, ok := pk.(*rtcp.SenderReport); ok {
+					srs.Add(1)
+				}
+			}
+		}
+	}()
+	go func() { // the track must be read for the receiver to run
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := rt.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, "a sender report at the subscriber", func() bool { return srs.Load() >= 1 })
+}
+
+func eventually(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
