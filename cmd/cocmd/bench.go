@@ -40,6 +40,9 @@ func bench(args []string) error {
 	if len(args) > 0 && args[0] == "media" {
 		return benchMedia(args[1:])
 	}
+	if len(args) > 0 && args[0] == "media-subscribers" { // a load process of bench media -procs
+		return benchMediaSubscribers()
+	}
 	if len(args) == 0 || args[0] != "stage" {
 		return errors.New(benchUsage)
 	}

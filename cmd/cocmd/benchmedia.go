@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
-	"log/slog"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -30,6 +34,7 @@ type mediaOptions struct {
 	mediaDir  string
 	dialers   int
 	debugAddr string
+	procs     int
 }
 
 func benchMedia(args []string) error {
@@ -41,6 +46,7 @@ func benchMedia(args []string) error {
 	dir := fs.String("media", filepath.Join("..", "shared", "media"), "directory of the test clips (VP8 IVF and Opus Ogg)")
 	dial := fs.Int("dialers", 8, "subscribers joining at once")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
+	procs := fs.Int("procs", 1, "load processes the subscribers are spread over (all on the load CPU)")
 	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,7 +72,7 @@ func benchMedia(args []string) error {
 	fmt.Println("| subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
 	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
-		r, err := benchMediaN(n, mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug})
+		r, err := benchMediaN(n, mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug, procs: *procs})
 		if err != nil {
 			return fmt.Errorf("with %d subscribers: %w", n, err)
 		}
@@ -222,63 +228,47 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	time.Sleep(time.Second)
 	rss0, _ := srv.rss()
 
-	subs := make([]*subscriber, n)
-	defer func() {
-		var wg sync.WaitGroup
-		for _, s := range subs {
-			if s != nil {
-				wg.Go(func() { s.m.Close(); s.readers.Wait() })
-			}
-		}
-		wg.Wait()
-	}()
-	err = parallel(o.dialers, n, func(i int) error {
-		s := &subscriber{joined: time.Now()}
-		var err error
-		if s.m, err = join(fmt.Sprintf("s%04d", i), "webinar_viewer"); err != nil {
-			return err
-		}
-		subs[i] = s
-		go s.run()
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := s.m.Media.Subscribe(sctx); err != nil {
-			return fmt.Errorf("subscribing: %w", err)
-		}
-		return nil
+	tokens := make([]string, n)
+	err = parallel(8, n, func(i int) error {
+		uid := fmt.Sprintf("s%04d", i)
+		var p struct{ Token string }
+		err := srv.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": "webinar_viewer"}, &p)
+		tokens[i] = p.Token
+		return err
 	})
 	if err != nil {
 		return r, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for _, s := range subs {
-		for s.first.Load() == 0 {
-			if time.Now().After(deadline) {
-				return r, fmt.Errorf("a subscriber received nothing within a minute")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	var aud audience
+	if o.procs > 1 {
+		aud, err = startLoadProcs(srv.base, tokens, o.procs, o.dialers)
+	} else {
+		aud, err = joinLocal(srv.base, tokens, o.dialers)
 	}
-	firsts := make([]time.Duration, n)
-	for i, s := range subs {
-		firsts[i] = time.Unix(0, s.first.Load()).Sub(s.joined)
+	if aud != nil {
+		defer aud.close()
+	}
+	if err != nil {
+		return r, err
+	}
+	firsts, err := aud.firsts()
+	if err != nil {
+		return r, err
 	}
 	slices.Sort(firsts)
 	r.firstP50, r.firstP99 = firsts[n/2], firsts[min(n-1, n*99/100)]
 	time.Sleep(2 * time.Second) // everyone past its first keyframe
 
 	// The window.
-	type snap struct{ count, highest uint64 }
-	take := func() []snap {
-		out := make([]snap, n)
-		for i, s := range subs {
-			c, h, _ := s.snapshot()
-			out[i] = snap{c, h}
+	take := func() totals {
+		t, err := aud.snapshot()
+		if err != nil {
+			dbg("snapshot: " + err.Error())
 		}
-		return out
+		return t
 	}
 	cpu0, _ := srv.cpu()
-	load0, _ := procCPU(os.Getpid())
+	load0 := loadCPU(aud)
 	fwd0, err := srv.forwarded(m.ID)
 	if err != nil {
 		return r, err
@@ -288,7 +278,7 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	after, elapsed := take(), time.Since(t0)
 	dbg("window ended")
 	cpu1, _ := srv.cpu()
-	load1, _ := procCPU(os.Getpid())
+	load1 := loadCPU(aud)
 	fwd1, err := srv.forwarded(m.ID)
 	if err != nil {
 		return r, err
@@ -304,37 +294,23 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	r.serverLoad = (cpu1 - cpu0).Seconds() / elapsed.Seconds()
 	r.loadLoad = (load1 - load0).Seconds() / elapsed.Seconds()
 	r.pps = float64(fwd) / elapsed.Seconds()
-	var got, want float64
-	for i := range subs {
-		got += float64(after[i].count - before[i].count)
-		want += float64(after[i].highest - before[i].highest)
-	}
+	got, want := float64(after.Count-before.Count), float64(after.Highest-before.Highest)
 	if want > 0 {
 		r.loss = max(0, 1-got/want)
 	}
 
 	// The kick: how long until the last packet reaches anyone, and how
 	// many arrive after it was sent.
-	var atKick uint64
-	for _, s := range subs {
-		c, _, _ := s.snapshot()
-		atKick += c
-	}
+	atKick := take().Count
 	dbg("kicking")
 	kicked := time.Now()
 	if err := host.Stage.Kick(ctx, "publisher"); err != nil {
 		return r, fmt.Errorf("kicking: %w", err)
 	}
 	time.Sleep(time.Second)
-	var last int64
-	var total uint64
-	for _, s := range subs {
-		c, _, l := s.snapshot()
-		last = max(last, l)
-		total += c
-	}
-	r.kickToLast = time.Unix(0, last).Sub(kicked)
-	r.afterKick = total - atKick
+	end := take()
+	r.kickToLast = time.Unix(0, end.Last).Sub(kicked)
+	r.afterKick = end.Count - atKick
 	return r, nil
 }
 
@@ -363,4 +339,253 @@ func dbg(msg string) {
 	if verbose {
 		fmt.Fprintln(os.Stderr, time.Now().Format("15:04:05.000000"), msg)
 	}
+}
+
+// totals sum what a group of subscribers received: packets, the highest
+// sequence numbers (extended, summed over tracks), and the last arrival.
+type totals struct {
+	Count, Highest uint64
+	Last           int64 // unix ns
+}
+
+func (t *totals) add(o totals) {
+	t.Count += o.Count
+	t.Highest += o.Highest
+	t.Last = max(t.Last, o.Last)
+}
+
+// audience is the N subscribers, in this process or in load processes.
+type audience interface {
+	// firsts waits until every subscriber has received a packet and
+	// returns each one's time from its join to its first packet.
+	firsts() ([]time.Duration, error)
+	snapshot() (totals, error)
+	// pids are the load processes other than this one.
+	pids() []int
+	close()
+}
+
+// loadCPU is the CPU time of this process and of the audience's.
+func loadCPU(a audience) time.Duration {
+	total, _ := procCPU(os.Getpid())
+	for _, pid := range a.pids() {
+		c, _ := procCPU(pid)
+		total += c
+	}
+	return total
+}
+
+// localAudience runs the subscribers in this process.
+type localAudience []*subscriber
+
+// joinLocal joins and subscribes one subscriber per token.
+func joinLocal(base string, tokens []string, dialers int) (localAudience, error) {
+	subs := make(localAudience, len(tokens))
+	err := parallel(dialers, len(tokens), func(i int) error {
+		s := &subscriber{joined: time.Now()}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m, err := client.Join(ctx, base, tokens[i], nil)
+		if err != nil {
+			return err
+		}
+		s.m = m
+		subs[i] = s
+		go s.run()
+		if err := m.Media.Subscribe(ctx); err != nil {
+			return fmt.Errorf("subscribing: %w", err)
+		}
+		return nil
+	})
+	return subs, err
+}
+
+func (a localAudience) firsts() ([]time.Duration, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	out := make([]time.Duration, len(a))
+	for i, s := range a {
+		for s.first.Load() == 0 {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("a subscriber received nothing within a minute")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		out[i] = time.Unix(0, s.first.Load()).Sub(s.joined)
+	}
+	return out, nil
+}
+
+func (a localAudience) snapshot() (totals, error) {
+	var t totals
+	for _, s := range a {
+		c, h, l := s.snapshot()
+		t.add(totals{c, h, l})
+	}
+	return t, nil
+}
+
+func (a localAudience) pids() []int { return nil }
+
+func (a localAudience) close() {
+	var wg sync.WaitGroup
+	for _, s := range a {
+		if s != nil {
+			wg.Go(func() { s.m.Close(); s.readers.Wait() })
+		}
+	}
+	wg.Wait()
+}
+
+// loadProc is a child process running some of the subscribers (cocmd
+// bench media-subscribers), driven over its stdin and stdout.
+type loadProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+// loadConfig is the first line a load process reads.
+type loadConfig struct {
+	Base    string   `json:"base"`
+	Tokens  []string `json:"tokens"`
+	Dialers int      `json:"dialers"`
+}
+
+// procAudience spreads the subscribers over load processes.
+type procAudience []*loadProc
+
+// startLoadProcs starts procs load processes (they inherit this process's
+// CPU affinity) and shares the tokens out among them.
+func startLoadProcs(base string, tokens []string, procs, dialers int) (procAudience, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var a procAudience
+	for i := range procs {
+		share := tokens[i*len(tokens)/procs : (i+1)*len(tokens)/procs]
+		cmd := exec.Command(exe, "bench", "media-subscribers")
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return a, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return a, err
+		}
+		if err := cmd.Start(); err != nil {
+			return a, err
+		}
+		p := &loadProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+		p.out.Buffer(make([]byte, 1<<20), 1<<20)
+		a = append(a, p)
+		if err := json.NewEncoder(in).Encode(loadConfig{Base: base, Tokens: share, Dialers: max(1, dialers/procs)}); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+// ask sends a command and decodes the one-line answer into v.
+func (p *loadProc) ask(cmd string, v any) error {
+	if cmd != "" {
+		if _, err := fmt.Fprintln(p.in, cmd); err != nil {
+			return err
+		}
+	}
+	if !p.out.Scan() {
+		return fmt.Errorf("load process ended: %v", p.out.Err())
+	}
+	var reply struct {
+		Error string          `json:"error"`
+		Data  json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(p.out.Bytes(), &reply); err != nil {
+		return err
+	}
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	return json.Unmarshal(reply.Data, v)
+}
+
+func (a procAudience) firsts() ([]time.Duration, error) {
+	var all []time.Duration
+	for _, p := range a {
+		var fs []time.Duration
+		if err := p.ask("", &fs); err != nil { // a load process says when all its subscribers receive
+			return nil, err
+		}
+		all = append(all, fs...)
+	}
+	return all, nil
+}
+
+func (a procAudience) snapshot() (totals, error) {
+	var t totals
+	for _, p := range a {
+		var pt totals
+		if err := p.ask("snapshot", &pt); err != nil {
+			return t, err
+		}
+		t.add(pt)
+	}
+	return t, nil
+}
+
+func (a procAudience) pids() []int {
+	out := make([]int, len(a))
+	for i, p := range a {
+		out[i] = p.cmd.Process.Pid
+	}
+	return out
+}
+
+func (a procAudience) close() {
+	for _, p := range a {
+		p.in.Close() // the load process closes its clients and exits
+	}
+	for _, p := range a {
+		p.cmd.Wait()
+	}
+}
+
+// benchMediaSubscribers is a load process: it reads a loadConfig, joins
+// its subscribers, answers with their join → first packet times once all
+// receive, then one totals line per "snapshot" line, until stdin closes.
+func benchMediaSubscribers() error {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 16<<20), 16<<20)
+	out := json.NewEncoder(os.Stdout)
+	reply := func(v any, err error) error {
+		if err != nil {
+			return out.Encode(map[string]any{"error": err.Error()})
+		}
+		return out.Encode(map[string]any{"data": v})
+	}
+	if !in.Scan() {
+		return errors.New("bench media-subscribers: no configuration on stdin")
+	}
+	var cfg loadConfig
+	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
+		return err
+	}
+	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers)
+	defer subs.close()
+	if err != nil {
+		return reply(nil, err)
+	}
+	if err := reply(subs.firsts()); err != nil {
+		return err
+	}
+	for in.Scan() {
+		if in.Text() == "snapshot" {
+			if err := reply(subs.snapshot()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

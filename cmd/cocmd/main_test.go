@@ -47,10 +47,10 @@ func TestBinary_bench(t *testing.T) {
 }
 
 // TestBinary_benchMedia runs a small media benchmark end to end: a
-// publisher of the test clips, three subscribers, a kick.
+// publisher of the test clips, three subscribers in two load processes, a kick.
 func TestBinary_benchMedia(t *testing.T) {
 	bin := binary(t)
-	out, err := exec.Command(bin, "bench", "media", "-n", "3", "-window", "1s", "-server-cpu", "-1", "-load-cpu", "-1",
+	out, err := exec.Command(bin, "bench", "media", "-n", "3", "-window", "1s", "-procs", "2", "-server-cpu", "-1", "-load-cpu", "-1",
 		"-media", filepath.Join("..", "..", "..", "shared", "media")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
