@@ -58,21 +58,12 @@ func bench(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	var counts []int
-	for _, s := range strings.Split(*ns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 2 {
-			return fmt.Errorf("bad -n %q", s)
-		}
-		counts = append(counts, n)
+	counts, err := parseCounts(*ns, 2)
+	if err != nil {
+		return err
 	}
-	if *loadCPU >= 0 {
-		var set unix.CPUSet
-		set.Set(*loadCPU)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pinning the load to CPU %d: %w", *loadCPU, err)
-		}
-		runtime.GOMAXPROCS(1)
+	if err := pinLoad(*loadCPU); err != nil {
+		return err
 	}
 	fmt.Printf("cocmd bench stage: %d CPUs, server on CPU %d, load on CPU %d, %d grants per N\n\n",
 		runtime.NumCPU(), *serverCPU, *loadCPU, *rounds)
@@ -483,4 +474,47 @@ func parallel(w, n int, fn func(i int) error) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// parseCounts reads -n: comma-separated counts of at least least.
+func parseCounts(list string, least int) ([]int, error) {
+	var counts []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < least {
+			return nil, fmt.Errorf("bad -n %q", s)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
+}
+
+// pinLoad pins this process (and the processes it starts) to cpu, and to
+// one thread of Go code; -1 leaves it be. Affinity belongs to a thread,
+// so every thread of the process is pinned; threads made later, and
+// children, inherit it.
+func pinLoad(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	runtime.GOMAXPROCS(1)
+	var set unix.CPUSet
+	set.Set(cpu)
+	// Twice: a thread may start while the first pass runs.
+	for range 2 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pinning the load to CPU %d: %w", cpu, err)
+			}
+		}
+	}
+	return nil
 }

@@ -21,8 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/client/mediasource"
 )
@@ -51,21 +49,12 @@ func benchMedia(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var counts []int
-	for _, s := range strings.Split(*ns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("bad -n %q", s)
-		}
-		counts = append(counts, n)
+	counts, err := parseCounts(*ns, 1)
+	if err != nil {
+		return err
 	}
-	if *loadCPU >= 0 {
-		var set unix.CPUSet
-		set.Set(*loadCPU)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pinning the load to CPU %d: %w", *loadCPU, err)
-		}
-		runtime.GOMAXPROCS(1)
+	if err := pinLoad(*loadCPU); err != nil {
+		return err
 	}
 	fmt.Printf("cocmd bench media: %d CPUs, server on CPU %d, load (publisher and subscribers, pion) on CPU %d; "+
 		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
