@@ -6,9 +6,15 @@
 // carries the documents the binary serves.
 package cocmd
 
-import _ "embed"
+import "embed"
 
 // OpenAPI is the REST API's description, docs/openapi.yaml.
 //
 //go:embed docs/openapi.yaml
 var OpenAPI []byte
+
+// Web is the browser SDK (web/sdk) and the demo app (web/app) that the
+// binary serves.
+//
+//go:embed web/sdk/cocmd.js web/sdk/cocmd.d.ts web/app
+var Web embed.FS

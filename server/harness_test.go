@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -51,6 +52,7 @@ type testOptions struct {
 	sndbuf             int
 	changes            float64 // ChangesPerSecond; 0: generous, for tests that race
 	writeTimeout, ping time.Duration
+	dev                bool
 }
 
 func startServer(t *testing.T, o testOptions) *testServer {
@@ -92,7 +94,8 @@ func (ts *testServer) start() {
 		changes, changesBurst = ts.opts.changes, 5
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu}, db, ts.reg, keys)
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
+		Web: webFS(t), Dev: ts.opts.dev}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {
@@ -219,3 +222,11 @@ func named(name string) func(client.Event) bool {
 }
 
 func uid(i int) string { return fmt.Sprintf("viewer-%03d", i) }
+
+func webFS(t *testing.T) fs.FS {
+	w, err := fs.Sub(cocmd.Web, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}

@@ -22,16 +22,7 @@ import (
 // Authorization header (Bearer) or, for browsers, the token query parameter;
 // an optional meeting parameter must match the token's meeting.
 func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		tok = r.URL.Query().Get("token")
-	}
-	claims, err := s.tokens.Verify(tok)
-	if err == nil {
-		if m := r.URL.Query().Get("meeting"); m != "" && m != claims.Meeting {
-			err = stage.Errorf(stage.ErrUnauthenticated, "the token is for another meeting")
-		}
-	}
+	claims, err := s.verify(r)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -66,6 +57,22 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		s.reg.Disconnect(c)
 	}
+}
+
+// verify checks the participant token of a request: Bearer, or the token
+// query parameter; an optional meeting parameter must match it.
+func (s *Server) verify(r *http.Request) (Claims, error) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		tok = r.URL.Query().Get("token")
+	}
+	claims, err := s.tokens.Verify(tok)
+	if err == nil {
+		if m := r.URL.Query().Get("meeting"); m != "" && m != claims.Meeting {
+			err = stage.Errorf(stage.ErrUnauthenticated, "the token is for another meeting")
+		}
+	}
+	return claims, err
 }
 
 // spawn runs fn on a goroutine that Wait waits for, unless Wait has begun.

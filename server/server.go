@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -49,6 +50,15 @@ type Config struct {
 	SendBuffer int
 	// Media is the media plane; nil serves no media (media requests fail).
 	Media *media.SFU
+	// Web holds the browser SDK (sdk/) and the demo app (app/); nil
+	// serves neither.
+	Web fs.FS
+	// Dev turns on development mode: POST /v1/demo/webinars makes a demo
+	// webinar without an API key. Never on a public server.
+	Dev bool
+	// PublicURL is where clients reach the server, for links; empty means
+	// the request's host.
+	PublicURL string
 	// OpenAPI is served at /v1/openapi.yaml.
 	OpenAPI []byte
 	// Logger receives the server's logs.
@@ -150,6 +160,7 @@ func (s *Server) Handler() http.Handler {
 	api("GET /v1/meetings/{id}/live", s.live)
 	api("POST /v1/meetings/{id}/stage/{action}", s.moderate)
 	api("GET /metrics", s.metrics)
+	s.routeWeb(mux)
 	mux.HandleFunc("GET /v1/realtime", s.realtime)
 	mux.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")

@@ -11,6 +11,7 @@ import (
 	_ "net/http/pprof" // served only with -debug-addr
 	"os"
 	"os/signal"
+	iofs "io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +37,7 @@ type config struct {
 	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
 	MediaLoopback  bool   // offer loopback candidates too
+	Dev            string // "auto" (on when listening on loopback), "true" or "false"
 }
 
 func defaults() config {
@@ -45,7 +47,22 @@ func defaults() config {
 		ReconnectGrace: 30 * time.Second,
 		LogLevel:       "info",
 		MediaLoopback:  true,
+		Dev:            "auto",
 	}
+}
+
+// dev reports whether development mode is on.
+func (c config) dev() bool {
+	if c.Dev != "auto" {
+		on, _ := strconv.ParseBool(c.Dev)
+		return on
+	}
+	host, _, _ := net.SplitHostPort(c.Listen)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // mediaAddr is the UDP address the media plane listens on.
@@ -78,6 +95,9 @@ func (c config) Validate() error {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("media public IP %q is not an IP address", ip)
 		}
+	}
+	if _, err := strconv.ParseBool(c.Dev); err != nil && c.Dev != "auto" {
+		return fmt.Errorf("dev %q: use auto, true or false", c.Dev)
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		return errors.New("an API key must be at least 16 characters")
@@ -119,6 +139,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
+	env("COCMD_DEV", &c.Dev)
 	if v := getenv("COCMD_MEDIA_LOOPBACK"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -144,10 +165,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
+	fs.StringVar(&c.Dev, "dev", c.Dev, "development mode: the demo app can make demo webinars without the API key; auto: on when listening on loopback (env COCMD_DEV)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if c.PublicURL == "" {
+	if host, _, _ := net.SplitHostPort(c.Listen); c.PublicURL == "" && host != "" {
 		c.PublicURL = "http://" + c.Listen
 	}
 	return c, c.Validate()
@@ -197,7 +219,12 @@ func serve(args []string) error {
 	// 256 KiB of kernel buffer per connection is hundreds of events; past
 	// that, the meeting's queue limit decides, instead of the kernel
 	// growing its buffer to megabytes for a client that does not read.
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu}, db, reg, keys)
+	web, err := iofs.Sub(cocmd.Web, "web")
+	if err != nil {
+		return err
+	}
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
+		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -215,6 +242,9 @@ func serve(args []string) error {
 	addr := "http://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
 	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
+	if cfg.dev() {
+		fmt.Printf("Development mode: open %s/ to start a demo webinar.\n", addr)
+	}
 
 	select {
 	case err = <-served:

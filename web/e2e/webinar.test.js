@@ -1,0 +1,235 @@
+// End-to-end tests of the demo app and the browser SDK in headless
+// Chromium (Debian's chromium, driven by playwright-core), against a real
+// `cocmd serve`. Run by the README's test command (scripts/test).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const artifacts = join(here, 'artifacts');
+const apiKey = 'ck_e2e_test_key_0123456789';
+
+// Never skip: a missing browser fails the suite, saying what to install.
+const chromiumPath = ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find(existsSync);
+
+let server, base, port, dataDir, bin, browser;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+    s.on('error', reject);
+  });
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(bin, ['serve', '-listen', `127.0.0.1:${port}`, '-data', dataDir, '-api-key', apiKey, '-dev', 'true', '-log-level', 'warn'],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    const timer = setTimeout(() => reject(new Error('cocmd serve did not start')), 30000);
+    p.stdout.on('data', (d) => { if (String(d).includes('cocmd listening on')) { clearTimeout(timer); resolve(p); } });
+    p.on('exit', (code) => { clearTimeout(timer); reject(new Error(`cocmd serve exited: ${code}`)); });
+  });
+}
+
+function stopServer(p) {
+  return new Promise((resolve) => { p.removeAllListeners('exit'); p.on('exit', resolve); p.kill('SIGTERM'); });
+}
+
+async function api(method, path, body) {
+  const res = await fetch(base + path, { method, headers: { Authorization: `Bearer ${apiKey}` }, body: body && JSON.stringify(body) });
+  const out = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(out)}`);
+  return out;
+}
+
+before(async () => {
+  assert.ok(chromiumPath, 'Chromium is not installed: install the Debian package chromium (the README\'s test command does)');
+  mkdirSync(artifacts, { recursive: true });
+  bin = process.env.COCMD_BIN;
+  if (!bin) {
+    bin = join(mkdtempSync(join(tmpdir(), 'cocmd-e2e-')), 'cocmd');
+    execFileSync('go', ['build', '-o', bin, './cmd/cocmd'], { cwd: repo, stdio: 'inherit' });
+  }
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  dataDir = mkdtempSync(join(tmpdir(), 'cocmd-e2e-data-'));
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--autoplay-policy=no-user-gesture-required', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) await stopServer(server);
+});
+
+async function page(link, name) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
+  const p = await ctx.newPage();
+  p.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  await p.goto(link);
+  return p;
+}
+
+const shot = (p, name) => p.screenshot({ path: join(artifacts, `${name}.png`) });
+
+// framesDecoded of the video received from a participant, as the page's
+// subscriber connection reports it.
+async function framesDecoded(p) {
+  return p.evaluate(async () => {
+    const stats = await window.cocmd.meeting.getMediaStats();
+    return stats.filter((s) => s.kind === 'video').reduce((n, s) => n + (s.framesDecoded || 0), 0);
+  });
+}
+
+// How much of a tile's picture is not black.
+async function litShare(p, userId) {
+  return p.evaluate((uid) => {
+    const v = document.querySelector(`#stage .tile[data-user="${uid}"] video`);
+    if (!v || !v.videoWidth) return 0;
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const g = c.getContext('2d');
+    g.drawImage(v, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let lit = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 60) lit++;
+    return lit / (d.length / 4);
+  }, userId);
+}
+
+async function eventually(what, fn, timeout = 20000) {
+  const end = Date.now() + timeout;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+test('the webinar story in three browsers', async (t) => {
+  const demo = await (await fetch(`${base}/v1/demo/webinars`, { method: 'POST' })).json();
+  const [a, b, c] = demo.viewers; // Ada, Grace, Linus
+  const host = await page(demo.host.link, 'host');
+  const pa = await page(a.link, 'A');
+  const pb = await page(b.link, 'B');
+  for (const p of [host, pa, pb]) await p.getByRole('heading', { name: 'Stage' }).waitFor();
+  // The host opens the webinar on stage, with its camera.
+  await host.getByRole('button', { name: 'Join the stage' }).click();
+  await host.getByText('You are on stage.').waitFor();
+
+  await t.test('A requests, the host grants, A joins and B sees A', async () => {
+    await pa.getByRole('button', { name: 'Request to join the stage' }).click();
+    await host.locator(`#requests li[data-user="${a.user_id}"]`).waitFor();
+    await host.getByRole('button', { name: `Grant ${a.name}` }).click();
+    await pa.getByRole('button', { name: 'Join the stage' }).click();
+    await pa.getByText('You are on stage.').waitFor();
+    await pb.locator(`#stage .tile[data-user="${a.user_id}"] video`).waitFor();
+    const f1 = await eventually('B decoding frames of A', async () => (await framesDecoded(pb)) > 0 && framesDecoded(pb));
+    await new Promise((r) => setTimeout(r, 1500));
+    const f2 = await framesDecoded(pb);
+    assert.ok(f2 > f1, `frames decoded at B did not grow: ${f1} then ${f2}`);
+    const lit = await eventually('a picture that is not black', async () => { const s = await litShare(pb, a.user_id); return s > 0.1 && s; });
+    console.log(`B decoded ${f2 - f1} frames of A in 1.5 s; ${(lit * 100).toFixed(0)} % of the picture is lit`);
+    assert.ok(await pb.locator(`#stage .tile[data-user="${a.user_id}"] video`).isVisible(), 'A\'s video is not shown at B');
+    await pb.locator(`#stage .tile[data-user="${a.user_id}"] .avatar`).waitFor({ state: 'hidden' });
+    await host.locator(`#stage .tile[data-user="${a.user_id}"] video`).waitFor();
+    await eventually('the host decoding A', async () => (await litShare(host, a.user_id)) > 0.1);
+    await shot(host, 'host-view');
+    await shot(pb, 'viewer-view');
+    copyFileSync(join(artifacts, 'host-view.png'), join(repo, 'docs', 'host-view.png'));
+  });
+
+  await t.test('the host kicks A: B loses the tile, A is told', async () => {
+    await host.getByRole('button', { name: `Remove ${a.name} from the stage` }).click();
+    await pb.locator(`#stage .tile[data-user="${a.user_id}"]`).waitFor({ state: 'detached' });
+    await pa.getByText('You were removed from the stage.').first().waitFor();
+    await pa.getByRole('button', { name: 'Request to join the stage' }).waitFor();
+    await shot(pa, 'viewer-removed');
+  });
+
+  await t.test('B requests and is denied, and sees so', async () => {
+    await pb.getByRole('button', { name: 'Request to join the stage' }).click();
+    await host.getByRole('button', { name: `Deny ${b.name}` }).click();
+    await pb.getByText('Your request was declined.').first().waitFor();
+    await shot(pb, 'viewer-denied');
+  });
+
+  await t.test('a direct invite, accepted', async () => {
+    await host.getByRole('button', { name: `Invite ${b.name} to the stage` }).click();
+    await pb.getByRole('button', { name: 'Decline' }).waitFor();
+    await pb.getByRole('button', { name: 'Join the stage' }).click();
+    await pb.getByText('You are on stage.').waitFor();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] video`).waitFor();
+    await eventually('the host decoding B', async () => (await litShare(host, b.user_id)) > 0.1);
+  });
+
+  await t.test('a viewer calling host methods is refused, and is not offered them', async () => {
+    const pc = await page(c.link, 'C');
+    await pc.getByRole('heading', { name: 'Stage' }).waitFor();
+    const codes = await pc.evaluate(async (uid) => {
+      const st = window.cocmd.meeting.stage;
+      const out = [];
+      for (const call of [() => st.grantAccess([uid]), () => st.denyAccess([uid]), () => st.kick([uid]), () => st.getAccessRequests()]) {
+        out.push(await call().then(() => 'OK', (e) => e.code));
+      }
+      return out;
+    }, b.user_id);
+    assert.deepEqual(codes, ['PERMISSION_DENIED', 'PERMISSION_DENIED', 'PERMISSION_DENIED', 'PERMISSION_DENIED']);
+    assert.equal(await pc.locator('#requests, #viewers').count(), 0);
+    assert.equal(await pc.getByRole('button', { name: /^(Kick|Grant|Deny|Invite)/ }).count(), 0);
+    assert.equal(await pc.getByRole('button', { name: /Remove .* from the stage/ }).count(), 0);
+    await pc.context().close();
+  });
+
+  await t.test('the server restarts: the pages reconnect and show the same stage', async () => {
+    await stopServer(server);
+    await host.getByText('Reconnecting…').waitFor();
+    server = await startServer();
+    for (const p of [host, pa, pb]) await p.locator('#conn', { hasText: 'Connected' }).waitFor({ timeout: 30000 });
+    await pb.getByText('You are on stage.').waitFor();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] video`).waitFor();
+    await eventually('the host decoding B after the restart', async () => (await litShare(host, b.user_id)) > 0.1, 30000);
+    await pa.getByRole('button', { name: 'Request to join the stage' }).waitFor();
+    await shot(host, 'host-after-restart');
+  });
+
+  for (const p of [host, pa, pb]) await p.context().close();
+});
+
+test('a forged or expired token gets a readable message', async () => {
+  const forged = await page(`${base}/join#token=v1.eyJtIjoieCJ9.AAAA`, 'forged');
+  await forged.getByRole('heading', { name: 'Cannot join this meeting' }).waitFor();
+  await forged.getByText('This link is invalid or has expired.').waitFor();
+  await shot(forged, 'forged-token');
+  await forged.context().close();
+
+  const m = await api('POST', '/v1/meetings', { title: 'Expiring', type: 'WEBINAR' });
+  const p = await api('POST', `/v1/meetings/${m.id}/participants`, { name: 'Late', user_id: 'late', preset: 'webinar_viewer', token_ttl: 1 });
+  await new Promise((r) => setTimeout(r, 2100));
+  const expired = await page(`${base}/join#token=${p.token}`, 'expired');
+  await expired.getByRole('heading', { name: 'Cannot join this meeting' }).waitFor();
+  const text = await expired.locator('main').innerText();
+  assert.match(text, /invalid or has expired/);
+  assert.match(text, /expired/i);
+  await expired.context().close();
+
+  const none = await page(`${base}/join`, 'none');
+  await none.getByRole('heading', { name: 'No token' }).waitFor();
+  await none.context().close();
+});

@@ -1,0 +1,149 @@
+// Type declarations of cocmd's browser SDK (cocmd.js).
+
+/** The spec's error codes, and the SDK's own for the connection. */
+export type ErrorCode =
+  | 'STAGE_DISABLED' | 'PERMISSION_DENIED' | 'INVALID_STAGE_STATUS' | 'NO_REQUEST_TO_CANCEL'
+  | 'NOT_FOUND' | 'STAGE_FULL' | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'RATE_LIMITED' | 'INTERNAL'
+  | 'CONNECTION_LOST' | 'UNAVAILABLE' | 'REPLACED' | 'REMOVED' | 'MEETING_ENDED' | 'CLOSED';
+
+/** The error every rejected promise of the SDK carries. */
+export class CocmdError extends Error {
+  readonly code: ErrorCode;
+  /** grantAccess, denyAccess and kick: the result of each user id. */
+  readonly results?: BatchResult[];
+}
+
+export type StageStatusValue = 'OFF_STAGE' | 'REQUESTED_TO_JOIN_STAGE' | 'ACCEPTED_TO_JOIN_STAGE' | 'ON_STAGE';
+export declare const StageStatus: { readonly [K in StageStatusValue]: K };
+
+export interface InitOptions {
+  /** A participant token from your back end (POST /v1/meetings/{id}/participants). */
+  authToken: string;
+  /** The server's address; default: the page's origin. */
+  baseURI?: string;
+}
+
+/** Checks the token and returns a meeting; call join() on it. */
+export function init(options: InitOptions): Promise<Meeting>;
+
+export interface BatchResult { userId: string; error: CocmdError | null }
+
+export interface StageRequest { participantId: string; userId: string; name: string; requestedAt: Date }
+
+export interface Permissions {
+  stage_enabled: boolean;
+  stage_access: 'ALLOWED' | 'CAN_REQUEST' | 'NOT_ALLOWED';
+  accept_stage_requests: boolean;
+  kick_participant: boolean;
+  media: { audio: boolean; video: boolean; screenshare: boolean };
+  hidden_participant: boolean;
+}
+
+interface Emitter<Events> {
+  on<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
+  off<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
+  once<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
+}
+
+export interface Participant {
+  readonly id: string;
+  readonly userId: string;
+  readonly name: string;
+  readonly preset: string;
+  readonly stageStatus: StageStatusValue;
+  readonly connected: boolean;
+  /** The participant's media as received, for a <video>; null when none. */
+  readonly stream: MediaStream | null;
+}
+
+export interface StageEvents {
+  stageStatusUpdate: { status: StageStatusValue; oldStatus: StageStatusValue; reason?: string; missed?: boolean };
+  stageRequestApproved: Record<string, never>;
+  stageRequestRejected: { reason: 'deny' | 'expire' | string };
+  removedFromStage: Record<string, never>;
+  newStageRequest: { count: number; request: StageRequest };
+  stageAccessRequestUpdate: { requests: StageRequest[] };
+  peerStageStatusUpdate: { participant: Participant; status: StageStatusValue; oldStatus: StageStatusValue; reason?: string; missed?: boolean };
+}
+
+/** meeting.stage: the seed's eight methods. */
+export interface Stage extends Emitter<StageEvents> {
+  readonly status: StageStatusValue;
+  getAccessRequests(): Promise<StageRequest[]>;
+  requestAccess(): Promise<void>;
+  cancelRequestAccess(): Promise<void>;
+  grantAccess(userIds: string | string[]): Promise<BatchResult[]>;
+  denyAccess(userIds: string | string[]): Promise<BatchResult[]>;
+  join(): Promise<void>;
+  leave(): Promise<void>;
+  kick(userIds: string | string[]): Promise<BatchResult[]>;
+}
+
+export interface ParticipantsEvents {
+  update: void;
+  mediaUpdate: { participant: Participant; kind?: 'audio' | 'video'; source?: string; removed?: boolean };
+}
+
+export interface Participants extends Emitter<ParticipantsEvents> {
+  readonly joined: ReadonlyMap<string, Participant>;
+  /** Pending stage requests, oldest first (hosts). */
+  readonly requests: StageRequest[];
+  readonly count: number;
+  all(): Participant[];
+  onStage(): Participant[];
+  viewers(): Participant[];
+  byUserId(userId: string): Participant | undefined;
+}
+
+export interface SelfEvents {
+  mediaUpdate: { kind: 'audio' | 'video'; enabled: boolean; track?: MediaStreamTrack };
+  publishingStopped: { reason: 'stage' | 'permissions' | 'failed' | string; sources: string[] };
+  permissionsUpdate: { preset: string; permissions: Permissions };
+}
+
+export interface Self extends Emitter<SelfEvents> {
+  readonly id: string;
+  readonly userId: string;
+  readonly name: string;
+  readonly preset: string;
+  readonly stageStatus: StageStatusValue;
+  readonly permissions: Permissions;
+  readonly videoTrack: MediaStreamTrack | null;
+  readonly audioTrack: MediaStreamTrack | null;
+  readonly videoEnabled: boolean;
+  readonly audioEnabled: boolean;
+  readonly canPublish: boolean;
+  enableVideo(constraints?: boolean | MediaTrackConstraints): Promise<void>;
+  disableVideo(): Promise<void>;
+  enableAudio(constraints?: boolean | MediaTrackConstraints): Promise<void>;
+  disableAudio(): Promise<void>;
+}
+
+export interface MeetingInfo {
+  id: string;
+  title?: string;
+  type?: 'WEBINAR' | 'GROUP_CALL';
+  max_on_stage?: number;
+  stage_request_ttl?: number;
+}
+
+export interface MeetingEvents {
+  connectionUpdate: { state: 'new' | 'connected' | 'reconnecting' | 'closed' };
+  reconnected: { resumed: boolean };
+  closed: { code: ErrorCode; reason: string };
+  participantJoined: Participant;
+  participantLeft: Participant | { id: string; userId: string };
+  meetingUpdate: MeetingInfo;
+}
+
+export interface Meeting extends Emitter<MeetingEvents> {
+  readonly id: string;
+  readonly info: MeetingInfo;
+  readonly stage: Stage;
+  readonly self: Self;
+  readonly participants: Participants;
+  readonly connectionState: 'new' | 'connected' | 'reconnecting' | 'closed';
+  join(): Promise<Meeting>;
+  leave(): Promise<void>;
+  getMediaStats(): Promise<RTCStats[]>;
+}
