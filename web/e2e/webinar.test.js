@@ -177,6 +177,13 @@ test('the webinar story in three browsers', async (t) => {
     await pb.getByText('You are on stage.').waitFor();
     await host.locator(`#stage .tile[data-user="${b.user_id}"] video`).waitFor();
     await eventually('the host decoding B', async () => (await litShare(host, b.user_id)) > 0.1);
+    // Camera off: the others see B's avatar; on again: B's video.
+    await pb.getByRole('button', { name: 'Camera on' }).click();
+    await pb.getByRole('button', { name: 'Camera off' }).waitFor();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] .avatar`).waitFor({ state: 'visible' });
+    await pb.getByRole('button', { name: 'Camera off' }).click();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] .avatar`).waitFor({ state: 'hidden' });
+    await eventually('the host decoding B again', async () => (await litShare(host, b.user_id)) > 0.1);
   });
 
   await t.test('a viewer calling host methods is refused, and is not offered them', async () => {
