@@ -177,8 +177,7 @@ class Room {
   async startMedia() {
     const s = this.m.self;
     try {
-      if (s.permissions.media?.video && !s.videoEnabled) await s.enableVideo();
-      if (s.permissions.media?.audio && !s.audioEnabled) await s.enableAudio();
+      await s.enableMedia();
     } catch (e) {
       toast(`Camera or microphone: ${explain(e)}`, 'warn');
     }

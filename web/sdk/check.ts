@@ -21,6 +21,7 @@ async function webinar(authToken: string): Promise<void> {
   }
   await meeting.stage.leave();
   if (meeting.self.canPublish) await meeting.self.enableVideo({ width: 640 });
+  await meeting.self.enableMedia({ audio: true });
   for (const p of meeting.participants.onStage()) {
     const video = document.createElement('video');
     video.srcObject = p.stream;

@@ -117,6 +117,8 @@ export interface Self extends Emitter<SelfEvents> {
   disableVideo(): Promise<void>;
   enableAudio(constraints?: boolean | MediaTrackConstraints): Promise<void>;
   disableAudio(): Promise<void>;
+  /** Camera and microphone together, as the preset allows: one prompt, one publication. */
+  enableMedia(kinds?: { audio?: boolean | MediaTrackConstraints; video?: boolean | MediaTrackConstraints }): Promise<void>;
 }
 
 export interface MeetingInfo {

@@ -181,11 +181,19 @@ class Self extends Emitter {
     return this.stageStatus === StageStatus.ON_STAGE;
   }
   /** Turn the camera on and publish it; only on stage. */
-  enableVideo(constraints = true) { return this.#m._media.enable('video', constraints); }
+  enableVideo(constraints = true) { return this.#m._media.enable({ video: constraints }); }
   /** Turn the camera off. */
   disableVideo() { return this.#m._media.disable('video'); }
   /** Turn the microphone on and publish it; only on stage. */
-  enableAudio(constraints = true) { return this.#m._media.enable('audio', constraints); }
+  enableAudio(constraints = true) { return this.#m._media.enable({ audio: constraints }); }
+  /**
+   * Turn on the camera and the microphone together, as the preset allows
+   * (one prompt, one publication); only on stage.
+   */
+  enableMedia({ audio = true, video = true } = {}) {
+    const p = this.permissions.media || {};
+    return this.#m._media.enable({ audio: p.audio && audio, video: p.video && video });
+  }
   /** Turn the microphone off. */
   disableAudio() { return this.#m._media.disable('audio'); }
 }
@@ -441,17 +449,24 @@ class Media {
     this.#wanted[kind] = null;
   }
 
-  async enable(kind, constraints) {
+  async enable(wanted) {
     const self = this.#m.self;
     if (!self.canPublish) throw new CocmdError('INVALID_STAGE_STATUS', 'only participants on the stage publish media');
-    const allowed = kind === 'audio' ? self.permissions.media?.audio : self.permissions.media?.video;
-    if (!allowed) throw new CocmdError('PERMISSION_DENIED', `the preset does not allow ${kind === 'audio' ? 'a microphone' : 'a camera'}`);
-    if (self[kind === 'audio' ? 'audioTrack' : 'videoTrack']) return;
-    const stream = await navigator.mediaDevices.getUserMedia({ [kind]: constraints });
-    const track = stream.getTracks()[0];
-    self[kind === 'audio' ? 'audioTrack' : 'videoTrack'] = track;
-    this.#wanted[kind] = track;
-    self.emit('mediaUpdate', { kind, enabled: true, track });
+    const ask = {};
+    for (const kind of ['audio', 'video']) {
+      if (!wanted[kind]) continue;
+      if (!self.permissions.media?.[kind]) {
+        throw new CocmdError('PERMISSION_DENIED', `the preset does not allow ${kind === 'audio' ? 'a microphone' : 'a camera'}`);
+      }
+      if (!self[kind === 'audio' ? 'audioTrack' : 'videoTrack']) ask[kind] = wanted[kind];
+    }
+    if (!Object.keys(ask).length) return;
+    const stream = await navigator.mediaDevices.getUserMedia(ask);
+    for (const track of stream.getTracks()) {
+      self[track.kind === 'audio' ? 'audioTrack' : 'videoTrack'] = track;
+      this.#wanted[track.kind] = track;
+      self.emit('mediaUpdate', { kind: track.kind, enabled: true, track });
+    }
     await this.#republish();
   }
 
