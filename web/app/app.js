@@ -167,7 +167,7 @@ class Room {
     });
     m.on('closed', ({ code }) => {
       main.replaceChildren(h('section.card.error-card', { role: 'alert' }, h('h2', {}, 'You left the meeting'),
-        h('p', {}, { REMOVED: 'You were removed from the meeting.', MEETING_ENDED: 'The meeting has ended.', REPLACED: 'You joined from another tab or device.' }[code] || 'The connection was closed.')));
+        h('p', {}, { REMOVED: 'You were removed from the meeting.', MEETING_ENDED: 'The meeting has ended.', REPLACED: 'You joined from another tab or device.', UNAUTHENTICATED: 'Your link is no longer valid. Ask the host for a new one.' }[code] || 'The connection was closed.')));
     });
     $('#conn').textContent = 'Connected';
     if (m.self.stageStatus === StageStatus.ON_STAGE) this.startMedia();

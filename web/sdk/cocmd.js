@@ -281,11 +281,19 @@ class Meeting extends Emitter {
         reject?.(new CocmdError(final || 'CLOSED', ev.reason || 'closed'));
         return;
       }
-      if (!welcomed && !this.#everConnected) {
-        // Never got in: say why, from the token check.
+      if (!welcomed) {
+        // Refused, or the server is away: the token check says which. A
+        // token that is no longer valid (expired, removed, meeting ended)
+        // is final; anything else is retried.
         init({ authToken: this.#token, baseURI: this.#base.href })
           .then(() => this.#retry(resolve, reject))
-          .catch((e) => { this.#closed = true; this.#setState('closed'); reject?.(e); });
+          .catch((e) => {
+            if (e.code !== 'UNAUTHENTICATED' && this.#everConnected) { this.#retry(resolve, reject); return; }
+            this.#closed = true;
+            this.#setState('closed');
+            this.emit('closed', { code: e.code, reason: e.message });
+            reject?.(e);
+          });
         return;
       }
       this.#retry(resolve, reject);
