@@ -65,7 +65,7 @@ async function landing() {
     }
   } }, 'Start a demo webinar');
   const tokenInput = h('input', { id: 'token', type: 'text', autocomplete: 'off', placeholder: 'v1.…', 'aria-label': 'Participant token' });
-  main.replaceChildren(h('div.landing',
+  main.replaceChildren(h('div.landing', {},
     h('section.card', {},
       h('h2', {}, 'Run a webinar'),
       h('p', {}, 'A few people on stage, everyone else watching. Viewers ask to join the stage; the host grants, denies, invites and removes.'),

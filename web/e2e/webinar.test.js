@@ -217,9 +217,20 @@ test('the webinar story in three browsers', async (t) => {
     await eventually('the host decoding B after the restart', async () => (await litShare(host, b.user_id)) > 0.1, 30000);
     await pa.getByRole('button', { name: 'Request to join the stage' }).waitFor();
     await shot(host, 'host-after-restart');
+    await host.setViewportSize({ width: 390, height: 844 }); // a phone
+    await shot(host, 'host-narrow');
   });
 
   for (const p of [host, pa, pb]) await p.context().close();
+});
+
+test('the landing page makes a demo webinar', async () => {
+  const p = await page(`${base}/`, 'landing');
+  await p.getByRole('button', { name: 'Start a demo webinar' }).click();
+  await p.getByRole('list', { name: 'Join links' }).waitFor();
+  assert.ok(await p.getByRole('link', { name: 'Open' }).count() >= 4);
+  await shot(p, 'landing');
+  await p.context().close();
 });
 
 test('a forged or expired token gets a readable message', async () => {
