@@ -100,14 +100,10 @@ func TestMedia_promotedThenKicked(t *testing.T) {
 	ts := startServer(t, testOptions{})
 	mid := ts.meeting(map[string]any{"title": "media", "type": "WEBINAR"})
 	ctx := ctxT(t)
-	host := ts.join(ts.participant(mid, "host", "webinar_host"))
-	hs := subscribe(t, host)
-	hadd, hrem := make(chan *client.RemoteTrack, 4), make(chan *client.RemoteTrack, 4)
-	pump(t, host, hs, hadd, hrem)
-	w := ts.join(ts.participant(mid, "w", "webinar_viewer"))
-	ws := subscribe(t, w)
-	wadd, wrem := make(chan *client.RemoteTrack, 4), make(chan *client.RemoteTrack, 4)
-	pump(t, w, ws, wadd, wrem)
+	hw := watch(t, ts, mid, "host", "webinar_host")
+	host, hs, hadd, hrem := hw.m, hw.s, hw.added, hw.removed
+	ww := watch(t, ts, mid, "w", "webinar_viewer")
+	ws, wadd, wrem := ww.s, ww.added, ww.removed
 
 	v := newRawPeer(t, ts, ts.participant(mid, "v", "webinar_viewer"))
 	src := newRTPSource(t, "video", webrtc.MimeTypeVP8, 5*time.Millisecond)
@@ -177,10 +173,8 @@ func TestMedia_stoppedByLeavePresetAndDisconnect(t *testing.T) {
 	ts := startServer(t, testOptions{})
 	mid := ts.meeting(map[string]any{"title": "media", "type": "WEBINAR"})
 	ctx := ctxT(t)
-	w := ts.join(ts.participant(mid, "w", "webinar_viewer"))
-	ws := subscribe(t, w)
-	wadd, wrem := make(chan *client.RemoteTrack, 8), make(chan *client.RemoteTrack, 8)
-	pump(t, w, ws, wadd, wrem)
+	ww := watch(t, ts, mid, "w", "webinar_viewer")
+	ws, wadd, wrem := ww.s, ww.added, ww.removed
 	p := ts.join(ts.participant(mid, "p", "webinar_panelist"))
 	pid := p.Self().ID
 	stopped := make(chan client.PublishingStopped, 4)
@@ -379,10 +373,8 @@ func TestMedia_restart(t *testing.T) {
 	must(t, host.Stage.Join(ctx))
 	src := newRTPSource(t, "video", webrtc.MimeTypeVP8, 5*time.Millisecond)
 	must(t, host.Media.Publish(ctx, client.LocalTrack{Track: src.track, Source: client.SourceCamera}))
-	w := ts.join(ts.participant(mid, "w", "webinar_viewer"))
-	ws := subscribe(t, w)
-	wadd, wrem := make(chan *client.RemoteTrack, 4), make(chan *client.RemoteTrack, 4)
-	pump(t, w, ws, wadd, wrem)
+	ww := watch(t, ts, mid, "w", "webinar_viewer")
+	ws, wadd, wrem := ww.s, ww.added, ww.removed
 	hid := recvTrack(t, wadd, "the host's track").ParticipantID
 	waitCount(t, "before the restart", 50, func() int { return ws.count(hid) })
 

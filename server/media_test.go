@@ -166,6 +166,23 @@ func pump(t *testing.T, m *client.Meeting, s *sink, added chan<- *client.RemoteT
 	}()
 }
 
+// watcher is a participant that subscribes: its tracks are read into a
+// sink and announced on added and removed.
+type watcher struct {
+	m              *client.Meeting
+	s              *sink
+	added, removed chan *client.RemoteTrack
+}
+
+// watch joins a participant of meeting mid and subscribes it.
+func watch(t *testing.T, ts *testServer, mid, uid, preset string) watcher {
+	t.Helper()
+	m := ts.join(ts.participant(mid, uid, preset))
+	w := watcher{m: m, s: subscribe(t, m), added: make(chan *client.RemoteTrack, 8), removed: make(chan *client.RemoteTrack, 8)}
+	pump(t, m, w.s, w.added, w.removed)
+	return w
+}
+
 func waitCount(t *testing.T, what string, n int, count func() int) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
