@@ -158,126 +158,152 @@ func (s *subscriber) snapshot() (count, highest uint64, last int64) {
 	return
 }
 
+// mediaRun is one N of bench media: a server, a meeting, a host and a
+// publisher on stage, and the audience.
+type mediaRun struct {
+	o         mediaOptions
+	srv       *benchServer
+	meetingID string
+	host, pub *client.Meeting
+	aud       audience
+	ctx       context.Context
+	cancel    context.CancelFunc
+}
+
 func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	var r mediaResult
-	video, err := mediasource.OpenIVF(filepath.Join(o.mediaDir, "testsrc-640x360-30fps-vp8.ivf"))
-	if err != nil {
+	run := &mediaRun{o: o}
+	run.ctx, run.cancel = context.WithCancel(context.Background())
+	defer run.close()
+	if err := run.start(); err != nil {
 		return r, err
 	}
-	audio, err := mediasource.OpenOgg(filepath.Join(o.mediaDir, "sine-440hz-opus.ogg"))
-	if err != nil {
+	rss0, _ := run.srv.rss()
+	if err := run.joinAudience(n); err != nil {
 		return r, err
 	}
-	extra := []string{"-media-listen", "127.0.0.1:0"}
-	if verbose {
-		extra = append(extra, "-log-level", "debug")
-	}
-	srv, err := startBenchServer(o.cpu, o.debugAddr, extra...)
-	if err != nil {
-		return r, err
-	}
-	defer srv.stop()
-	var m struct{ ID string }
-	if err := srv.api("POST", "/v1/meetings", map[string]any{"title": "bench media", "type": "WEBINAR"}, &m); err != nil {
-		return r, err
-	}
-	join := func(uid, preset string) (*client.Meeting, error) {
-		var p struct{ Token string }
-		if err := srv.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p); err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		var opts *client.Options
-		if verbose && uid == "host" {
-			opts = &client.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-		}
-		return client.Join(ctx, srv.base, p.Token, opts)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	host, err := join("host", "webinar_host")
-	if err != nil {
-		return r, err
-	}
-	defer host.Close()
-	pub, err := join("publisher", "webinar_panelist")
-	if err != nil {
-		return r, err
-	}
-	defer pub.Close()
-	if err := pub.Stage.Join(ctx); err != nil {
-		return r, fmt.Errorf("joining the stage: %w", err)
-	}
-	go video.Play(ctx, true)
-	go audio.Play(ctx, true)
-	if err := pub.Media.Publish(ctx, video.LocalTrack(client.SourceCamera), audio.LocalTrack(client.SourceMicrophone)); err != nil {
-		return r, fmt.Errorf("publishing: %w", err)
-	}
-	time.Sleep(time.Second)
-	rss0, _ := srv.rss()
-
-	tokens := make([]string, n)
-	err = parallel(8, n, func(i int) error {
-		uid := fmt.Sprintf("s%04d", i)
-		var p struct{ Token string }
-		err := srv.api("POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": "webinar_viewer"}, &p)
-		tokens[i] = p.Token
-		return err
-	})
-	if err != nil {
-		return r, err
-	}
-	var aud audience
-	if o.procs > 1 {
-		aud, err = startLoadProcs(srv.base, tokens, o.procs, o.dialers)
-	} else {
-		aud, err = joinLocal(srv.base, tokens, o.dialers)
-	}
-	if aud != nil {
-		defer aud.close()
-	}
-	if err != nil {
-		return r, err
-	}
-	firsts, err := aud.firsts()
+	firsts, err := run.aud.firsts()
 	if err != nil {
 		return r, err
 	}
 	slices.Sort(firsts)
 	r.firstP50, r.firstP99 = firsts[n/2], firsts[min(n-1, n*99/100)]
 	time.Sleep(2 * time.Second) // everyone past its first keyframe
-
-	// The window.
-	take := func() totals {
-		t, err := aud.snapshot()
-		if err != nil {
-			dbg("snapshot: " + err.Error())
-		}
-		return t
-	}
-	cpu0, _ := srv.cpu()
-	load0 := loadCPU(aud)
-	fwd0, err := srv.forwarded(m.ID)
-	if err != nil {
+	if err := run.measure(&r); err != nil {
 		return r, err
 	}
-	before, t0 := take(), time.Now()
-	time.Sleep(o.window)
-	after, elapsed := take(), time.Since(t0)
+	r.rssPerSub = (r.rss - rss0) / float64(n)
+	return r, run.kick(&r)
+}
+
+// join adds a participant to the meeting and joins it with the Go SDK.
+func (run *mediaRun) join(uid, preset string) (*client.Meeting, error) {
+	var p struct{ Token string }
+	if err := run.srv.api("POST", "/v1/meetings/"+run.meetingID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(run.ctx, 30*time.Second)
+	defer cancel()
+	var opts *client.Options
+	if verbose && uid == "host" {
+		opts = &client.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	}
+	return client.Join(ctx, run.srv.base, p.Token, opts)
+}
+
+// start starts the server and puts a publisher of the test clips on stage.
+func (run *mediaRun) start() error {
+	video, err := mediasource.OpenIVF(filepath.Join(run.o.mediaDir, "testsrc-640x360-30fps-vp8.ivf"))
+	if err != nil {
+		return err
+	}
+	audio, err := mediasource.OpenOgg(filepath.Join(run.o.mediaDir, "sine-440hz-opus.ogg"))
+	if err != nil {
+		return err
+	}
+	extra := []string{"-media-listen", "127.0.0.1:0"}
+	if verbose {
+		extra = append(extra, "-log-level", "debug")
+	}
+	if run.srv, err = startBenchServer(run.o.cpu, run.o.debugAddr, extra...); err != nil {
+		return err
+	}
+	var m struct{ ID string }
+	if err := run.srv.api("POST", "/v1/meetings", map[string]any{"title": "bench media", "type": "WEBINAR"}, &m); err != nil {
+		return err
+	}
+	run.meetingID = m.ID
+	if run.host, err = run.join("host", "webinar_host"); err != nil {
+		return err
+	}
+	if run.pub, err = run.join("publisher", "webinar_panelist"); err != nil {
+		return err
+	}
+	if err := run.pub.Stage.Join(run.ctx); err != nil {
+		return fmt.Errorf("joining the stage: %w", err)
+	}
+	go video.Play(run.ctx, true)
+	go audio.Play(run.ctx, true)
+	if err := run.pub.Media.Publish(run.ctx, video.LocalTrack(client.SourceCamera), audio.LocalTrack(client.SourceMicrophone)); err != nil {
+		return fmt.Errorf("publishing: %w", err)
+	}
+	time.Sleep(time.Second)
+	return nil
+}
+
+// joinAudience adds n viewers and has them subscribe, here or in load
+// processes.
+func (run *mediaRun) joinAudience(n int) error {
+	tokens := make([]string, n)
+	err := parallel(8, n, func(i int) error {
+		uid := fmt.Sprintf("s%04d", i)
+		var p struct{ Token string }
+		err := run.srv.api("POST", "/v1/meetings/"+run.meetingID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": "webinar_viewer"}, &p)
+		tokens[i] = p.Token
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if run.o.procs > 1 {
+		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers)
+	} else {
+		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers)
+	}
+	return err
+}
+
+func (run *mediaRun) take() totals {
+	t, err := run.aud.snapshot()
+	if err != nil {
+		dbg("snapshot: " + err.Error())
+	}
+	return t
+}
+
+// measure fills in r's figures of the window.
+func (run *mediaRun) measure(r *mediaResult) error {
+	srv := run.srv
+	cpu0, _ := srv.cpu()
+	load0 := loadCPU(run.aud)
+	fwd0, err := srv.forwarded(run.meetingID)
+	if err != nil {
+		return err
+	}
+	before, t0 := run.take(), time.Now()
+	time.Sleep(run.o.window)
+	after, elapsed := run.take(), time.Since(t0)
 	dbg("window ended")
 	cpu1, _ := srv.cpu()
-	load1 := loadCPU(aud)
-	fwd1, err := srv.forwarded(m.ID)
+	load1 := loadCPU(run.aud)
+	fwd1, err := srv.forwarded(run.meetingID)
 	if err != nil {
-		return r, err
+		return err
 	}
-	dbg("metrics read")
 	r.rss, _ = srv.rss()
-	r.rssPerSub = (r.rss - rss0) / float64(n)
 	fwd := fwd1 - fwd0
 	if fwd == 0 {
-		return r, fmt.Errorf("nothing forwarded during the window")
+		return fmt.Errorf("nothing forwarded during the window")
 	}
 	r.cpuPerPacket = (cpu1 - cpu0) / time.Duration(fwd)
 	r.serverLoad = (cpu1 - cpu0).Seconds() / elapsed.Seconds()
@@ -287,20 +313,38 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	if want > 0 {
 		r.loss = max(0, 1-got/want)
 	}
+	return nil
+}
 
-	// The kick: how long until the last packet reaches anyone, and how
-	// many arrive after it was sent.
-	atKick := take().Count
+// kick has the host kick the publisher and measures how long packets keep
+// arriving, and how many arrive after the kick was sent.
+func (run *mediaRun) kick(r *mediaResult) error {
+	atKick := run.take().Count
 	dbg("kicking")
 	kicked := time.Now()
-	if err := host.Stage.Kick(ctx, "publisher"); err != nil {
-		return r, fmt.Errorf("kicking: %w", err)
+	if err := run.host.Stage.Kick(run.ctx, "publisher"); err != nil {
+		return fmt.Errorf("kicking: %w", err)
 	}
 	time.Sleep(time.Second)
-	end := take()
+	end := run.take()
 	r.kickToLast = time.Unix(0, end.Last).Sub(kicked)
 	r.afterKick = end.Count - atKick
-	return r, nil
+	return nil
+}
+
+func (run *mediaRun) close() {
+	if run.aud != nil {
+		run.aud.close()
+	}
+	for _, m := range []*client.Meeting{run.pub, run.host} {
+		if m != nil {
+			m.Close()
+		}
+	}
+	run.cancel()
+	if run.srv != nil {
+		run.srv.stop()
+	}
 }
 
 // forwarded reads the server's count of forwarded packets for a meeting

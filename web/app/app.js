@@ -83,7 +83,7 @@ async function room(token) {
   main.replaceChildren(h('p.muted', { role: 'status' }, 'Joining…'));
   let meeting;
   try {
-    meeting = await init({ authToken: token });
+    meeting = await init({ authToken: token, logger: console });
     await meeting.join();
   } catch (e) {
     main.replaceChildren(h('section.card.error-card', { role: 'alert' },

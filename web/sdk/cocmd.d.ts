@@ -21,6 +21,8 @@ export interface InitOptions {
   authToken: string;
   /** The server's address; default: the page's origin. */
   baseURI?: string;
+  /** Where the SDK's warnings go (console, say); by default it logs nothing. */
+  logger?: { warn(...args: unknown[]): void; error(...args: unknown[]): void };
 }
 
 /** Checks the token and returns a meeting; call join() on it. */

@@ -32,9 +32,13 @@ export const StageStatus = Object.freeze({
   ON_STAGE: 'ON_STAGE',
 });
 
-/** A minimal event emitter: on, off, once. */
+const silent = { warn() {}, error() {} };
+
+/** A minimal event emitter: on, off, once. A handler that throws is reported to log. */
 class Emitter {
   #handlers = new Map();
+  #log;
+  constructor(log = silent) { this.#log = log; }
   on(event, fn) {
     if (!this.#handlers.has(event)) this.#handlers.set(event, new Set());
     this.#handlers.get(event).add(fn);
@@ -50,7 +54,7 @@ class Emitter {
   }
   emit(event, ...args) {
     for (const fn of [...(this.#handlers.get(event) || [])]) {
-      try { fn(...args); } catch (e) { console.error(`cocmd: a handler of ${event} threw`, e); }
+      try { fn(...args); } catch (e) { this.#log.error(`cocmd: a handler of ${event} threw`, e); }
     }
   }
 }
@@ -59,10 +63,12 @@ const STAGE_EVENTS = new Set(['stageStatusUpdate', 'stageRequestApproved', 'stag
   'removedFromStage', 'newStageRequest', 'stageAccessRequestUpdate', 'peerStageStatusUpdate']);
 
 /**
- * Checks the token and returns a meeting, not yet joined.
- * @param {{authToken: string, baseURI?: string}} options
+ * Checks the token and returns a meeting, not yet joined. The SDK logs
+ * nothing of its own accord: pass a logger (console, say) to see its
+ * warnings.
+ * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}}} options
  */
-export async function init({ authToken, baseURI } = {}) {
+export async function init({ authToken, baseURI, logger } = {}) {
   if (!authToken) throw new CocmdError('UNAUTHENTICATED', 'an authToken is required');
   const base = new URL(baseURI || globalThis.location?.origin || 'http://localhost:8080');
   let res;
@@ -75,7 +81,7 @@ export async function init({ authToken, baseURI } = {}) {
   if (!res.ok) {
     throw new CocmdError(body.error?.code || 'INTERNAL', body.error?.message || `HTTP ${res.status}`);
   }
-  return new Meeting(base, authToken, body);
+  return new Meeting(base, authToken, body, logger || silent);
 }
 
 /** A participant as this client knows it. */
@@ -99,8 +105,8 @@ class Participant {
 
 /** The meeting's participants, kept current. */
 class Participants extends Emitter {
-  constructor() {
-    super();
+  constructor(log) {
+    super(log);
     /** @type {Map<string, Participant>} by participant id, self excluded */
     this.joined = new Map();
     /** Pending stage requests, oldest first (hosts only). */
@@ -121,7 +127,7 @@ class Participants extends Emitter {
 /** meeting.stage: the seed's eight methods, the status and the stage events. */
 class Stage extends Emitter {
   #m;
-  constructor(m) { super(); this.#m = m; }
+  constructor(m) { super(m._log); this.#m = m; }
   /** This participant's stage status. */
   get status() { return this.#m.self.stageStatus; }
   /** The pending requests, oldest first (needs accept_stage_requests). */
@@ -163,7 +169,7 @@ function toRequest(r) {
 class Self extends Emitter {
   #m;
   constructor(m) {
-    super();
+    super(m._log);
     this.#m = m;
     this.id = ''; this.userId = ''; this.name = ''; this.preset = '';
     this.stageStatus = StageStatus.OFF_STAGE;
@@ -202,8 +208,10 @@ class Self extends Emitter {
 class Meeting extends Emitter {
   #base; #token; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
   #connected = null; #backoff = 250; #everConnected = false;
-  constructor(base, token, info) {
-    super();
+  constructor(base, token, info, log) {
+    super(log);
+    /** Where the SDK's warnings go (init's logger). */
+    this._log = log;
     this.#base = base;
     this.#token = token;
     this.id = info.meeting_id;
@@ -211,7 +219,7 @@ class Meeting extends Emitter {
     this.info = { id: info.meeting_id };
     this.stage = new Stage(this);
     this.self = new Self(this);
-    this.participants = new Participants();
+    this.participants = new Participants(log);
     /** 'new', 'connected', 'reconnecting' or 'closed'. */
     this.connectionState = 'new';
     this._media = new Media(this);
@@ -285,7 +293,7 @@ class Meeting extends Emitter {
         // Refused, or the server is away: the token check says which. A
         // token that is no longer valid (expired, removed, meeting ended)
         // is final; anything else is retried.
-        init({ authToken: this.#token, baseURI: this.#base.href })
+        init({ authToken: this.#token, baseURI: this.#base.href, logger: this._log })
           .then(() => this.#retry(resolve, reject))
           .catch((e) => {
             if (e.code !== 'UNAUTHENTICATED' && this.#everConnected) { this.#retry(resolve, reject); return; }
@@ -538,7 +546,7 @@ class Media {
       p.stream.addTrack(e.track);
       this.#m.participants.emit('mediaUpdate', { participant: p, kind: e.track.kind, source: d?.source });
     };
-    this.#m._call('media.subscribe').catch((e) => console.warn('cocmd: subscribing', e));
+    this.#m._call('media.subscribe').catch((e) => this.#m._log.warn('cocmd: subscribing', e));
   }
 
   #closeSub() {
@@ -582,7 +590,7 @@ class Media {
       if (this.#sub !== pc) return;
       await this.#m._call('media.answer', { sdp: pc.localDescription.sdp });
     } catch (e) {
-      console.warn('cocmd: answering the media offer', e);
+      this.#m._log.warn('cocmd: answering the media offer', e);
     }
   }
 
