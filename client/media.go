@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -153,7 +155,9 @@ func NewWebRTCAPI(log *slog.Logger) (*webrtc.API, error) {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
-func gathered(pc *webrtc.PeerConnection, ctx context.Context, desc webrtc.SessionDescription) error {
+// gathered sets desc as pc's local description and waits for its
+// candidates: the SDP sent then holds them all.
+func gathered(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription) error {
 	done := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(desc); err != nil {
 		return err
@@ -211,7 +215,7 @@ func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
 	}
 	offer, err := pc.CreateOffer(nil)
 	if err == nil {
-		err = gathered(pc, ctx, offer)
+		err = gathered(ctx, pc, offer)
 	}
 	if err != nil {
 		pc.Close()
@@ -396,7 +400,7 @@ func (md *Media) answer(ctx context.Context, pc *webrtc.PeerConnection, sdp stri
 	if err != nil {
 		return err
 	}
-	if err := gathered(pc, ctx, ans); err != nil {
+	if err := gathered(ctx, pc, ans); err != nil {
 		return err
 	}
 	return md.m.call(ctx, protocol.MethodAnswer, protocol.SDPParams{SDP: pc.LocalDescription().SDP}, nil)
@@ -425,11 +429,7 @@ func (md *Media) onTrack(pc *webrtc.PeerConnection, t *webrtc.TrackRemote, r *we
 func (md *Media) RemoteTracks() []*RemoteTrack {
 	md.mu.Lock()
 	defer md.mu.Unlock()
-	out := make([]*RemoteTrack, 0, len(md.remote))
-	for _, t := range md.remote {
-		out = append(out, t)
-	}
-	return out
+	return slices.Collect(maps.Values(md.remote))
 }
 
 // disconnected ends the media of a lost connection: the server ended it

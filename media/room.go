@@ -1,6 +1,7 @@
 package media
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -179,10 +180,7 @@ func (r *Room) detach(s *Session) []*Track {
 // close closes every session of the room.
 func (r *Room) close() {
 	r.mu.Lock()
-	sessions := make([]*Session, 0, len(r.sessions))
-	for _, s := range r.sessions {
-		sessions = append(sessions, s)
-	}
+	sessions := slices.Collect(maps.Values(r.sessions))
 	r.mu.Unlock()
 	for _, s := range sessions {
 		s.Close()

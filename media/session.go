@@ -2,6 +2,8 @@ package media
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,55 +172,56 @@ func (s *Session) publish(p protocol.PublishParams) (any, error) {
 		}
 	}
 
+	pc, gathered, err := s.answerPublisher(offer, srcs)
+	if err != nil {
+		return nil, err
+	}
+	waitGathered(gathered)
+	return protocol.SDPParams{SDP: pc.LocalDescription().SDP}, nil
+}
+
+// answerPublisher applies an offer to the publisher connection (made if
+// there is none) and sets its answer; the answer is complete when gathered
+// is closed.
+func (s *Session) answerPublisher(offer webrtc.SessionDescription, srcs map[string]protocol.Source) (*webrtc.PeerConnection, <-chan struct{}, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		return nil, errClosed()
+		return nil, nil, errClosed()
 	}
 	pc, fresh := s.pubPC, s.pubPC == nil
 	if fresh {
+		var err error
 		if pc, err = s.room.sfu.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
-			s.mu.Unlock()
-			return nil, stage.Errorf(stage.ErrInternal, "creating a peer connection: "+err.Error())
+			return nil, nil, stage.Errorf(stage.ErrInternal, "creating a peer connection: "+err.Error())
 		}
 		s.watchPublisher(pc)
 	}
 	if err := pc.SetRemoteDescription(offer); err != nil {
 		if fresh {
-			s.mu.Unlock()
 			pc.Close()
-			return nil, stage.Errorf(stage.ErrBadRequest, "unusable offer: "+err.Error())
 		}
-		s.mu.Unlock()
-		return nil, stage.Errorf(stage.ErrBadRequest, "unusable offer: "+err.Error())
+		return nil, nil, stage.Errorf(stage.ErrBadRequest, "unusable offer: "+err.Error())
 	}
 	if fresh {
 		s.pubPC = pc
 		s.pub.Store(pc)
 	}
 	clear(s.sources)
-	for mid, src := range srcs {
-		s.sources[mid] = src
-	}
+	maps.Copy(s.sources, srcs)
 	for _, c := range s.pubCands {
 		pc.AddICECandidate(c)
 	}
 	s.pubCands = nil
 	answer, err := pc.CreateAnswer(nil)
-	if err == nil {
-		gathered := webrtc.GatheringCompletePromise(pc)
-		err = pc.SetLocalDescription(answer)
-		s.mu.Unlock()
-		if err == nil {
-			waitGathered(gathered)
-		}
-	} else {
-		s.mu.Unlock()
-	}
 	if err != nil {
-		return nil, stage.Errorf(stage.ErrBadRequest, "cannot answer the offer: "+err.Error())
+		return nil, nil, stage.Errorf(stage.ErrBadRequest, "cannot answer the offer: "+err.Error())
 	}
-	return protocol.SDPParams{SDP: pc.LocalDescription().SDP}, nil
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(answer); err != nil {
+		return nil, nil, stage.Errorf(stage.ErrBadRequest, "cannot answer the offer: "+err.Error())
+	}
+	return pc, gathered, nil
 }
 
 func waitGathered(ch <-chan struct{}) {
@@ -372,7 +375,7 @@ func (s *Session) subscribeLocked(t *Track) {
 	if s.closed || s.sub == nil || s.downs[t] != nil || t.stopped.Load() {
 		return
 	}
-	d := &downTrack{t: t, sub: s}
+	d := &downTrack{t: t}
 	sender, err := s.sub.AddTrack(d)
 	if err != nil {
 		s.log.Warn("adding a track to a subscriber", "err", err)
@@ -560,10 +563,7 @@ func (s *Session) Close() {
 	}
 	s.room.mu.Lock()
 	s.mu.Lock()
-	subscribed := make([]*Track, 0, len(s.downs))
-	for t := range s.downs {
-		subscribed = append(subscribed, t)
-	}
+	subscribed := slices.Collect(maps.Keys(s.downs))
 	s.mu.Unlock()
 	for _, t := range subscribed {
 		s.unsubscribeLocked(t)

@@ -184,7 +184,18 @@ func (s *SFU) room(id string) *Room {
 // publish stop before Allow returns: not one more of their packets is
 // forwarded. The meeting owner calls it after every change that matters.
 func (s *SFU) Allow(meetingID, pid string, m stage.Media, ok bool) {
-	s.room(meetingID).allow(pid, m, ok)
+	if !ok {
+		// A meeting without a room has nothing to revoke: most calls
+		// are for viewers off stage, and make no room.
+		s.mu.Lock()
+		r := s.rooms[meetingID]
+		s.mu.Unlock()
+		if r != nil {
+			r.allow(pid, m, false)
+		}
+		return
+	}
+	s.room(meetingID).allow(pid, m, true)
 }
 
 // Forget drops what the SFU knows of a meeting that is no longer live. Its

@@ -197,7 +197,6 @@ func (c *packetCache) reset() {
 // the subscriber connection sends.
 type downTrack struct {
 	t      *Track
-	sub    *Session
 	sender *webrtc.RTPSender
 	b      atomic.Pointer[binding]
 }

@@ -18,7 +18,7 @@ import (
 
 // memStore is a hand-written in-memory Store.
 type memStore struct {
-	m     store.Meeting
+	m       store.Meeting
 	parts   []store.Participant
 	presets []stage.Preset // beside the built-in ones
 	saved   int

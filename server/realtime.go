@@ -3,8 +3,8 @@ package server
 import (
 	"errors"
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +16,6 @@ import (
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
 )
-
 
 // realtime is the WebSocket endpoint. The participant token comes in the
 // Authorization header (Bearer) or, for browsers, the token query parameter;

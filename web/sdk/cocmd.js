@@ -263,7 +263,7 @@ class Meeting extends Emitter {
         this.#everConnected = true;
         this.#adopt(msg.data, reconnect);
         this.#setState('connected');
-        this._media.connected(reconnect);
+        this._media.connected();
         resolve?.(this);
         resolve = reject = null;
       } else if (msg.type === 'response') {
