@@ -19,6 +19,9 @@ var (
 	ErrBadRequest         = stage.ErrBadRequest
 	ErrUnauthenticated    = stage.ErrUnauthenticated
 	ErrRateLimited        = stage.ErrRateLimited
+	// ErrUnavailable: the server could not make the change durable (its
+	// store failed) and changed nothing; retry later.
+	ErrUnavailable = stage.ErrUnavailable
 )
 
 // Errors of the client itself.

@@ -12,12 +12,17 @@ import (
 
 // Room is the media of one meeting: who may publish, the sessions and the
 // published tracks.
+//
+// Its lock guards its own fields only and is never held across a call into
+// pion or into a session: the meeting's owner takes it (through SFU.Allow),
+// so it must only ever be held for a few map and slice operations. Work
+// that talks to peer connections is snapshotted under the lock and done
+// after it, by the caller or by the room's worker.
 type Room struct {
-	sfu *SFU
-	id  string
+	sfu  *SFU
+	id   string
+	work worker
 
-	// mu guards the fields below, and every session's tracks and
-	// subscriptions. Lock order: Room.mu, then Session.mu.
 	mu       sync.Mutex
 	allowed  map[string]stage.Media // participant id -> kinds; absent: may not publish
 	sessions map[string]*Session    // participant id -> its current session
@@ -45,7 +50,7 @@ func (c *counters) add(o *counters) {
 }
 
 func newRoom(s *SFU, id string) *Room {
-	return &Room{sfu: s, id: id, allowed: map[string]stage.Media{}, sessions: map[string]*Session{}}
+	return &Room{sfu: s, id: id, work: worker{wg: &s.wg}, allowed: map[string]stage.Media{}, sessions: map[string]*Session{}}
 }
 
 // allows reports whether m permits a track of source src.
@@ -61,6 +66,9 @@ func allows(m stage.Media, src protocol.Source) bool {
 	return false
 }
 
+// allow records what pid may publish. Tracks it may no longer publish stop
+// forwarding before allow returns; taking them off the subscribers and
+// telling the publisher is left to the room's worker, in order.
 func (r *Room) allow(pid string, m stage.Media, ok bool) {
 	var stopped []*Track
 	r.mu.Lock()
@@ -84,16 +92,14 @@ func (r *Room) allow(pid string, m stage.Media, ok bool) {
 	if ok {
 		reason = protocol.StoppedPermissions
 	}
-	// Taking the tracks off every subscriber renegotiates with each: do
-	// it off the caller's (the meeting owner's) goroutine.
-	go func() {
+	r.work.do(func() {
 		for _, t := range stopped {
 			r.unpublish(t)
 		}
 		if sess != nil {
 			sess.stoppedByServer(reason, stopped, !ok)
 		}
-	}()
+	})
 }
 
 // publishing returns what pid may publish, and whether it may at all.
@@ -111,34 +117,48 @@ func (r *Room) attach(s *Session) {
 	r.sessions[s.pid] = s
 }
 
-// publish starts forwarding t, if its participant may publish it now, to
-// every subscriber.
+// publish starts forwarding t, if its participant may publish it now, and
+// adds it to every subscriber.
 func (r *Room) publish(t *Track) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := t.sess
-	if r.sessions[s.pid] != s || s.isClosed() {
-		return stage.Errorf(stage.ErrNotFound, "the session has ended")
-	}
 	m, ok := r.allowed[s.pid]
+	var err error
 	switch {
+	case r.sessions[s.pid] != s:
+		err = stage.Errorf(stage.ErrNotFound, "the session has ended")
 	case !ok:
-		return stage.Errorf(stage.ErrInvalidStageStatus, "only participants on the stage publish media")
+		err = stage.Errorf(stage.ErrInvalidStageStatus, "only participants on the stage publish media")
 	case !allows(m, t.source):
-		return stage.Errorf(stage.ErrPermissionDenied, "the preset does not allow publishing "+string(t.source))
+		err = stage.Errorf(stage.ErrPermissionDenied, "the preset does not allow publishing "+string(t.source))
 	}
 	for _, o := range r.tracks {
-		if o.pid == t.pid && o.source == t.source {
-			return stage.Errorf(stage.ErrPermissionDenied, "already publishing a "+string(t.source)+" track")
+		if err == nil && o.pid == t.pid && o.source == t.source {
+			err = stage.Errorf(stage.ErrPermissionDenied, "already publishing a "+string(t.source)+" track")
 		}
+	}
+	if err != nil {
+		r.mu.Unlock()
+		return err
 	}
 	r.tracks = append(r.tracks, t)
-	for _, sub := range r.sessions {
-		if sub != s {
-			sub.subscribeLocked(t)
-		}
+	subs := r.others(s)
+	r.mu.Unlock()
+	for _, sub := range subs {
+		sub.send(t)
 	}
 	return nil
+}
+
+// others returns every session but s. r.mu is held.
+func (r *Room) others(s *Session) []*Session {
+	out := make([]*Session, 0, len(r.sessions))
+	for _, o := range r.sessions {
+		if o != s {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // unpublish stops t and takes it off every subscriber. It is idempotent.
@@ -151,18 +171,34 @@ func (r *Room) unpublish(t *Track) {
 		return
 	}
 	r.tracks = slices.Delete(r.tracks, i, i+1)
-	for _, sub := range r.sessions {
-		sub.unsubscribeLocked(t)
-	}
+	subs := r.others(nil)
 	r.ended.add(&t.counters)
 	r.mu.Unlock()
+	for _, sub := range subs {
+		sub.stopSending(t)
+	}
 	t.closeCache()
 	r.sfu.log.Debug("track unpublished", "meeting", r.id, "participant", t.pid, "source", t.source)
 }
 
-// detach removes s: its tracks stop, and it leaves every track it received.
+// published returns the tracks a new subscriber s receives.
+func (r *Room) published(s *Session) []*Track {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Track, 0, len(r.tracks))
+	for _, t := range r.tracks {
+		if t.sess != s {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// detach removes s and stops its tracks; it returns them, for the caller to
+// unpublish.
 func (r *Room) detach(s *Session) []*Track {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.sessions[s.pid] == s {
 		delete(r.sessions, s.pid)
 	}
@@ -173,18 +209,33 @@ func (r *Room) detach(s *Session) []*Track {
 			own = append(own, t)
 		}
 	}
-	r.mu.Unlock()
 	return own
 }
 
-// close closes every session of the room.
+// stopOwn stops forwarding every track of s, at once.
+func (r *Room) stopOwn(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range r.tracks {
+		if t.sess == s {
+			t.stop()
+		}
+	}
+}
+
+// close closes every session of the room, on the room's worker.
 func (r *Room) close() {
 	r.mu.Lock()
 	sessions := slices.Collect(maps.Values(r.sessions))
 	r.mu.Unlock()
-	for _, s := range sessions {
-		s.Close()
+	if len(sessions) == 0 {
+		return
 	}
+	r.work.do(func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	})
 }
 
 // Stats are a meeting's media figures.
@@ -198,16 +249,18 @@ type Stats struct {
 
 func (r *Room) stats() Stats {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	var c counters
 	c.add(&r.ended)
 	for _, t := range r.tracks {
 		c.add(&t.counters)
 	}
-	st := Stats{Tracks: len(r.tracks), PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
-		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
-		Retransmits: c.retransmits.Load(), KeyframeRequests: c.keyframeRequests.Load()}
-	for _, s := range r.sessions {
+	st := Stats{Tracks: len(r.tracks)}
+	sessions := r.others(nil)
+	r.mu.Unlock()
+	st.PacketsIn, st.BytesIn = c.packetsIn.Load(), c.bytesIn.Load()
+	st.PacketsOut, st.BytesOut = c.packetsOut.Load(), c.bytesOut.Load()
+	st.Retransmits, st.KeyframeRequests = c.retransmits.Load(), c.keyframeRequests.Load()
+	for _, s := range sessions {
 		if s.subscribed() {
 			st.Subscribers++
 		}

@@ -57,6 +57,7 @@ type SFU struct {
 	mu     sync.Mutex
 	rooms  map[string]*Room
 	closed bool
+	wg     sync.WaitGroup // the rooms' workers
 }
 
 // New returns an SFU serving peer connections on cfg.Conn.
@@ -199,7 +200,8 @@ func (s *SFU) Allow(meetingID, pid string, m stage.Media, ok bool) {
 }
 
 // Forget drops what the SFU knows of a meeting that is no longer live. Its
-// sessions, if any are left, are closed.
+// sessions, if any are left, are closed on a goroutine of the room's: Forget
+// returns at once.
 func (s *SFU) Forget(meetingID string) {
 	s.mu.Lock()
 	r := s.rooms[meetingID]
@@ -220,5 +222,6 @@ func (s *SFU) Close() error {
 	for _, r := range rooms {
 		r.close()
 	}
+	s.wg.Wait()
 	return s.mux.Close()
 }

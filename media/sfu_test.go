@@ -63,11 +63,10 @@ func TestSFU_publicIP(t *testing.T) {
 	sess := s.NewSession("m", "p", "u", func(string, any) {})
 	defer sess.Close()
 	sdp, mid := offer(t)
-	res, err := sess.Handle(protocol.MethodPublish, protocol.PublishParams{SDP: sdp, Sources: map[string]protocol.Source{mid: protocol.SourceCamera}})
+	ans, err := sess.Publish(sdp, map[string]protocol.Source{mid: protocol.SourceCamera})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ans := res.(protocol.SDPParams).SDP
 	if !strings.Contains(ans, "203.0.113.7") || strings.Contains(ans, " 127.0.0.1 ") {
 		t.Fatalf("answer's candidates:\n%s", ans)
 	}
@@ -126,5 +125,43 @@ func TestSFU_allowRevokes(t *testing.T) {
 	}
 	if st := s.Stats("m"); st.Tracks != 0 {
 		t.Errorf("tracks left: %d", st.Tracks)
+	}
+}
+
+// Revocations made one after the other are told to the publisher in that
+// order, however quickly they follow each other.
+func TestSFU_revocationsInOrder(t *testing.T) {
+	s := newSFU(t, Config{Loopback: true})
+	told := make(chan protocol.MediaStopped, 64)
+	for i := range 20 {
+		pid := "p"
+		s.Allow("m", pid, stage.Media{Video: true, Screenshare: true}, true)
+		sess := s.NewSession("m", pid, "u", func(ev string, data any) {
+			if ev == protocol.EventMediaStopped {
+				told <- data.(protocol.MediaStopped)
+			}
+		})
+		r := s.room("m")
+		cam := &Track{sess: sess, pid: pid, source: protocol.SourceCamera, cache: newPacketCache(4)}
+		scr := &Track{sess: sess, pid: pid, source: protocol.SourceScreenshare, cache: newPacketCache(4)}
+		for _, tr := range []*Track{cam, scr} {
+			tr.downs.Store(&[]*downTrack{})
+			if err := r.publish(tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Allow("m", pid, stage.Media{Video: true}, true) // the screen share goes
+		s.Allow("m", pid, stage.Media{}, false)           // then the camera
+		for _, want := range []string{protocol.StoppedPermissions, protocol.StoppedStage} {
+			select {
+			case st := <-told:
+				if st.Reason != want {
+					t.Fatalf("round %d: told %q, want %q", i, st.Reason, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: the publisher was not told %q", i, want)
+			}
+		}
+		sess.Close()
 	}
 }

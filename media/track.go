@@ -31,7 +31,8 @@ type Track struct {
 	recv   *webrtc.RTPReceiver
 
 	stopped atomic.Bool
-	downs   atomic.Pointer[[]*downTrack] // copy on write, under Room.mu
+	downsMu sync.Mutex                   // serializes writers of downs
+	downs   atomic.Pointer[[]*downTrack] // copy on write: the forwarding loop reads it without a lock
 	cache   *packetCache
 	batch   *batchConn // nil: no batching
 	counters
@@ -51,6 +52,28 @@ func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, 
 	}
 	t.cache = newPacketCache(size)
 	return t
+}
+
+// addDown adds a subscriber to the forwarding list.
+func (t *Track) addDown(d *downTrack) {
+	t.downsMu.Lock()
+	defer t.downsMu.Unlock()
+	downs := append(append([]*downTrack(nil), *t.downs.Load()...), d)
+	t.downs.Store(&downs)
+}
+
+// removeDown takes a subscriber off the forwarding list.
+func (t *Track) removeDown(d *downTrack) {
+	t.downsMu.Lock()
+	defer t.downsMu.Unlock()
+	old := *t.downs.Load()
+	downs := make([]*downTrack, 0, len(old))
+	for _, o := range old {
+		if o != d {
+			downs = append(downs, o)
+		}
+	}
+	t.downs.Store(&downs)
 }
 
 // stop ends forwarding at once; the goroutine drains what still arrives.

@@ -135,7 +135,7 @@ func (m *Meeting) fanOut(o stage.Outcome) {
 			m.sendTo(c.ParticipantID, protocol.EventStageRequestApproved, protocol.Empty{})
 		case c.Cause == stage.CauseDeny || c.Cause == stage.CauseExpire:
 			m.sendTo(c.ParticipantID, protocol.EventStageRequestRejected, protocol.StageRequestRejected{Reason: c.Cause})
-		case c.Cause == stage.CauseKick && c.From == stage.OnStage:
+		case c.Cause == stage.CauseKick: // on stage, or an invitation withdrawn
 			m.sendTo(c.ParticipantID, protocol.EventRemovedFromStage, protocol.Empty{})
 		}
 		p, ok := m.st.Participant(c.ParticipantID)

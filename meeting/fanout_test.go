@@ -16,35 +16,6 @@ import (
 	"github.com/cocmd/cocmd/store"
 )
 
-// memStore is a hand-written in-memory Store.
-type memStore struct {
-	m       store.Meeting
-	parts   []store.Participant
-	presets []stage.Preset // beside the built-in ones
-	saved   int
-}
-
-func (s *memStore) Meeting(context.Context, string) (store.Meeting, error) { return s.m, nil }
-func (s *memStore) UpdateMeeting(_ context.Context, m store.Meeting) error { s.m = m; return nil }
-func (s *memStore) Presets(context.Context) ([]stage.Preset, error) {
-	return stage.BuiltinPresets(), nil
-}
-func (s *memStore) AddParticipant(_ context.Context, p store.Participant) error        { return nil }
-func (s *memStore) SetParticipantPreset(context.Context, string, string, string) error { return nil }
-func (s *memStore) RemoveParticipant(context.Context, string, string) error            { return nil }
-func (s *memStore) SaveStatuses(context.Context, string, []store.Status) error         { s.saved++; return nil }
-func (s *memStore) AllParticipants(context.Context, string) ([]store.Participant, error) {
-	return s.parts, nil
-}
-func (s *memStore) Preset(_ context.Context, name string) (stage.Preset, error) {
-	for _, p := range append(stage.BuiltinPresets(), s.presets...) {
-		if p.Name == name {
-			return p, nil
-		}
-	}
-	return stage.Preset{}, stage.ErrNotFound
-}
-
 // A broadcast to a big audience on several cores reaches every connection
 // once, and two broadcasts arrive in order everywhere.
 func TestBroadcast_parallel(t *testing.T) {
@@ -72,7 +43,7 @@ func TestBroadcast_parallel(t *testing.T) {
 		clients = append(clients, c)
 	}
 	for _, uid := range []string{"u1", "u2"} {
-		if _, err := reg.Moderate(ctx, "m", protocol.MethodGrantAccess, []string{uid}); err != nil {
+		if _, err := reg.GrantAccess(ctx, "m", []string{uid}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
 )
@@ -69,7 +68,7 @@ func TestMeeting_tellsMedia(t *testing.T) {
 			t.Errorf("on load, %s off stage may publish", pid)
 		}
 	}
-	if _, err := reg.Moderate(ctx, "m", protocol.MethodKick, []string{"pu"}); err != nil {
+	if _, err := reg.Kick(ctx, "m", []string{"pu"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := fm.get("p"); ok {
@@ -81,13 +80,9 @@ func TestMeeting_tellsMedia(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetWriter(func() {}, nil)
-	done := make(chan struct{})
-	go func() {
-		reg.Call(c, protocol.Request{ID: 1, Method: protocol.MethodJoin}, nil)
-		reg.Live(ctx, "m") // after the call
-		close(done)
-	}()
-	<-done
+	if st, err := c.JoinStage(ctx); err != nil || st != stage.OnStage {
+		t.Fatalf("join: %v %v", st, err)
+	}
 	if m, ok := fm.get("v"); !ok || m != (stage.Media{Audio: true, Video: true}) {
 		t.Errorf("after join, the viewer may publish %v %v", m, ok)
 	}

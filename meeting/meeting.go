@@ -3,6 +3,11 @@
 // from the REST API, connections, departures, request expiry — by calling
 // the pure stage rules, writes the result through to the store and fans the
 // events out to its clients' bounded queues, in one order per meeting.
+//
+// The owner waits on the store and on nothing else: it queues messages
+// (a write it tries on an idle socket never blocks), and the media plane's
+// methods it calls return at once, leaving peer connections to the media
+// plane's own goroutines.
 package meeting
 
 import (
@@ -24,7 +29,7 @@ type Store interface {
 	Preset(ctx context.Context, name string) (stage.Preset, error)
 	AllParticipants(ctx context.Context, meetingID string) ([]store.Participant, error)
 	AddParticipant(ctx context.Context, p store.Participant) error
-	SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status) error
 	RemoveParticipant(ctx context.Context, meetingID, id string) error
 	SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error
 }
@@ -52,8 +57,10 @@ type Config struct {
 
 // Media is the media plane as a meeting sees it. The owner calls it after
 // every change of who may publish: status changes, preset changes, a
-// participant removed, the meeting's type changed, the meeting unloaded.
-// Its methods must not block.
+// participant removed, the meeting's type changed, the meeting loaded and
+// unloaded. Its methods must return at once: they may take a short lock,
+// never one held across network I/O, and leave peer connections to
+// goroutines of their own.
 type Media interface {
 	// Allow says what participant pid may publish now: the kinds in m if
 	// ok, nothing otherwise. Tracks no longer allowed stop at once.
@@ -68,6 +75,22 @@ var ErrStopped = errors.New("meeting: stopped")
 
 // ErrEnded is returned for a meeting that has ended.
 var ErrEnded = stage.Errorf(stage.ErrNotFound, "the meeting has ended")
+
+// storeError is err, a write the store failed, as the caller sees it: the
+// store's own verdicts (not found, conflict) as they are, anything else
+// (busy, full, I/O) as stage.ErrUnavailable.
+func storeError(err error) error {
+	if stage.CodeOf(err) == stage.CodeInternal {
+		return unavailable(err)
+	}
+	return err
+}
+
+// unavailable wraps err, which kept a command from running or from being
+// made durable, as stage.ErrUnavailable: the caller may retry.
+func unavailable(err error) error {
+	return stage.Errorf(stage.ErrUnavailable, "the meeting could not serve the call: "+err.Error())
+}
 
 // Meeting is one live meeting. Its methods are safe for concurrent use: each
 // hands a command to the owner goroutine.
@@ -152,20 +175,24 @@ func stageParticipant(p store.Participant, perms stage.Permissions) stage.Partic
 		Status: p.Status, RequestedAt: p.RequestedAt, RequestSeq: p.RequestSeq}
 }
 
-// start runs the owner. Requests that were pending before a restart belong to
-// participants who are away: they get the grace period to come back.
-func (m *Meeting) start() {
-	m.post(func() {
+// init queues the owner's first command, before the owner runs: the media
+// plane learns who may publish, and requests that were pending before a
+// restart, whose participants are away, get the grace period for them to
+// come back.
+func (m *Meeting) init() {
+	m.cmds <- func() {
+		m.st.Each(func(p *stage.Participant) { m.tellMedia(p.ID) })
 		for _, r := range m.st.Requests() {
 			m.startGrace(r.ParticipantID)
 		}
-		m.apply(m.st.Expire(m.now()))
-		m.scheduleExpiry()
+		if err := m.commit(m.st.Expire(m.now())); err != nil {
+			m.armExpiry(retryEvery)
+		} else {
+			m.scheduleExpiry()
+		}
 		m.checkIdle()
 		m.counter = time.AfterFunc(m.reg.cfg.CountEvery, func() { m.post(m.tellCount) })
-	})
-	m.st.Each(func(p *stage.Participant) { m.tellMedia(p.ID) })
-	go m.run()
+	}
 }
 
 // tellMedia tells the media plane what participant pid may publish now.
@@ -282,8 +309,16 @@ func (m *Meeting) checkIdle() {
 	m.idle = t
 }
 
+// retryEvery is how long a change the meeting makes on its own (a request
+// expiring, a requester leaving, a preset's new permissions) waits before
+// it is tried again after the store failed it.
+const retryEvery = time.Second
+
 // scheduleExpiry arms the timer of the oldest pending request.
-func (m *Meeting) scheduleExpiry() {
+func (m *Meeting) scheduleExpiry() { m.armExpiry(0) }
+
+// armExpiry arms the expiry timer, no sooner than after wait.
+func (m *Meeting) armExpiry(wait time.Duration) {
 	if m.expiry != nil {
 		m.expiry.Stop()
 		m.expiry = nil
@@ -293,36 +328,65 @@ func (m *Meeting) scheduleExpiry() {
 		return
 	}
 	var t *time.Timer
-	t = time.AfterFunc(max(at.Sub(m.reg.now()), 0), func() {
+	t = time.AfterFunc(max(at.Sub(m.reg.now()), wait), func() {
 		m.post(func() {
-			if m.expiry == t {
-				m.expiry = nil
-				m.apply(m.st.Expire(m.now()))
+			if m.expiry != t {
+				return
+			}
+			m.expiry = nil
+			if err := m.commit(m.st.Expire(m.now())); err != nil {
+				m.armExpiry(retryEvery)
+				return
+			}
+			if m.expiry == nil {
+				m.scheduleExpiry()
 			}
 		})
 	})
 	m.expiry = t
 }
 
-// apply persists an outcome and tells everyone. It is the one path every
-// status change takes after the stage rules made it.
-func (m *Meeting) apply(o stage.Outcome) {
-	if len(o.Changes) == 0 {
-		return
-	}
+// storeTimeout bounds one write of the owner to the store.
+const storeTimeout = 30 * time.Second
+
+// statuses returns the records o changes in the store. A participant that
+// was removed has no row any more.
+func (m *Meeting) statuses(o stage.Outcome) []store.Status {
 	recs := make([]store.Status, 0, len(o.Changes))
 	for _, c := range o.Changes {
 		p, ok := m.st.Participant(c.ParticipantID)
-		if !ok { // removed from the meeting: its row is gone
+		if !ok {
 			continue
 		}
 		recs = append(recs, store.Status{ParticipantID: p.ID, Status: p.Status, RequestedAt: p.RequestedAt, RequestSeq: p.RequestSeq})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := m.reg.store.SaveStatuses(ctx, m.id, recs); err != nil {
-		m.log.Error("saving stage statuses", "err", err)
+	return recs
+}
+
+// commit makes an outcome of the stage rules durable, then tells everyone:
+// the media plane, the clients, the expiry timer. It is the one path every
+// status change takes. If the store fails, the state is reverted, nobody
+// is told anything, and the error is stage.ErrUnavailable.
+func (m *Meeting) commit(o stage.Outcome) error {
+	if len(o.Changes) == 0 {
+		return nil
 	}
-	cancel()
+	if recs := m.statuses(o); len(recs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := m.reg.store.SaveStatuses(ctx, m.id, recs)
+		cancel()
+		if err != nil {
+			m.st.Revert(o)
+			m.log.Error("saving stage statuses failed; the change is undone", "err", err)
+			return unavailable(err)
+		}
+	}
+	m.publish(o)
+	return nil
+}
+
+// publish tells everyone about a committed outcome.
+func (m *Meeting) publish(o stage.Outcome) {
 	for _, c := range o.Changes {
 		m.tellMedia(c.ParticipantID)
 	}
@@ -330,4 +394,9 @@ func (m *Meeting) apply(o stage.Outcome) {
 	if o.RequestsChanged {
 		m.scheduleExpiry()
 	}
+}
+
+// later runs fn on the owner after retryEvery, unless the meeting stopped.
+func (m *Meeting) later(fn func()) {
+	time.AfterFunc(retryEvery, func() { m.post(fn) })
 }

@@ -92,11 +92,16 @@ func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 	case r.closed:
 		m, err = nil, errClosed
 	default:
+		// The owner's first command is queued before anyone can find the
+		// meeting, so it runs before theirs.
+		m.init()
 		r.live[id] = m
 		r.wg.Add(1)
-		m.start()
 	}
 	r.mu.Unlock()
+	if m != nil && err == nil {
+		go m.run() // outside the lock: the owner calls the media plane
+	}
 	l.m, l.err = m, err
 	close(l.done)
 	return m, err
@@ -119,18 +124,22 @@ func (r *Registry) forget(m *Meeting) {
 	r.wg.Done()
 }
 
-// do runs fn on the owner of meeting id, loading the meeting if needed. fn
-// runs on the owner goroutine: it may use the meeting's state, and must not
-// block.
-func (r *Registry) do(ctx context.Context, id string, fn func(m *Meeting)) error {
+// do runs fn on the owner of meeting id, loading the meeting if needed,
+// and returns fn's error. fn runs on the owner goroutine: it may use the
+// meeting's state, and wait on the store but on nothing else (see Meeting).
+func (r *Registry) do(ctx context.Context, id string, fn func(m *Meeting) error) error {
 	for {
 		m, err := r.get(ctx, id)
 		if err != nil {
 			return err
 		}
-		err = m.do(ctx, func() { fn(m) })
-		if !errors.Is(err, ErrStopped) {
-			return err
+		var ferr error
+		err = m.do(ctx, func() { ferr = fn(m) })
+		switch {
+		case err == nil:
+			return ferr
+		case !errors.Is(err, ErrStopped):
+			return unavailable(err)
 		}
 		// Unloaded between get and do: load it again.
 	}

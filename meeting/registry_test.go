@@ -47,7 +47,7 @@ func TestRegistry_idleUnloadAndReload(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				if _, err := reg.Moderate(ctx, "m", protocol.MethodGrantAccess, []string{"u"}); err != nil {
+				if _, err := reg.GrantAccess(ctx, "m", []string{"u"}); err != nil {
 					t.Error(err)
 					return
 				}

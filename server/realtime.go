@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -177,8 +178,6 @@ func (w *wsConn) read() (left bool) {
 		return err
 	})
 	lim := newLimiter(w.s.cfg.RequestsPerSecond, w.s.cfg.Burst, w.s.cfg.Now())
-	// A browser trickles its ICE candidates in a burst: they have a
-	// bucket of their own.
 	cands := newLimiter(50, 100, w.s.cfg.Now())
 	changes := newLimiter(w.s.cfg.ChangesPerSecond, w.s.cfg.ChangesBurst, w.s.cfg.Now())
 	for {
@@ -195,56 +194,58 @@ func (w *wsConn) read() (left bool) {
 			c.Close(protocol.ClosePolicy, "binary messages are not part of the protocol")
 			return false
 		}
-		req, params, err := protocol.DecodeRequest(data)
-		if err == nil {
-			now := w.s.cfg.Now()
-			switch {
-			case req.Method == protocol.MethodCandidate:
-				if !cands.allow(now) {
-					err = stage.Errorf(stage.ErrRateLimited, "too many candidates; slow down")
-				}
-			case !lim.allow(now):
-				err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
-			case selfChange[req.Method] && !changes.allow(now):
-				err = stage.Errorf(stage.ErrRateLimited, "too many stage changes; slow down")
-			}
-		}
-		if err != nil {
-			if b, eerr := protocol.EncodeResponse(req.ID, nil, err); eerr == nil {
-				c.Send(meeting.NewMessage(b))
-			}
-			continue
-		}
-		if protocol.IsMedia(req.Method) {
-			w.handleMedia(req, params)
-			continue
-		}
-		w.s.reg.Call(c, req, params)
+		w.serve(data, lim, cands, changes)
 	}
 }
 
-// handleMedia serves a media request on the reader's goroutine: the
-// requests of one connection are handled in order, so a candidate never
-// overtakes the offer it belongs to.
-func (w *wsConn) handleMedia(req protocol.Request, params any) {
-	var res any
-	var err error
-	if w.s.cfg.Media == nil {
-		err = stage.Errorf(stage.ErrBadRequest, "this server has no media plane")
-	} else {
-		if w.media == nil {
-			c := w.c
-			w.media = w.s.cfg.Media.NewSession(c.MeetingID(), c.ParticipantID, c.UserID, func(event string, data any) {
-				if b, err := protocol.EncodeEvent(0, event, data); err == nil {
-					c.Send(meeting.NewMessage(b))
-				}
-			})
+// serve answers one message. Every message counts against the rate limit,
+// whether it parses or not. Calls run one at a time, in order, on the
+// reader's goroutine: a candidate never overtakes the offer it belongs to,
+// and a response follows the events its call caused.
+func (w *wsConn) serve(data []byte, lim, cands, changes *limiter) {
+	now := w.s.cfg.Now()
+	req, params, err := protocol.DecodeRequest(data)
+	m, known := methods[req.Method]
+	switch {
+	case err == nil && req.Method == protocol.MethodCandidate:
+		// A browser trickles its candidates in a burst: they have a
+		// bucket of their own.
+		if !cands.allow(now) {
+			err = stage.Errorf(stage.ErrRateLimited, "too many candidates; slow down")
 		}
-		res, err = w.media.Handle(req.Method, params)
+	case !lim.allow(now):
+		err = stage.Errorf(stage.ErrRateLimited, "too many requests; slow down")
+	case err == nil && m.selfChange && !changes.allow(now):
+		err = stage.Errorf(stage.ErrRateLimited, "too many stage changes; slow down")
+	case err == nil && !known:
+		err = stage.Errorf(stage.ErrInternal, "method "+req.Method+" has no handler")
+	}
+	var res any
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		res, err = m.run(ctx, w, params)
+		cancel()
 	}
 	if b, eerr := protocol.EncodeResponse(req.ID, res, err); eerr == nil {
 		w.c.Send(meeting.NewMessage(b))
 	}
+}
+
+// mediaSession returns the connection's media session, made by its first
+// media request.
+func (w *wsConn) mediaSession() (*media.Session, error) {
+	if w.s.cfg.Media == nil {
+		return nil, stage.Errorf(stage.ErrBadRequest, "this server has no media plane")
+	}
+	if w.media == nil {
+		c := w.c
+		w.media = w.s.cfg.Media.NewSession(c.MeetingID(), c.ParticipantID, c.UserID, func(event string, data any) {
+			if b, err := protocol.EncodeEvent(0, event, data); err == nil {
+				c.Send(meeting.NewMessage(b))
+			}
+		})
+	}
+	return w.media, nil
 }
 
 // write drains the client's queue, then returns. Messages go out as
@@ -347,15 +348,6 @@ func textFrame(p []byte) any {
 		f = append(f, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
 	return append(f, p...)
-}
-
-// selfChange are the methods that change the caller's own status, which
-// everyone in the meeting is told about.
-var selfChange = map[string]bool{
-	protocol.MethodRequestAccess:       true,
-	protocol.MethodCancelRequestAccess: true,
-	protocol.MethodJoin:                true,
-	protocol.MethodLeave:               true,
 }
 
 // limiter is a token bucket.

@@ -386,23 +386,29 @@ func (s *Server) newToken(w http.ResponseWriter, r *http.Request) error {
 
 // The live session.
 
+// Live is the live session of a meeting as the REST API shows it.
+type Live struct {
+	Participants []protocol.Participant `json:"participants"` // the connected ones
+	Requests     []stage.Request        `json:"requests"`     // oldest first
+	Seq          uint64                 `json:"seq"`
+}
+
 func (s *Server) live(w http.ResponseWriter, r *http.Request) error {
 	ls, err := s.reg.Live(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ls)
+	out := Live{Participants: make([]protocol.Participant, len(ls.Participants)), Requests: ls.Requests, Seq: ls.Seq}
+	for i, p := range ls.Participants {
+		out.Participants[i] = protocol.Participant{ID: p.ID, UserID: p.UserID, Name: p.Name, Preset: p.Preset,
+			Status: p.Status, Connected: true}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-var moderation = map[string]string{
-	"grant": protocol.MethodGrantAccess,
-	"deny":  protocol.MethodDenyAccess,
-	"kick":  protocol.MethodKick,
-}
-
 func (s *Server) moderate(w http.ResponseWriter, r *http.Request) error {
-	method, ok := moderation[r.PathValue("action")]
+	call, ok := moderation[r.PathValue("action")]
 	if !ok {
 		return stage.Errorf(stage.ErrNotFound, "no stage action "+strconv.Quote(r.PathValue("action"))+" (grant, deny, kick)")
 	}
@@ -413,10 +419,10 @@ func (s *Server) moderate(w http.ResponseWriter, r *http.Request) error {
 	if len(in.UserIDs) == 0 || len(in.UserIDs) > protocol.MaxBatch {
 		return badRequest("user_ids must name 1 to " + strconv.Itoa(protocol.MaxBatch) + " users")
 	}
-	res, err := s.reg.Moderate(r.Context(), r.PathValue("id"), method, in.UserIDs)
+	res, err := call(s.reg, r.Context(), r.PathValue("id"), in.UserIDs)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, batchResult(res))
 	return nil
 }

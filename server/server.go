@@ -210,6 +210,8 @@ func httpStatus(err error) int {
 		return http.StatusNotFound
 	case stage.CodeRateLimited:
 		return http.StatusTooManyRequests
+	case stage.CodeUnavailable:
+		return http.StatusServiceUnavailable
 	case stage.CodeStageDisabled, stage.CodeInvalidStageStatus, stage.CodeNoRequestToCancel, stage.CodeStageFull:
 		return http.StatusConflict
 	}

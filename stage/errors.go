@@ -17,6 +17,7 @@ const (
 	CodeBadRequest         Code = "BAD_REQUEST"
 	CodeUnauthenticated    Code = "UNAUTHENTICATED"
 	CodeRateLimited        Code = "RATE_LIMITED"
+	CodeUnavailable        Code = "UNAVAILABLE"
 	CodeInternal           Code = "INTERNAL"
 )
 
@@ -42,6 +43,7 @@ var (
 	ErrBadRequest         = &Error{CodeBadRequest, "bad request"}
 	ErrUnauthenticated    = &Error{CodeUnauthenticated, "unauthenticated"}
 	ErrRateLimited        = &Error{CodeRateLimited, "rate limited"}
+	ErrUnavailable        = &Error{CodeUnavailable, "unavailable"}
 	ErrInternal           = &Error{CodeInternal, "internal error"}
 )
 
@@ -50,7 +52,7 @@ var byCode = map[Code]*Error{}
 func init() {
 	for _, e := range []*Error{ErrStageDisabled, ErrPermissionDenied, ErrInvalidStageStatus,
 		ErrNoRequestToCancel, ErrNotFound, ErrStageFull, ErrBadRequest, ErrUnauthenticated,
-		ErrRateLimited, ErrInternal} {
+		ErrRateLimited, ErrUnavailable, ErrInternal} {
 		byCode[e.Code] = e
 	}
 }

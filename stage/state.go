@@ -49,6 +49,18 @@ type Outcome struct {
 	NewRequest      bool     // a request was added to the pending list
 	RequestsChanged bool     // the pending list changed
 	Results         []Result // batch methods only: one per user id, in call order
+
+	undo []func() // restores the state as it was, run last to first
+}
+
+// Revert undoes o, which must be the last outcome the state produced: every
+// status, pending request, its order and the permissions it changed are as
+// they were before the command. The meeting reverts an outcome it could not
+// make durable.
+func (s *State) Revert(o Outcome) {
+	for i := len(o.undo) - 1; i >= 0; i-- {
+		o.undo[i]()
+	}
 }
 
 func (o *Outcome) add(c Change) {
@@ -201,23 +213,41 @@ func (s *State) Requests() []Request {
 // set moves p to status to and records the change. It is the only place a
 // status is written.
 func (s *State) set(o *Outcome, p *Participant, to Status, cause Cause) {
-	from := p.Status
+	from, at, seq, pos := p.Status, p.RequestedAt, p.RequestSeq, -1
 	if from == Requested {
-		i := slices.Index(s.pending, p)
-		s.pending = slices.Delete(s.pending, i, i+1)
+		pos = slices.Index(s.pending, p)
+		s.pending = slices.Delete(s.pending, pos, pos+1)
 		p.RequestedAt, p.RequestSeq = time.Time{}, 0
 	}
+	s.setStatus(p, to)
+	o.add(Change{ParticipantID: p.ID, UserID: p.UserID, From: from, To: to, Cause: cause})
+	o.undo = append(o.undo, func() {
+		if p.Status == Requested {
+			i := slices.Index(s.pending, p)
+			s.pending = slices.Delete(s.pending, i, i+1)
+		}
+		s.setStatus(p, from)
+		p.RequestedAt, p.RequestSeq = at, seq
+		if from == Requested {
+			s.pending = slices.Insert(s.pending, pos, p)
+		}
+	})
+}
+
+// setStatus writes p's status and keeps the active set in step.
+func (s *State) setStatus(p *Participant, to Status) {
 	p.Status = to
 	if to == OffStage {
 		delete(s.active, p.ID)
 	} else {
 		s.active[p.ID] = p
 	}
-	o.add(Change{ParticipantID: p.ID, UserID: p.UserID, From: from, To: to, Cause: cause})
 }
 
 func (s *State) request(o *Outcome, p *Participant, now time.Time) {
 	s.set(o, p, Requested, CauseRequest)
+	last := s.lastSeq
+	o.undo = append(o.undo, func() { s.lastSeq = last })
 	s.lastSeq++
 	p.RequestSeq, p.RequestedAt = s.lastSeq, now
 	s.pending = append(s.pending, p)
@@ -494,8 +524,10 @@ func (s *State) SetPermissions(id string, perms Permissions) (Outcome, error) {
 	if !ok {
 		return Outcome{}, Errorf(ErrNotFound, "participant "+id+" not found")
 	}
-	p.Perms = perms
 	var o Outcome
+	old := p.Perms
+	p.Perms = perms
+	o.undo = append(o.undo, func() { p.Perms = old })
 	if p.Status != OffStage && (!perms.mayBeOnStage() || s.cfg.Type != Webinar) {
 		s.set(&o, p, OffStage, CausePermissions)
 	}

@@ -96,10 +96,14 @@ type Store interface {
 	Participant(ctx context.Context, meetingID, id string) (Participant, error)
 	Participants(ctx context.Context, meetingID string, page Page) ([]Participant, string, error)
 	AllParticipants(ctx context.Context, meetingID string) ([]Participant, error)
-	SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error
+	// SetParticipantPreset changes a participant's preset and writes the
+	// stage statuses the change caused, in one transaction.
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []Status) error
 	RemoveParticipant(ctx context.Context, meetingID, id string) error
 
-	// SaveStatuses writes stage statuses in one transaction.
+	// SaveStatuses writes stage statuses in one transaction. When it
+	// returns nil they are durable; when it returns an error, none was
+	// written.
 	SaveStatuses(ctx context.Context, meetingID string, s []Status) error
 
 	Close() error

@@ -20,8 +20,19 @@ import (
 )
 
 // DB is a store.Store in an SQLite file.
+//
+// Durability: the database is in WAL mode with synchronous=FULL, so a
+// write that returned has been fsynced and survives a power loss, not only
+// a crash of the process. Stage statuses, the writes that come by the
+// thousand, are group-committed: one goroutine takes every SaveStatuses
+// waiting and writes them in one transaction (one fsync), each in a
+// savepoint of its own so that one failing write fails alone.
 type DB struct {
 	db *sql.DB
+
+	writes chan *statusWrite
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 var _ store.Store = (*DB)(nil)
@@ -67,7 +78,7 @@ CREATE INDEX participants_preset ON participants(preset);
 // schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)", "busy_timeout(5000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(5000)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -78,11 +89,12 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// SQLite has one writer; one connection keeps writes from ever meeting
 	// SQLITE_BUSY and is plenty for what cocmd writes.
 	db.SetMaxOpenConns(1)
-	d := &DB{db: db}
+	d := &DB{db: db, writes: make(chan *statusWrite, maxGroup), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := d.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: migrate %s: %w", path, err)
 	}
+	go d.committer()
 	return d, nil
 }
 
@@ -111,8 +123,16 @@ func (d *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database.
-func (d *DB) Close() error { return d.db.Close() }
+// Close closes the database, after the writes already queued.
+func (d *DB) Close() error {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	<-d.done
+	return d.db.Close()
+}
 
 func notFound(what, id string) error {
 	return stage.Errorf(stage.ErrNotFound, what+" "+strconv.Quote(id)+" not found")
@@ -405,12 +425,26 @@ func (d *DB) AllParticipants(ctx context.Context, meetingID string) ([]store.Par
 }
 
 // SetParticipantPreset implements store.Store.
-func (d *DB) SetParticipantPreset(ctx context.Context, meetingID, id, preset string) error {
-	res, err := d.db.ExecContext(ctx, "UPDATE participants SET preset = ? WHERE id = ? AND meeting_id = ?", preset, id, meetingID)
+func (d *DB) SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, "UPDATE participants SET preset = ? WHERE id = ? AND meeting_id = ?", preset, id, meetingID)
 	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
 		return notFound("preset", preset)
 	}
-	return affected(res, err, "participant", id)
+	if err := affected(res, err, "participant", id); err != nil {
+		return err
+	}
+	for _, st := range statuses {
+		if _, err := tx.ExecContext(ctx, "UPDATE participants SET stage_status = ?, requested_at = ?, request_seq = ? WHERE id = ? AND meeting_id = ?",
+			st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, meetingID); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // RemoveParticipant implements store.Store.
@@ -419,11 +453,106 @@ func (d *DB) RemoveParticipant(ctx context.Context, meetingID, id string) error 
 	return affected(res, err, "participant", id)
 }
 
-// SaveStatuses implements store.Store.
+// maxGroup bounds the writes committed in one transaction.
+const maxGroup = 512
+
+// commitTimeout bounds one group's transaction, waits for the lock
+// included (busy_timeout).
+const commitTimeout = 30 * time.Second
+
+// errClosed answers writes to a closed database.
+var errClosed = errors.New("sqlite: the database is closed")
+
+// statusWrite is one SaveStatuses waiting for its group.
+type statusWrite struct {
+	meetingID string
+	statuses  []store.Status
+	done      chan error
+}
+
+// SaveStatuses implements store.Store. It returns once the statuses are
+// committed, or failed to be: once queued, a write is never abandoned
+// half-way, whatever ctx does, so the caller always knows its outcome.
 func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error {
 	if len(s) == 0 {
 		return nil
 	}
+	w := &statusWrite{meetingID: meetingID, statuses: s, done: make(chan error, 1)}
+	select {
+	case <-d.stop:
+		return errClosed
+	default:
+	}
+	select {
+	case d.writes <- w:
+	case <-d.stop:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err() // not queued: nothing was written
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-d.done:
+		// The committer has ended: it either wrote w before, or never
+		// will.
+		select {
+		case err := <-w.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
+}
+
+// committer writes the queued statuses, in groups, until Close.
+func (d *DB) committer() {
+	defer close(d.done)
+	group := make([]*statusWrite, 0, maxGroup)
+	for {
+		select {
+		case w := <-d.writes:
+			group = append(group[:0], w)
+		case <-d.stop:
+			for {
+				select {
+				case w := <-d.writes:
+					d.commit([]*statusWrite{w})
+				default:
+					return
+				}
+			}
+		}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case w := <-d.writes:
+				group = append(group, w)
+			default:
+				break more
+			}
+		}
+		d.commit(group)
+		clear(group)
+	}
+}
+
+// commit writes a group in one transaction and tells each write its
+// outcome.
+func (d *DB) commit(group []*statusWrite) {
+	errs := make([]error, len(group))
+	err := d.commitGroup(group, errs)
+	for i, w := range group {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+		w.done <- errs[i]
+	}
+}
+
+func (d *DB) commitGroup(group []*statusWrite, errs []error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -434,8 +563,22 @@ func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Statu
 		return err
 	}
 	defer stmt.Close()
-	for _, st := range s {
-		if _, err := stmt.ExecContext(ctx, st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, meetingID); err != nil {
+	for i, w := range group {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			return err
+		}
+		for _, st := range w.statuses {
+			if _, err := stmt.ExecContext(ctx, st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, w.meetingID); err != nil {
+				errs[i] = err
+				break
+			}
+		}
+		if errs[i] != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
 			return err
 		}
 	}

@@ -3,7 +3,7 @@
 /** The spec's error codes, and the SDK's own for the connection. */
 export type ErrorCode =
   | 'STAGE_DISABLED' | 'PERMISSION_DENIED' | 'INVALID_STAGE_STATUS' | 'NO_REQUEST_TO_CANCEL'
-  | 'NOT_FOUND' | 'STAGE_FULL' | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'RATE_LIMITED' | 'INTERNAL'
+  | 'NOT_FOUND' | 'STAGE_FULL' | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'RATE_LIMITED' | 'UNAVAILABLE' | 'INTERNAL'
   | 'CONNECTION_LOST' | 'UNAVAILABLE' | 'REPLACED' | 'REMOVED' | 'MEETING_ENDED' | 'CLOSED';
 
 /** The error every rejected promise of the SDK carries. */

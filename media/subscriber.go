@@ -1,0 +1,215 @@
+package media
+
+import (
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// subscriberSide is a session's receiving: the connection the server
+// offers, with one downTrack per track of the others. Guarded by
+// Session.mu.
+type subscriberSide struct {
+	sub      *webrtc.PeerConnection
+	subCands []webrtc.ICECandidateInit // before the subscriber's answer
+	downs    map[*Track]*downTrack
+}
+
+func (s *Session) subscribed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sub != nil
+}
+
+// Subscribe opens the subscriber connection, with every track published
+// so far; the offer follows as an event (protocol.EventMediaOffer), and a
+// new one whenever a track comes or goes.
+func (s *Session) Subscribe() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed()
+	}
+	if s.sub != nil {
+		s.mu.Unlock()
+		return stage.Errorf(stage.ErrBadRequest, "already subscribed")
+	}
+	pc, err := s.room.sfu.api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		s.mu.Unlock()
+		return stage.Errorf(stage.ErrInternal, "creating a peer connection: "+err.Error())
+	}
+	s.sub = pc
+	s.mu.Unlock()
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st != webrtc.PeerConnectionStateConnected {
+			return
+		}
+		// Whatever was sent before is lost: start every video with a
+		// keyframe.
+		s.mu.Lock()
+		tracks := make([]*Track, 0, len(s.downs))
+		for t := range s.downs {
+			tracks = append(tracks, t)
+		}
+		s.mu.Unlock()
+		for _, t := range tracks {
+			t.requestKeyframe()
+		}
+	})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.negotiator()
+	}()
+	// A track published from here on is sent by Room.publish; one
+	// published meanwhile may be sent twice, which send ignores.
+	for _, t := range s.room.published(s) {
+		s.send(t)
+	}
+	return nil
+}
+
+// send adds t to the subscriber connection, if there is one and t still
+// forwards.
+func (s *Session) send(t *Track) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// t.stopped is read under the lock that stopSending takes after
+	// stopping t: a track stopped meanwhile is never added after its
+	// removal.
+	if s.closed || s.sub == nil || s.downs[t] != nil || t.stopped.Load() {
+		return
+	}
+	d := &downTrack{t: t}
+	sender, err := s.sub.AddTrack(d)
+	if err != nil {
+		s.log.Warn("adding a track to a subscriber", "err", err)
+		return
+	}
+	d.sender = sender
+	s.downs[t] = d
+	t.addDown(d)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		d.readRTCP()
+	}()
+	s.renegotiate()
+}
+
+// stopSending takes t off the subscriber connection.
+func (s *Session) stopSending(t *Track) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.downs[t]
+	if d == nil {
+		return
+	}
+	delete(s.downs, t)
+	t.removeDown(d)
+	if !s.closed {
+		s.sub.RemoveTrack(d.sender)
+		s.renegotiate()
+	}
+}
+
+func (s *Session) renegotiate() {
+	select {
+	case s.neg <- struct{}{}:
+	default: // one is due already
+	}
+}
+
+// negotiator sends the subscriber connection's offers, one at a time: the
+// next waits for the answer to the last (or for answerTimeout).
+func (s *Session) negotiator() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.neg:
+		}
+		if !s.offer() {
+			continue
+		}
+		t := time.NewTimer(answerTimeout)
+		select {
+		case <-s.done:
+			t.Stop()
+			return
+		case <-s.answered:
+			t.Stop()
+		case <-t.C:
+			s.log.Info("no answer to the subscriber offer")
+		}
+	}
+}
+
+// offer creates and sends an offer for the subscriber connection, with
+// the description of every track it carries.
+func (s *Session) offer() bool {
+	s.mu.Lock()
+	pc := s.sub
+	if s.closed || pc == nil || len(pc.GetTransceivers()) == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	offer, err := pc.CreateOffer(nil)
+	var gathered <-chan struct{}
+	if err == nil {
+		gathered = webrtc.GatheringCompletePromise(pc)
+		err = pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		s.log.Warn("creating a subscriber offer", "err", err)
+		return false
+	}
+	mids := map[*webrtc.RTPSender]string{}
+	for _, tr := range pc.GetTransceivers() {
+		if snd := tr.Sender(); snd != nil {
+			mids[snd] = tr.Mid()
+		}
+	}
+	tracks := make([]protocol.MediaTrack, 0, len(s.downs))
+	for t, d := range s.downs {
+		tracks = append(tracks, protocol.MediaTrack{TrackID: t.id, StreamID: t.pid, Mid: mids[d.sender],
+			ParticipantID: t.pid, UserID: t.uid, Kind: t.kind.String(), Source: t.source})
+	}
+	s.mu.Unlock()
+	waitGathered(gathered)
+	select { // an answer to an earlier offer, late, does not count
+	case <-s.answered:
+	default:
+	}
+	s.signal(protocol.EventMediaOffer, protocol.MediaOffer{SDP: pc.LocalDescription().SDP, Tracks: tracks})
+	return true
+}
+
+// Answer applies the client's answer (SDP) to the last offer.
+func (s *Session) Answer(answerSDP string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed()
+	}
+	if s.sub == nil || s.sub.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		return stage.Errorf(stage.ErrBadRequest, "there is no offer to answer")
+	}
+	if err := s.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
+		return stage.Errorf(stage.ErrBadRequest, "unusable answer: "+err.Error())
+	}
+	for _, c := range s.subCands {
+		s.sub.AddICECandidate(c)
+	}
+	s.subCands = nil
+	select {
+	case s.answered <- struct{}{}:
+	default:
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package meeting
+
+import (
+	"context"
+	"time"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// Connect attaches a new connection for participant pid of meeting
+// meetingID. The returned client's first message is the welcome snapshot. A
+// connection that the participant already had is closed with
+// protocol.CloseReplaced: the newer one wins.
+func (r *Registry) Connect(ctx context.Context, meetingID, pid string) (*Client, error) {
+	var c *Client
+	err := r.do(ctx, meetingID, func(m *Meeting) error {
+		var err error
+		c, err = m.connect(pid)
+		return err
+	})
+	return c, err
+}
+
+func (m *Meeting) connect(pid string) (*Client, error) {
+	p, ok := m.st.Participant(pid)
+	if !ok {
+		return nil, stage.Errorf(stage.ErrNotFound, "participant "+pid+" is not in the meeting")
+	}
+	old := m.conns[pid]
+	if old != nil {
+		old.Close(protocol.CloseReplaced, "replaced by a newer connection")
+	}
+	t, wasAway := m.away[pid]
+	if wasAway {
+		t.Stop()
+		delete(m.away, pid)
+	}
+	c := newClient(m, pid, m.reg.cfg.QueueBytes)
+	c.UserID = p.UserID
+	m.attach(&p, c)
+	resumed := old != nil || wasAway
+	b, err := protocol.EncodeWelcome(m.seq, m.welcome(&p, resumed))
+	if err != nil {
+		return nil, err
+	}
+	c.Send(NewMessage(b))
+	if !resumed {
+		m.presence(&p, protocol.EventParticipantJoined, m.describe(&p))
+	}
+	m.checkIdle()
+	m.log.Debug("participant connected", "participant", pid, "resumed", resumed)
+	return c, nil
+}
+
+// errReplaced answers a call made on a connection that a newer one of the
+// same participant replaced, or that was closed by the meeting.
+var errReplaced = stage.Errorf(stage.ErrNotFound, "this connection is no longer the participant's")
+
+// call runs fn on the owner of c's meeting, if c is still its participant's
+// connection, and waits for it. What fn queues for c reaches it before
+// anything c's caller queues after call returns.
+func (c *Client) call(ctx context.Context, fn func(m *Meeting) error) error {
+	m := c.meeting
+	var err error
+	derr := m.do(ctx, func() {
+		if m.conns[c.ParticipantID] != c {
+			err = errReplaced
+			return
+		}
+		err = fn(m)
+	})
+	switch {
+	case derr == ErrStopped:
+		return errReplaced // a stopped meeting has closed its clients
+	case derr != nil:
+		return unavailable(derr)
+	}
+	return err
+}
+
+// post runs fn on the owner of c's meeting, without waiting, if c is still
+// its participant's connection (not replaced, not gone) when it runs.
+func (c *Client) post(fn func(m *Meeting)) {
+	m := c.meeting
+	m.post(func() {
+		if m.conns[c.ParticipantID] == c {
+			fn(m)
+		}
+	})
+}
+
+// Disconnect tells the meeting that c's connection ended. The participant
+// keeps its place for the grace period.
+func (r *Registry) Disconnect(c *Client) {
+	c.post(func(m *Meeting) {
+		m.detach(c.ParticipantID)
+		m.startGrace(c.ParticipantID)
+		m.checkIdle()
+	})
+}
+
+// Leave tells the meeting that c's participant left on purpose (its client
+// closed the connection normally): it leaves the meeting now, without a
+// grace period.
+func (r *Registry) Leave(c *Client) {
+	c.post(func(m *Meeting) {
+		m.detach(c.ParticipantID)
+		m.depart(c.ParticipantID)
+		m.checkIdle()
+	})
+}
+
+func (m *Meeting) startGrace(pid string) {
+	var t *time.Timer
+	t = time.AfterFunc(m.reg.cfg.Grace, func() {
+		m.post(func() {
+			if m.away[pid] != t {
+				return
+			}
+			delete(m.away, pid)
+			m.depart(pid)
+			m.checkIdle()
+		})
+	})
+	m.away[pid] = t
+}
+
+// depart: the participant left the meeting for good. Its pending request
+// goes; if the store fails that, it is tried again while the participant
+// stays away.
+func (m *Meeting) depart(pid string) {
+	m.dropRequest(pid)
+	if p, ok := m.st.Participant(pid); ok {
+		m.presence(&p, protocol.EventParticipantLeft, protocol.ParticipantLeft{ID: p.ID, UserID: p.UserID})
+	}
+	m.log.Debug("participant left", "participant", pid)
+}
+
+func (m *Meeting) dropRequest(pid string) {
+	if err := m.commit(m.st.Depart(pid)); err != nil {
+		m.later(func() {
+			if m.conns[pid] == nil && m.away[pid] == nil {
+				m.dropRequest(pid)
+			}
+		})
+	}
+}
