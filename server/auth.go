@@ -94,12 +94,21 @@ type Keys struct {
 	// NewAPIKey is the API key in clear, set only on the start that made
 	// it; it is not stored and cannot be shown again.
 	NewAPIKey string
+	// Generated is set when NewAPIKey was made here rather than given.
+	Generated bool
 }
 
-// Bootstrap makes what a new data directory needs: the token secret, the API
-// key and the built-in presets. On later starts it reads the secrets.
-func Bootstrap(ctx context.Context, st store.Store, apiKey string) (Keys, error) {
+// Bootstrap makes what a new data directory needs (create true): the token
+// secret, the API key (apiKey, or a random one) and the built-in presets.
+// On later starts (create false) it reads the secrets, and refuses a
+// database that has none: it is not a cocmd database.
+func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) (Keys, error) {
 	var k Keys
+	if !create {
+		if _, err := st.Setting(ctx, settingAPIKeyHash); err != nil {
+			return k, fmt.Errorf("the database has no API key: it is not a cocmd database, or it was never set up (%w)", err)
+		}
+	}
 	secret, err := st.SetSettingOnce(ctx, settingTokenSecret, []byte(rand.Text()+rand.Text()))
 	if err != nil {
 		return k, err
@@ -116,7 +125,7 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string) (Keys, error)
 		return k, err
 	}
 	if apiKey == "" {
-		apiKey = newAPIKey()
+		apiKey, k.Generated = newAPIKey(), true
 	}
 	for _, p := range stage.BuiltinPresets() {
 		if err := st.CreatePreset(ctx, p); err != nil && !errors.Is(err, store.ErrConflict) {

@@ -45,11 +45,11 @@ func TestRotateAPIKey(t *testing.T) {
 	if _, err := RotateAPIKey(ctx, db); err == nil {
 		t.Fatal("rotated a key that was never made")
 	}
-	k, err := Bootstrap(ctx, db, "")
+	k, err := Bootstrap(ctx, db, "", true)
 	if err != nil || !strings.HasPrefix(k.NewAPIKey, "ck_") {
 		t.Fatal(k, err)
 	}
-	again, err := Bootstrap(ctx, db, "")
+	again, err := Bootstrap(ctx, db, "", true)
 	if err != nil || again.NewAPIKey != "" || string(again.TokenSecret) != string(k.TokenSecret) {
 		t.Fatalf("second start made new secrets: %v", err)
 	}
@@ -57,10 +57,10 @@ func TestRotateAPIKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Bootstrap(ctx, db, k.NewAPIKey); err == nil {
+	if _, err := Bootstrap(ctx, db, k.NewAPIKey, true); err == nil {
 		t.Fatal("the old key is still accepted")
 	}
-	if _, err := Bootstrap(ctx, db, key); err != nil {
+	if _, err := Bootstrap(ctx, db, key, true); err != nil {
 		t.Fatalf("the new key: %v", err)
 	}
 }

@@ -23,7 +23,7 @@ func FuzzCreateMeeting(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer db.Close()
-	keys, err := Bootstrap(context.Background(), db, "ck_fuzz_key_0123456789")
+	keys, err := Bootstrap(context.Background(), db, "ck_fuzz_key_0123456789", true)
 	if err != nil {
 		f.Fatal(err)
 	}

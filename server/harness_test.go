@@ -76,7 +76,7 @@ func (ts *testServer) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := server.Bootstrap(ctx, db, apiKey)
+	keys, err := server.Bootstrap(ctx, db, apiKey, true)
 	if err != nil {
 		t.Fatal(err)
 	}

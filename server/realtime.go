@@ -46,6 +46,10 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		s.reg.Disconnect(c)
 		return // the upgrader has answered
 	}
+	// The HTTP server's read and write deadlines stay on a hijacked
+	// connection: clear them. Reads get a deadline per message from here
+	// on, writes one per blocking write.
+	conn.NetConn().SetDeadline(time.Time{})
 	// Serve the connection on a goroutine of its own and return: net/http
 	// then lets go of the request, its buffers and its deep stack, which
 	// would otherwise stay alive as long as the connection.

@@ -78,6 +78,9 @@ type Server struct {
 	upgrader websocket.Upgrader
 	conns    sync.WaitGroup
 
+	demoMu    sync.Mutex
+	demoLimit *limiter // demo webinars, for everyone together
+
 	liveMu     sync.Mutex
 	wsConns    map[*wsConn]struct{}
 	stopping   bool // Wait has begun: no new connection goroutines
@@ -109,7 +112,8 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.TokenSecret, cfg.Now),
-		apiKey: keys.APIKeyHash, log: cfg.Logger, wsConns: map[*wsConn]struct{}{}, stopPinger: make(chan struct{})}
+		apiKey: keys.APIKeyHash, log: cfg.Logger, wsConns: map[*wsConn]struct{}{}, stopPinger: make(chan struct{}),
+		demoLimit: newLimiter(demoRate, demoBurst, cfg.Now())}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
 		// Participants authenticate with a token, not a cookie, so a page

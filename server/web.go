@@ -34,6 +34,14 @@ func (s *Server) routeWeb(mux *http.ServeMux) {
 	}
 }
 
+// demoRate and demoBurst bound how many demo webinars the whole server
+// makes: 10 a minute, 5 at once. The endpoint needs no key, so it is
+// limited for everyone together.
+const (
+	demoRate  = 10.0 / 60
+	demoBurst = 5
+)
+
 // noCache makes browsers revalidate: the files change with the binary.
 func noCache(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -93,6 +101,13 @@ var demoNames = []string{"Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret"}
 // demoWebinar creates a webinar with a host and viewers (development mode
 // only: it needs no API key).
 func (s *Server) demoWebinar(w http.ResponseWriter, r *http.Request) {
+	s.demoMu.Lock()
+	ok := s.demoLimit.allow(s.cfg.Now())
+	s.demoMu.Unlock()
+	if !ok {
+		writeError(w, stage.Errorf(stage.ErrRateLimited, "too many demo webinars; try again in a minute"))
+		return
+	}
 	ctx := r.Context()
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	m := store.Meeting{ID: newID("mtg_"), Title: "Demo webinar", Type: stage.Webinar, CreatedAt: now, MaxOnStage: 6}

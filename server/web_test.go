@@ -95,4 +95,23 @@ func TestWeb_demoWebinar(t *testing.T) {
 	}
 }
 
+// The demo endpoint needs no key, so the whole server makes only a few
+// demo webinars a minute.
+func TestWeb_demoWebinarRateLimited(t *testing.T) {
+	ts := startServer(t, testOptions{dev: true})
+	codes := map[int]int{}
+	for range 12 {
+		resp, err := http.Post(ts.URL+"/v1/demo/webinars", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+	}
+	if codes[201] != 5 || codes[429] != 7 {
+		t.Errorf("12 demo webinars at once: %v", codes)
+	}
+}
+
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

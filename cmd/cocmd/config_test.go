@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -23,6 +25,11 @@ func TestParseConfig(t *testing.T) {
 		{"-dev", "maybe"},
 		{"-media-listen", "nowhere"},
 		{"-media-public-ip", "not-an-ip"},
+		{"-debug-addr", ":6060"},
+		{"-debug-addr", "0.0.0.0:6060"},
+		{"-debug-addr", "10.0.0.5:6060"},
+		{"-api-key-file", "/nonexistent/key"},
+		{"-api-key-file", "/etc/hostname", "-api-key", "ck_0123456789abcdef"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", bad)
@@ -53,6 +60,10 @@ func TestParseConfig_devAndMedia(t *testing.T) {
 		{[]string{"-listen", "10.0.0.5:8080"}, false},
 		{[]string{"-listen", ":8080", "-dev", "true"}, true},
 		{[]string{"-dev", "false"}, false},
+		// Behind a reverse proxy under a public name: not development.
+		{[]string{"-public-url", "https://meet.example.com"}, false},
+		{[]string{"-public-url", "http://127.0.0.1:8080"}, true},
+		{[]string{"-public-url", "https://meet.example.com", "-dev", "true"}, true},
 	} {
 		cfg, err := parseConfig(c.args, none)
 		if err != nil {
@@ -71,5 +82,18 @@ func TestParseConfig_devAndMedia(t *testing.T) {
 	})
 	if cfg.mediaAddr() != "0.0.0.0:7000" || len(cfg.publicIPs()) != 2 || cfg.MediaLoopback {
 		t.Errorf("from the environment: %+v", cfg)
+	}
+}
+
+// The API key can come from a file, so that it never shows in a process
+// listing; the debug listener is loopback only.
+func TestParseConfig_keyFileAndDebug(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(f, []byte("ck_from_a_file_0123456\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig([]string{"-api-key-file", f, "-debug-addr", "127.0.0.1:6060"}, func(string) string { return "" })
+	if err != nil || c.APIKey != "ck_from_a_file_0123456" {
+		t.Fatalf("%q %v", c.APIKey, err)
 	}
 }

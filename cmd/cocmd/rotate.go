@@ -5,8 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
 )
@@ -23,9 +23,16 @@ func rotateAPIKey(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	path := filepath.Join(c.DataDir, "cocmd.db")
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("no database at %s: %w", path, err)
+	// The server's lock: a running server keeps this out instead of
+	// keeping the old key in memory against the new one on disk.
+	dir, err := datadir.Open(c.DataDir)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	path := dir.DBPath()
+	if dir.New {
+		return fmt.Errorf("no database at %s: has cocmd serve ever run on this data directory?", path)
 	}
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, path)
@@ -37,6 +44,6 @@ func rotateAPIKey(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("New API key (shown once; keep it): %s\nRestart cocmd serve for it to take effect; the old key stops working then.\n", key)
+	fmt.Printf("New API key (shown once; keep it): %s\nIt takes effect at the next start of cocmd serve.\n", key)
 	return nil
 }

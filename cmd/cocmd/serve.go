@@ -10,15 +10,16 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with -debug-addr
+	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cocmd/cocmd"
+	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/server"
@@ -33,6 +34,7 @@ type config struct {
 	ReconnectGrace time.Duration
 	LogLevel       string
 	APIKey         string
+	APIKeyFile     string // a file holding the API key, to keep it out of process listings
 	DebugAddr      string
 	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
@@ -51,13 +53,25 @@ func defaults() config {
 	}
 }
 
-// dev reports whether development mode is on.
+// dev reports whether development mode (demo webinars for anyone who asks)
+// is on: when asked for, or, by default, when both the listen address and
+// the public URL are loopback — a server reached through a proxy under a
+// public name is not in development, whatever it listens on.
 func (c config) dev() bool {
 	if c.Dev != "auto" {
 		on, _ := strconv.ParseBool(c.Dev)
 		return on
 	}
 	host, _, _ := net.SplitHostPort(c.Listen)
+	if !isLoopback(host) {
+		return false
+	}
+	u, err := url.Parse(c.PublicURL)
+	return c.PublicURL == "" || err == nil && isLoopback(u.Hostname())
+}
+
+// isLoopback reports whether host names this machine only.
+func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}
@@ -99,6 +113,12 @@ func (c config) Validate() error {
 	if _, err := strconv.ParseBool(c.Dev); err != nil && c.Dev != "auto" {
 		return fmt.Errorf("dev %q: use auto, true or false", c.Dev)
 	}
+	if c.DebugAddr != "" {
+		host, _, err := net.SplitHostPort(c.DebugAddr)
+		if err != nil || !isLoopback(host) {
+			return fmt.Errorf("debug address %q: must be a loopback address (127.0.0.1:port); it serves pprof without authentication", c.DebugAddr)
+		}
+	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		return errors.New("an API key must be at least 16 characters")
 	}
@@ -136,6 +156,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_PUBLIC_URL", &c.PublicURL)
 	env("COCMD_LOG_LEVEL", &c.LogLevel)
 	env("COCMD_API_KEY", &c.APIKey)
+	env("COCMD_API_KEY_FILE", &c.APIKeyFile)
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
@@ -162,6 +183,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "if set, serve net/http/pprof there; keep it on loopback (env COCMD_DEBUG_ADDR)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
@@ -171,6 +193,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if host, _, _ := net.SplitHostPort(c.Listen); c.PublicURL == "" && host != "" {
 		c.PublicURL = "http://" + c.Listen
+	}
+	if c.APIKeyFile != "" {
+		if c.APIKey != "" {
+			return c, errors.New("give the API key in a file or directly, not both")
+		}
+		b, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return c, fmt.Errorf("API key file: %w", err)
+		}
+		c.APIKey = strings.TrimSpace(string(b))
 	}
 	return c, c.Validate()
 }
@@ -188,21 +220,31 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// Whatever the umask, what cocmd creates is its user's alone.
+	syscall.Umask(0o077)
+	dir, err := datadir.Open(cfg.DataDir)
+	if err != nil {
 		return err
 	}
-	dbPath := filepath.Join(cfg.DataDir, "cocmd.db")
+	defer dir.Close()
+	dbPath := dir.DBPath()
 	db, err := sqlite.Open(ctx, dbPath)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	keys, err := server.Bootstrap(ctx, db, cfg.APIKey)
+	keys, err := server.Bootstrap(ctx, db, cfg.APIKey, dir.New)
 	if err != nil {
+		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
+	if err := dir.Secure(); err != nil {
 		return err
 	}
-	if keys.NewAPIKey != "" {
+	switch {
+	case keys.Generated:
 		fmt.Printf("New data directory %s.\nAPI key (shown once; keep it): %s\n", cfg.DataDir, keys.NewAPIKey)
+	case dir.New:
+		fmt.Printf("New data directory %s, with the API key you gave.\n", cfg.DataDir)
 	}
 
 	udp, err := net.ListenPacket("udp", cfg.mediaAddr())
@@ -236,7 +278,7 @@ func serve(args []string) error {
 		reg.Close()
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	addr := "http://" + ln.Addr().String()

@@ -26,7 +26,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	keys, err := server.Bootstrap(ctx, db, "ck_example_key_0123456")
+	keys, err := server.Bootstrap(ctx, db, "ck_example_key_0123456", true)
 	if err != nil {
 		t.Fatal(err)
 	}

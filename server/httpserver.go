@@ -1,0 +1,40 @@
+package server
+
+import (
+	"log"
+	"net/http"
+	"time"
+)
+
+// HTTPTimeouts bound how long a connection may take over a request and
+// how long it may sit idle between requests; zero fields take the
+// defaults. A connection upgraded to WebSocket leaves them behind: its
+// liveness comes from pings.
+type HTTPTimeouts struct {
+	ReadHeader time.Duration // the request line and headers; default 10s
+	Read       time.Duration // the whole request, body included; default 30s
+	Write      time.Duration // the response; default 60s
+	Idle       time.Duration // between two requests on a kept-alive connection; default 120s
+}
+
+func (t HTTPTimeouts) withDefaults() HTTPTimeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.ReadHeader, 10*time.Second)
+	def(&t.Read, 30*time.Second)
+	def(&t.Write, 60*time.Second)
+	def(&t.Idle, 120*time.Second)
+	return t
+}
+
+// HTTPServer returns the http.Server to serve h with: every timeout set,
+// so that neither a slow client nor an idle one holds a connection (and its
+// memory and descriptor) for ever.
+func HTTPServer(h http.Handler, t HTTPTimeouts, errorLog *log.Logger) *http.Server {
+	t = t.withDefaults()
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read,
+		WriteTimeout: t.Write, IdleTimeout: t.Idle, ErrorLog: errorLog}
+}
