@@ -30,6 +30,10 @@ func (m *Meeting) apply(msg protocol.Message) error {
 		m.events.push(StageRequestRejected{Reason: d.Reason})
 	case protocol.EventRemovedFromStage:
 		m.events.push(RemovedFromStage{})
+	case protocol.EventTokenExpiring:
+		if m.opts.RefreshToken != nil {
+			go m.refreshToken()
+		}
 	case protocol.EventNewStageRequest:
 		var d protocol.NewStageRequest
 		if err := json.Unmarshal(msg.Data, &d); err != nil {

@@ -40,10 +40,13 @@ type Options struct {
 	// ReadTimeout drops a connection on which nothing (not even a ping)
 	// arrived for this long; default 60s.
 	ReadTimeout time.Duration
-	// RefreshToken, if set, is called when the server refuses the token
-	// on a reconnect (it expired, say): it returns a fresh one, typically
-	// from the application's back end (POST .../participants/{id}/token).
-	// Without it, or if it fails, the client stops with the refusal.
+	// RefreshToken, if set, is called shortly before the token expires
+	// (the server says when) and when the server refuses the token on a
+	// reconnect: it returns a fresh one, typically from the application's
+	// back end (POST .../participants/{id}/token), which the connection
+	// goes on with. Without it, or if it fails, the server closes the
+	// connection when the token expires and the client stops with
+	// ErrUnauthenticated.
 	RefreshToken func(ctx context.Context) (string, error)
 	// WebRTC is the pion API media connections are made with; nil means
 	// NewWebRTCAPI's.
@@ -156,8 +159,11 @@ func (e *permanentError) Unwrap() error { return e.err }
 
 // dial connects and reads the welcome.
 func (m *Meeting) dial(ctx context.Context) (*websocket.Conn, *protocol.Welcome, error) {
+	m.mu.Lock()
+	tok := m.token
+	m.mu.Unlock()
 	h := http.Header{}
-	h.Set("Authorization", "Bearer "+m.token)
+	h.Set("Authorization", "Bearer "+tok)
 	h.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
 	conn, resp, err := m.opts.Dialer.DialContext(ctx, m.url, h)
 	if err != nil {
@@ -345,7 +351,10 @@ func (m *Meeting) reconnect() *websocket.Conn {
 			if errors.Is(err, ErrUnauthenticated) && !refreshed && m.opts.RefreshToken != nil {
 				tok, rerr := m.opts.RefreshToken(m.ctx)
 				if rerr == nil {
-					m.token, refreshed = tok, true
+					m.mu.Lock()
+					m.token = tok
+					m.mu.Unlock()
+					refreshed = true
 					delay = m.opts.ReconnectMin
 					continue
 				}
@@ -357,6 +366,25 @@ func (m *Meeting) reconnect() *websocket.Conn {
 		}
 		delay = min(delay*2, m.opts.ReconnectMax)
 	}
+}
+
+// refreshToken gets a fresh token and hands it to the live connection, so
+// that it outlives the old one.
+func (m *Meeting) refreshToken() {
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	tok, err := m.opts.RefreshToken(ctx)
+	if err != nil {
+		m.log.Warn("refreshing the token failed", "err", err)
+		return
+	}
+	if err := m.call(ctx, protocol.MethodRefreshToken, protocol.TokenParams{Token: tok}, nil); err != nil {
+		m.log.Warn("the server refused the refreshed token", "err", err)
+		return
+	}
+	m.mu.Lock()
+	m.token = tok // for reconnects too
+	m.mu.Unlock()
 }
 
 // read dispatches messages until the connection fails.

@@ -40,6 +40,9 @@ const (
 	MethodJoin                = "stage.join"
 	MethodLeave               = "stage.leave"
 	MethodKick                = "stage.kick"
+	// MethodRefreshToken hands the connection a fresh token of the same
+	// participant (TokenParams) before its own expires.
+	MethodRefreshToken = "auth.refresh"
 )
 
 // Message types sent by the server.
@@ -63,17 +66,22 @@ const (
 	EventPermissionsUpdate        = "permissionsUpdate"
 	EventMeetingUpdate            = "meetingUpdate"
 	EventParticipantCount         = "participantCount"
+	// EventTokenExpiring tells a connection that its token expires soon
+	// (TokenExpiring): refresh it (MethodRefreshToken) or the connection
+	// is closed with CloseUnauthenticated then.
+	EventTokenExpiring = "tokenExpiring"
 )
 
 // WebSocket close codes the server uses, with the reason as close text.
 const (
-	CloseReplaced      = 4001 // a newer connection with the same token took over; do not reconnect
-	CloseSlowConsumer  = 4002 // the client fell too far behind; reconnect
-	CloseRemoved       = 4003 // the participant was removed from the meeting; do not reconnect
-	CloseMeetingEnded  = 4004 // the meeting ended; do not reconnect
-	CloseGoingAway     = 1001 // the server is shutting down; reconnect
-	ClosePolicy        = 1008 // a protocol violation
-	CloseMessageTooBig = 1009 // a message over MaxMessageSize
+	CloseReplaced        = 4001 // a newer connection with the same token took over; do not reconnect
+	CloseSlowConsumer    = 4002 // the client fell too far behind; reconnect
+	CloseRemoved         = 4003 // the participant was removed from the meeting; do not reconnect
+	CloseMeetingEnded    = 4004 // the meeting ended; do not reconnect
+	CloseUnauthenticated = 4005 // the token expired or its key was retired; reconnect only with a fresh token
+	CloseGoingAway       = 1001 // the server is shutting down; reconnect
+	ClosePolicy          = 1008 // a protocol violation
+	CloseMessageTooBig   = 1009 // a message over MaxMessageSize
 )
 
 // Request is a call from the client. ID is chosen by the client, non-zero,
@@ -87,6 +95,17 @@ type Request struct {
 // UserIDs is the params of grantAccess, denyAccess and kick.
 type UserIDs struct {
 	UserIDs []string `json:"user_ids"`
+}
+
+// TokenParams is the params of auth.refresh.
+type TokenParams struct {
+	Token string `json:"token"`
+}
+
+// TokenExpiring is tokenExpiring, and the result of auth.refresh: when
+// the connection's token expires.
+type TokenExpiring struct {
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // MaxBatch is the most user ids one batch call may name.
@@ -281,6 +300,15 @@ func DecodeRequest(b []byte) (Request, any, error) {
 			if id == "" {
 				return r, nil, badRequest("empty user id")
 			}
+		}
+		return r, p, nil
+	case MethodRefreshToken:
+		var p TokenParams
+		if err := strict(r.Params, &p); err != nil {
+			return r, nil, err
+		}
+		if p.Token == "" || len(p.Token) > 1024 {
+			return r, nil, badRequest("%s needs a token of at most 1024 bytes", r.Method)
 		}
 		return r, p, nil
 	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate:

@@ -21,76 +21,102 @@ import (
 type Claims struct {
 	Meeting     string `json:"m"`
 	Participant string `json:"p"`
-	Expires     int64  `json:"exp"` // unix seconds
+	Expires     int64  `json:"exp"`         // unix seconds
+	Key         string `json:"k,omitempty"` // the signing key's id; empty: the legacy key
 }
 
 // Tokens signs and verifies participant tokens: "v1.<claims>.<hmac>", both
-// parts unpadded base64url, HMAC-SHA256 over "v1.<claims>".
+// parts unpadded base64url, HMAC-SHA256 over "v1.<claims>" with the key
+// the claims name.
 type Tokens struct {
-	secret []byte
-	now    func() time.Time
+	keys *Keyring
+	now  func() time.Time
 }
 
-// NewTokens returns a signer with secret; now may be nil for time.Now.
-func NewTokens(secret []byte, now func() time.Time) *Tokens {
+// NewTokens returns a signer with the keys of k; now may be nil for
+// time.Now.
+func NewTokens(k *Keyring, now func() time.Time) *Tokens {
 	if now == nil {
 		now = time.Now
 	}
-	return &Tokens{secret: secret, now: now}
+	return &Tokens{keys: k, now: now}
 }
 
 const tokenPrefix = "v1."
 
 var b64 = base64.RawURLEncoding
 
-func (t *Tokens) mac(msg string) []byte {
-	h := hmac.New(sha256.New, t.secret)
+func mac(secret []byte, msg string) []byte {
+	h := hmac.New(sha256.New, secret)
 	h.Write([]byte(msg))
 	return h.Sum(nil)
 }
 
-// Sign returns a token for participant pid of meeting mid, valid for ttl.
+// Sign returns a token for participant pid of meeting mid, valid for ttl,
+// signed with the current key.
 func (t *Tokens) Sign(mid, pid string, ttl time.Duration) (string, time.Time) {
+	key := t.keys.current()
 	exp := t.now().Add(ttl).Truncate(time.Second)
-	b, _ := json.Marshal(Claims{Meeting: mid, Participant: pid, Expires: exp.Unix()})
+	b, _ := json.Marshal(Claims{Meeting: mid, Participant: pid, Expires: exp.Unix(), Key: key.ID})
 	msg := tokenPrefix + b64.EncodeToString(b)
-	return msg + "." + b64.EncodeToString(t.mac(msg)), exp
+	return msg + "." + b64.EncodeToString(mac(key.Secret, msg)), exp
+}
+
+// usable reports whether key id (of a token's claims) still verifies at
+// now.
+func (t *Tokens) usable(id string, now time.Time) bool {
+	if id == "" {
+		id = legacyKeyID
+	}
+	_, ok := t.keys.key(id, now)
+	return ok
 }
 
 var errBadToken = stage.Errorf(stage.ErrUnauthenticated, "invalid token")
 
-// Verify checks a token's signature and expiry and returns its claims.
+// Verify checks a token's signature, key and expiry and returns its claims.
 func (t *Tokens) Verify(token string) (Claims, error) {
 	var c Claims
 	if !strings.HasPrefix(token, tokenPrefix) || len(token) > 1024 {
 		return c, errBadToken
 	}
 	i := strings.LastIndexByte(token, '.')
-	msg, sig := token[:i], token[i+1:]
-	got, err := b64.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, t.mac(msg)) {
+	if i < len(tokenPrefix) {
 		return c, errBadToken
 	}
+	msg, sig := token[:i], token[i+1:]
 	raw, err := b64.DecodeString(msg[len(tokenPrefix):])
 	if err != nil || json.Unmarshal(raw, &c) != nil || c.Meeting == "" || c.Participant == "" {
-		return c, errBadToken
+		return Claims{}, errBadToken
+	}
+	kid := c.Key
+	if kid == "" {
+		kid = legacyKeyID
+	}
+	key, ok := t.keys.key(kid, t.now())
+	got, err := b64.DecodeString(sig)
+	if key.Secret == nil || err != nil || !hmac.Equal(got, mac(key.Secret, msg)) {
+		return Claims{}, errBadToken
+	}
+	if !ok {
+		return Claims{}, stage.Errorf(stage.ErrUnauthenticated, "token signed with a retired key")
 	}
 	if t.now().Unix() >= c.Expires {
-		return c, stage.Errorf(stage.ErrUnauthenticated, "token expired")
+		return Claims{}, stage.Errorf(stage.ErrUnauthenticated, "token expired")
 	}
 	return c, nil
 }
 
-// Settings keys.
-const (
-	settingTokenSecret = "token_secret"
-	settingAPIKeyHash  = "api_key_sha256"
-)
+// settingAPIKeyHash is where the database keeps the API key's SHA-256:
+// never the key itself.
+const settingAPIKeyHash = "api_key_sha256"
 
 // Keys are the server's secrets, made on first start.
 type Keys struct {
-	TokenSecret []byte
-	APIKeyHash  []byte
+	// Keyring signs and verifies participant tokens; nil makes one in
+	// memory, whose tokens end with the process.
+	Keyring    *Keyring
+	APIKeyHash []byte
 	// NewAPIKey is the API key in clear, set only on the start that made
 	// it; it is not stored and cannot be shown again.
 	NewAPIKey string
@@ -98,10 +124,11 @@ type Keys struct {
 	Generated bool
 }
 
-// Bootstrap makes what a new data directory needs (create true): the token
-// secret, the API key (apiKey, or a random one) and the built-in presets.
-// On later starts (create false) it reads the secrets, and refuses a
-// database that has none: it is not a cocmd database.
+// Bootstrap makes what a new data directory's database needs (create
+// true): the API key (apiKey, or a random one) and the built-in presets.
+// On later starts (create false) it reads the API key's hash, and refuses a
+// database that has none: it is not a cocmd database. The token signing
+// keys are not in the database: see OpenKeyring.
 func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) (Keys, error) {
 	var k Keys
 	if !create {
@@ -109,11 +136,7 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) 
 			return k, fmt.Errorf("the database has no API key: it is not a cocmd database, or it was never set up (%w)", err)
 		}
 	}
-	secret, err := st.SetSettingOnce(ctx, settingTokenSecret, []byte(rand.Text()+rand.Text()))
-	if err != nil {
-		return k, err
-	}
-	k.TokenSecret = secret
+	var err error
 	k.APIKeyHash, err = st.Setting(ctx, settingAPIKeyHash)
 	if err == nil {
 		if apiKey != "" && subtle.ConstantTimeCompare(hashKey(apiKey), k.APIKeyHash) != 1 {

@@ -44,6 +44,17 @@ var methods = map[string]method{
 	protocol.MethodDenyAccess:          {run: batchCall((*meeting.Client).DenyAccess)},
 	protocol.MethodKick:                {run: batchCall((*meeting.Client).Kick)},
 
+	protocol.MethodRefreshToken: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
+		c, err := w.s.tokens.Verify(params.(protocol.TokenParams).Token)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.refresh(c); err != nil {
+			return nil, err
+		}
+		return protocol.TokenExpiring{ExpiresAt: time.Unix(c.Expires, 0).UTC()}, nil
+	}},
+
 	protocol.MethodPublish: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
 		sess, err := w.mediaSession()
 		if err != nil {

@@ -80,6 +80,9 @@ func (ts *testServer) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if keys.Keyring, err = server.OpenKeyring(ctx, filepath.Join(ts.Dir, "keys.json"), db); err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

@@ -54,7 +54,7 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	// then lets go of the request, its buffers and its deep stack, which
 	// would otherwise stay alive as long as the connection.
 	served := s.spawn(func() {
-		s.serveConn(conn, c)
+		s.serveConn(conn, c, claims)
 		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
 	})
 	if !served { // shutting down
@@ -102,15 +102,53 @@ type wsConn struct {
 	raw     *rawWriter
 	writers sync.WaitGroup
 	media   *media.Session // created by the first media request
+
+	authMu sync.Mutex
+	claims Claims // of the token the connection lives on
+	warned bool   // told that the token expires soon
+}
+
+// tokenWarning is how long before its token expires a connection is told
+// (tokenExpiring), for its client to refresh it.
+const tokenWarning = 2 * time.Minute
+
+// refresh makes c the claims of the connection's token.
+func (w *wsConn) refresh(c Claims) error {
+	if c.Meeting != w.c.MeetingID() || c.Participant != w.c.ParticipantID {
+		return stage.Errorf(stage.ErrUnauthenticated, "the token is another participant's")
+	}
+	w.authMu.Lock()
+	defer w.authMu.Unlock()
+	w.claims, w.warned = c, false
+	return nil
+}
+
+// checkToken closes the connection once its token has expired or its
+// signing key was retired, and warns it shortly before.
+func (w *wsConn) checkToken(now time.Time) {
+	w.authMu.Lock()
+	defer w.authMu.Unlock()
+	exp := time.Unix(w.claims.Expires, 0)
+	switch {
+	case !now.Before(exp):
+		w.c.Close(protocol.CloseUnauthenticated, "token expired")
+	case !w.s.tokens.usable(w.claims.Key, now):
+		w.c.Close(protocol.CloseUnauthenticated, "token signed with a retired key")
+	case !w.warned && exp.Sub(now) <= tokenWarning+w.s.cfg.PingInterval:
+		w.warned = true
+		if b, err := protocol.EncodeEvent(0, protocol.EventTokenExpiring, protocol.TokenExpiring{ExpiresAt: exp.UTC()}); err == nil {
+			w.c.Send(meeting.NewMessage(b))
+		}
+	}
 }
 
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
-func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client) {
+func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims) {
 	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
-	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(conn.NetConn())}
+	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(conn.NetConn()), claims: claims}
 	s.track(w, true)
 	c.SetWriter(func() {
 		w.writers.Add(1)
@@ -142,8 +180,10 @@ func (s *Server) track(w *wsConn, add bool) {
 	}
 }
 
-// pinger asks every connection for a keepalive ping once per interval: one
-// goroutine for all of them instead of a timer each.
+// pinger visits every connection once per interval: it asks for a
+// keepalive ping and checks the connection's token, one goroutine for all
+// of them instead of timers for each. It also retires signing keys whose
+// time has come.
 func (s *Server) pinger(stop <-chan struct{}) {
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
@@ -153,11 +193,26 @@ func (s *Server) pinger(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		s.liveMu.Lock()
-		for w := range s.wsConns {
+		s.sweep(true)
+	}
+}
+
+// sweep checks every connection's token (and, with ping, asks each for a
+// keepalive ping), after retiring the keys whose time has come.
+func (s *Server) sweep(ping bool) {
+	now := s.cfg.Now()
+	if gone, err := s.keyring.Prune(now); err != nil {
+		s.log.Error("retiring signing keys", "err", err)
+	} else if len(gone) > 0 {
+		s.log.Info("signing keys retired", "keys", gone)
+	}
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	for w := range s.wsConns {
+		if ping {
 			w.c.RequestPing()
 		}
-		s.liveMu.Unlock()
+		w.checkToken(now)
 	}
 }
 

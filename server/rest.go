@@ -426,3 +426,58 @@ func (s *Server) moderate(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, batchResult(res))
 	return nil
 }
+
+// Token signing keys.
+
+// SigningKeyInfo is a signing key as the REST API shows it: never its
+// secret.
+type SigningKeyInfo struct {
+	ID       string     `json:"id"`
+	Created  time.Time  `json:"created_at"`
+	RetireAt *time.Time `json:"retire_at,omitempty"`
+	Current  bool       `json:"current"`
+}
+
+func (s *Server) signingKeys() List[SigningKeyInfo] {
+	keys := s.keyring.Keys()
+	out := List[SigningKeyInfo]{Data: make([]SigningKeyInfo, len(keys))}
+	for i, k := range keys {
+		out.Data[i] = SigningKeyInfo{ID: k.ID, Created: k.Created, RetireAt: k.RetireAt, Current: i == len(keys)-1}
+	}
+	return out
+}
+
+func (s *Server) listSigningKeys(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, s.signingKeys())
+	return nil
+}
+
+// rotateSigningKey makes a new signing key for new tokens; the older keys
+// retire after retire_after seconds (default a day; 0: now), and with them
+// the tokens they signed and the connections those opened.
+func (s *Server) rotateSigningKey(w http.ResponseWriter, r *http.Request) error {
+	in := struct {
+		RetireAfter *int `json:"retire_after"`
+	}{}
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+	}
+	grace := 24 * time.Hour
+	if in.RetireAfter != nil {
+		if *in.RetireAfter < 0 || *in.RetireAfter > 30*86400 {
+			return badRequest("retire_after must be 0 to 2592000 seconds")
+		}
+		grace = time.Duration(*in.RetireAfter) * time.Second
+	}
+	if _, err := s.keyring.Rotate(s.cfg.Now(), grace); err != nil {
+		return stage.Errorf(stage.ErrUnavailable, "saving the new key: "+err.Error())
+	}
+	if grace == 0 {
+		s.sweep(false) // the old keys' connections close now
+	}
+	s.log.Info("signing key rotated", "retire_after", grace)
+	writeJSON(w, http.StatusOK, s.signingKeys())
+	return nil
+}

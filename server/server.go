@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	conns    sync.WaitGroup
 
+	keyring   *Keyring
 	demoMu    sync.Mutex
 	demoLimit *limiter // demo webinars, for everyone together
 
@@ -91,7 +93,7 @@ type Server struct {
 // New returns a server over st and the live meetings of reg.
 func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	if cfg.TokenTTL <= 0 {
-		cfg.TokenTTL = 24 * time.Hour
+		cfg.TokenTTL = 8 * time.Hour
 	}
 	if cfg.RequestsPerSecond <= 0 {
 		cfg.RequestsPerSecond, cfg.Burst = 20, 40
@@ -111,9 +113,12 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.TokenSecret, cfg.Now),
+	if keys.Keyring == nil {
+		keys.Keyring, _ = OpenKeyring(context.Background(), "", nil) // in memory: cannot fail
+	}
+	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.Keyring, cfg.Now),
 		apiKey: keys.APIKeyHash, log: cfg.Logger, wsConns: map[*wsConn]struct{}{}, stopPinger: make(chan struct{}),
-		demoLimit: newLimiter(demoRate, demoBurst, cfg.Now())}
+		demoLimit: newLimiter(demoRate, demoBurst, cfg.Now()), keyring: keys.Keyring}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
 		// Participants authenticate with a token, not a cookie, so a page
@@ -163,6 +168,8 @@ func (s *Server) Handler() http.Handler {
 	api("POST /v1/meetings/{id}/participants/{pid}/token", s.newToken)
 	api("GET /v1/meetings/{id}/live", s.live)
 	api("POST /v1/meetings/{id}/stage/{action}", s.moderate)
+	api("GET /v1/signing-keys", s.listSigningKeys)
+	api("POST /v1/signing-keys/rotate", s.rotateSigningKey)
 	api("GET /metrics", s.metrics)
 	s.routeWeb(mux)
 	mux.HandleFunc("GET /v1/realtime", s.realtime)

@@ -80,6 +80,8 @@ type Store interface {
 	SetSettingOnce(ctx context.Context, key string, value []byte) ([]byte, error)
 	// SetSetting stores value under key, replacing any value there.
 	SetSetting(ctx context.Context, key string, value []byte) error
+	// DeleteSetting removes key, if it is there.
+	DeleteSetting(ctx context.Context, key string) error
 
 	CreatePreset(ctx context.Context, p stage.Preset) error
 	Preset(ctx context.Context, name string) (stage.Preset, error)

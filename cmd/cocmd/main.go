@@ -3,6 +3,7 @@
 //	cocmd serve [flags]   run the server (cocmd serve -h for flags)
 //	cocmd bench ...       run a benchmark (cocmd bench -h)
 //	cocmd rotate-api-key  replace a data directory's API key
+//	cocmd rotate-signing-key  make a new token signing key, retiring the old
 package main
 
 import (
@@ -22,6 +23,8 @@ func main() {
 		err = bench(os.Args[2:])
 	case "rotate-api-key":
 		err = rotateAPIKey(os.Args[2:])
+	case "rotate-signing-key":
+		err = rotateSigningKey(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -40,7 +43,9 @@ func usage() {
 commands:
   serve            run the server
   bench            run a benchmark against a server it starts
-  rotate-api-key   replace the API key of a data directory (restart the server after)
+  rotate-api-key   replace the API key of a data directory (the server stopped)
+  rotate-signing-key  make a new token signing key (the server stopped; a
+                   running one: POST /v1/signing-keys/rotate)
 `)
 	os.Exit(2)
 }

@@ -237,6 +237,9 @@ func serve(args []string) error {
 	if err != nil {
 		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
 	}
+	if keys.Keyring, err = server.OpenKeyring(ctx, dir.KeysPath(), db); err != nil {
+		return err
+	}
 	if err := dir.Secure(); err != nil {
 		return err
 	}

@@ -34,6 +34,27 @@ func TestBinary_secondServerRefused(t *testing.T) {
 		t.Fatalf("rotate-api-key beside a running server: %v\n%s", err, out)
 	}
 	rest(t, "http://"+addr, "GET", "/v1/meetings", nil, nil) // the first still serves
+
+	// Once it has stopped, the signing key can be rotated offline; with
+	// no grace, the old key's tokens are refused from the next start.
+	var m struct{ ID string }
+	rest(t, "http://"+addr, "POST", "/v1/meetings", map[string]any{"title": "T", "type": "WEBINAR"}, &m)
+	var p struct{ Token string }
+	rest(t, "http://"+addr, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": "V", "user_id": "v", "preset": "webinar_viewer"}, &p)
+	first.Process.Signal(syscall.SIGTERM)
+	first.Wait()
+	if out, err := exec.CommandContext(ctx, bin, "rotate-signing-key", "-data", dir, "-retire-after", "0s").CombinedOutput(); err != nil {
+		t.Fatalf("rotate-signing-key: %v\n%s", err, out)
+	}
+	first = startBinary(t, bin, addr, dir)
+	resp, err := http.Get("http://" + addr + "/v1/token?token=" + p.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a token of the retired key: %d", resp.StatusCode)
+	}
 }
 
 // While another process holds the database's write lock, a grant is

@@ -76,6 +76,10 @@ func Open(path string) (*Dir, error) {
 // DBPath is the path of the database file.
 func (d *Dir) DBPath() string { return filepath.Join(d.Path, DBName) }
 
+// KeysPath is the path of the token signing keys' file: beside the
+// database, never in it.
+func (d *Dir) KeysPath() string { return filepath.Join(d.Path, "keys.json") }
+
 // check decides whether the directory is new, and refuses a database
 // file that is not one.
 func (d *Dir) check() error {

@@ -78,7 +78,7 @@ CREATE INDEX participants_preset ON participants(preset);
 // schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(5000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "busy_timeout(5000)", "secure_delete(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -177,6 +177,12 @@ func (d *DB) SetSettingOnce(ctx context.Context, key string, value []byte) ([]by
 // SetSetting implements store.Store.
 func (d *DB) SetSetting(ctx context.Context, key string, value []byte) error {
 	_, err := d.db.ExecContext(ctx, "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value)
+	return err
+}
+
+// DeleteSetting implements store.Store.
+func (d *DB) DeleteSetting(ctx context.Context, key string) error {
+	_, err := d.db.ExecContext(ctx, "DELETE FROM settings WHERE key = ?", key)
 	return err
 }
 
