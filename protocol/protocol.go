@@ -26,6 +26,13 @@ const Version = 1
 // Subprotocol is the WebSocket subprotocol name of Version.
 const Subprotocol = "cocmd.v1"
 
+// TokenSubprotocolPrefix marks the WebSocket subprotocol entry that
+// carries a browser's participant token ("cocmd.token.v1.…"), offered
+// beside Subprotocol: a browser's WebSocket cannot set an Authorization
+// header, and a token in the URL would end up in access logs. The server
+// answers with Subprotocol only.
+const TokenSubprotocolPrefix = "cocmd.token."
+
 // MaxMessageSize is the largest message either side accepts, in bytes.
 const MaxMessageSize = 64 << 10
 

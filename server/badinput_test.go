@@ -115,7 +115,7 @@ func TestRealtime_badTokens(t *testing.T) {
 	}
 	// The token of another meeting.
 	d := websocket.Dialer{}
-	_, resp, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?meeting="+other+"&token="+tok, nil)
+	_, resp, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?meeting="+other, bearer(tok))
 	if err == nil || resp.StatusCode != 401 {
 		t.Fatalf("other meeting's token: %v", err)
 	}
@@ -126,10 +126,13 @@ func TestRealtime_badTokens(t *testing.T) {
 	}
 }
 
+// bearer is the header that carries a participant token.
+func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+
 // rawConn is a WebSocket without the SDK, for input the SDK never sends.
 func rawConn(t *testing.T, ts *testServer, token string) *websocket.Conn {
 	t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?token="+token, nil)
+	c, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime", bearer(token))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
@@ -112,12 +114,22 @@ func selfCall(call func(*meeting.Client, context.Context) (stage.Status, error))
 // batchCall serves a moderation method.
 func batchCall(call func(*meeting.Client, context.Context, []string) ([]stage.Result, error)) func(context.Context, *wsConn, any) (any, error) {
 	return func(ctx context.Context, w *wsConn, params any) (any, error) {
-		res, err := call(w.c, ctx, params.(protocol.UserIDs).UserIDs)
+		res, err := call(w.c, ctx, nfc(params.(protocol.UserIDs).UserIDs))
 		if err != nil {
 			return nil, err
 		}
 		return batchResult(res), nil
 	}
+}
+
+// nfc normalizes user ids as they were stored (NFC), so that another
+// encoding of the same text finds its user.
+func nfc(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = norm.NFC.String(id)
+	}
+	return out
 }
 
 // batchResult is the wire form of a moderation method's results, for the

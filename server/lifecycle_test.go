@@ -270,7 +270,7 @@ func TestSeq_growsAcrossRestart(t *testing.T) {
 	ts.stop()
 	time.Sleep(10 * time.Millisecond)
 	ts.start()
-	c2, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?token="+ts.participant(mid, "bob", "webinar_viewer"), nil)
+	c2, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime", bearer(ts.participant(mid, "bob", "webinar_viewer")))
 	if err != nil {
 		t.Fatal(err)
 	}

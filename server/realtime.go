@@ -19,8 +19,7 @@ import (
 )
 
 // realtime is the WebSocket endpoint. The participant token comes in the
-// Authorization header (Bearer) or, for browsers, the token query parameter;
-// an optional meeting parameter must match the token's meeting.
+// Authorization header or a subprotocol entry (see verify).
 func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	claims, err := s.verify(r)
 	if err != nil {
@@ -63,12 +62,15 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// verify checks the participant token of a request: Bearer, or the token
-// query parameter; an optional meeting parameter must match it.
+// verify checks the participant token of a request: in the Authorization
+// header (Bearer), or, for browsers, whose WebSocket cannot set headers, as
+// a Sec-WebSocket-Protocol entry "cocmd.token.<token>" beside "cocmd.v1".
+// Never in the URL, where proxies and access logs would keep it. An
+// optional meeting parameter must match the token's meeting.
 func (s *Server) verify(r *http.Request) (Claims, error) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		tok = r.URL.Query().Get("token")
+		tok = protocolToken(r)
 	}
 	claims, err := s.tokens.Verify(tok)
 	if err == nil {
@@ -77,6 +79,19 @@ func (s *Server) verify(r *http.Request) (Claims, error) {
 		}
 	}
 	return claims, err
+}
+
+// protocolToken returns the token a browser offers as a WebSocket
+// subprotocol (protocol.TokenSubprotocolPrefix), or "".
+func protocolToken(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), protocol.TokenSubprotocolPrefix); ok {
+				return tok
+			}
+		}
+	}
+	return ""
 }
 
 // spawn runs fn on a goroutine that Wait waits for, unless Wait has begun.

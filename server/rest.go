@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
@@ -74,13 +73,6 @@ func listOf[S, T any](items []S, next string, conv func(S) T) List[T] {
 func badRequest(msg string) error { return stage.Errorf(stage.ErrBadRequest, msg) }
 
 var presetName = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-
-func checkText(field, v string, maxLen int) error {
-	if v == "" || !utf8.ValidString(v) || utf8.RuneCountInString(v) > maxLen {
-		return badRequest(field + " must be 1 to " + strconv.Itoa(maxLen) + " characters of UTF-8")
-	}
-	return nil
-}
 
 func page(r *http.Request) (store.Page, error) {
 	p := store.Page{After: r.URL.Query().Get("cursor"), Limit: 50}
@@ -172,10 +164,11 @@ type meetingInput struct {
 
 func (in meetingInput) apply(m *store.Meeting) error {
 	if in.Title != nil {
-		if err := checkText("title", *in.Title, 200); err != nil {
+		title, err := cleanText("title", *in.Title, maxTitleRunes, 0)
+		if err != nil {
 			return err
 		}
-		m.Title = *in.Title
+		m.Title = title
 	}
 	if in.MaxOnStage != nil {
 		if *in.MaxOnStage < 0 || *in.MaxOnStage > 10000 {
@@ -288,10 +281,11 @@ func (s *Server) addParticipant(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	if err := checkText("name", in.Name, 100); err != nil {
+	var err error
+	if in.Name, err = cleanText("name", in.Name, maxNameRunes, 0); err != nil {
 		return err
 	}
-	if err := checkText("user_id", in.UserID, 128); err != nil {
+	if in.UserID, err = cleanText("user_id", in.UserID, 0, maxUserIDLen); err != nil {
 		return err
 	}
 	if in.Preset == "" {
@@ -419,7 +413,7 @@ func (s *Server) moderate(w http.ResponseWriter, r *http.Request) error {
 	if len(in.UserIDs) == 0 || len(in.UserIDs) > protocol.MaxBatch {
 		return badRequest("user_ids must name 1 to " + strconv.Itoa(protocol.MaxBatch) + " users")
 	}
-	res, err := call(s.reg, r.Context(), r.PathValue("id"), in.UserIDs)
+	res, err := call(s.reg, r.Context(), r.PathValue("id"), nfc(in.UserIDs))
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func TestSlowClientIsDropped(t *testing.T) {
 	d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}).DialContext}
-	slow, _, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?token="+ts.participant(mid, "slow", "webinar_viewer"), nil)
+	slow, _, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime", bearer(ts.participant(mid, "slow", "webinar_viewer")))
 	if err != nil {
 		t.Fatal(err)
 	}

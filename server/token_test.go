@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestRealtime_tokenLifetime(t *testing.T) {
 		t.Fatalf("ann's connection closed with %d", code)
 	}
 	d := websocket.Dialer{}
-	_, resp, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime?token="+fresh.Token, nil)
+	_, resp, err := d.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime", bearer(fresh.Token))
 	if err == nil || resp.StatusCode != 401 {
 		t.Fatalf("a token of the retired key: %v", err)
 	}
@@ -170,5 +171,49 @@ func TestClient_refreshesToken(t *testing.T) {
 			}
 		}
 	default:
+	}
+}
+
+// Tokens never travel in a URL: the query string is not read; a browser
+// offers its token as a subprotocol entry beside cocmd.v1, and is answered
+// with cocmd.v1 only.
+func TestRealtime_tokenNeverInURL(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	tok := ts.participant(mid, "ann", "webinar_viewer")
+	ws := strings.Replace(ts.URL, "http", "ws", 1) + "/v1/realtime"
+	d := websocket.Dialer{}
+	if _, resp, err := d.Dial(ws+"?token="+tok, nil); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("a token in the query string: %v", err)
+	}
+	d.Subprotocols = []string{protocol.Subprotocol, protocol.TokenSubprotocolPrefix + tok}
+	c, resp, err := d.Dial(ws, nil)
+	if err != nil {
+		t.Fatalf("a token as a subprotocol: %v", err)
+	}
+	defer c.Close()
+	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != protocol.Subprotocol {
+		t.Errorf("answered subprotocol %q", got)
+	}
+	if code, _, _ := get(t, ts.URL+"/v1/token?token="+tok); code != 401 {
+		t.Errorf("GET /v1/token?token=: %d", code)
+	}
+}
+
+// Pages forbid inline script and framing, and leak no URL in a Referer.
+func TestWeb_securityHeaders(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	for _, path := range []string{"/", "/join", "/app/app.js", "/v1/demo"} {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		csp := h.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+			h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Referrer-Policy") != "no-referrer" {
+			t.Errorf("%s: %v", path, h)
+		}
 	}
 }

@@ -57,7 +57,7 @@ type TokenInfo struct {
 	ExpiresAt     time.Time `json:"expires_at"`
 }
 
-// tokenInfo checks a participant token (Bearer or ?token=) without
+// tokenInfo checks a participant token (Bearer) without
 // connecting, so that a page can say why it cannot join: a browser's
 // WebSocket hides the HTTP status of a refused upgrade.
 func (s *Server) tokenInfo(w http.ResponseWriter, r *http.Request) {

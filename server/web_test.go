@@ -13,7 +13,17 @@ import (
 
 func get(t *testing.T, url string) (int, string, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getAuth(t, url, "")
+}
+
+// getAuth is get with a Bearer token, if tok is not empty.
+func getAuth(t *testing.T, url, tok string) (int, string, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +58,7 @@ func TestWeb(t *testing.T) {
 	tok := ts.participant(mid, "u", "webinar_viewer")
 	var info server.TokenInfo
 	var code int
-	code, _, body = get(t, ts.URL+"/v1/token?token="+tok)
+	code, _, body = getAuth(t, ts.URL+"/v1/token", tok)
 	if err := json.Unmarshal([]byte(body), &info); code != 200 || err != nil {
 		t.Fatalf("GET /v1/token: %d %s", code, body)
 	}
@@ -56,7 +66,7 @@ func TestWeb(t *testing.T) {
 		t.Errorf("token info %+v", info)
 	}
 	for name, tk := range map[string]string{"forged": tok[:len(tok)-4] + "AAAA", "garbage": "v1.x.y", "none": ""} {
-		if code, _, body := get(t, ts.URL+"/v1/token?token="+tk); code != 401 || !strings.Contains(body, "UNAUTHENTICATED") {
+		if code, _, body := getAuth(t, ts.URL+"/v1/token", tk); code != 401 || !strings.Contains(body, "UNAUTHENTICATED") {
 			t.Errorf("%s token: %d %s", name, code, body)
 		}
 	}
@@ -65,11 +75,11 @@ func TestWeb(t *testing.T) {
 	ts.mustAPI("POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": "Gone", "user_id": "gone", "preset": "webinar_viewer"}, &added)
 	p.Participant.ID = added.Participant.ID
 	ts.mustAPI("DELETE", "/v1/meetings/"+mid+"/participants/"+p.Participant.ID, nil, nil)
-	if code, _, body := get(t, ts.URL+"/v1/token?token="+added.Token); code != 401 || !strings.Contains(body, "removed") {
+	if code, _, body := getAuth(t, ts.URL+"/v1/token", added.Token); code != 401 || !strings.Contains(body, "removed") {
 		t.Errorf("a removed participant's token: %d %s", code, body)
 	}
 	ts.mustAPI("POST", "/v1/meetings/"+mid+"/end", nil, nil)
-	if code, _, body := get(t, ts.URL+"/v1/token?token="+tok); code != 401 || !strings.Contains(body, "ended") {
+	if code, _, body := getAuth(t, ts.URL+"/v1/token", tok); code != 401 || !strings.Contains(body, "ended") {
 		t.Errorf("an ended meeting's token: %d %s", code, body)
 	}
 }

@@ -399,7 +399,7 @@ var benchDialer = &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024,
 
 // connectViewer opens a realtime connection and reads its welcome.
 func connectViewer(wsURL, token string) (*websocket.Conn, error) {
-	c, _, err := benchDialer.Dial(wsURL+"?token="+token, nil)
+	c, _, err := benchDialer.Dial(wsURL, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
 		return nil, err
 	}

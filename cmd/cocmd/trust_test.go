@@ -47,7 +47,9 @@ func TestBinary_secondServerRefused(t *testing.T) {
 		t.Fatalf("rotate-signing-key: %v\n%s", err, out)
 	}
 	first = startBinary(t, bin, addr, dir)
-	resp, err := http.Get("http://" + addr + "/v1/token?token=" + p.Token)
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/token", nil)
+	req.Header.Set("Authorization", "Bearer "+p.Token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,12 @@ export interface InitOptions {
   baseURI?: string;
   /** Where the SDK's warnings go (console, say); by default it logs nothing. */
   logger?: { warn(...args: unknown[]): void; error(...args: unknown[]): void };
+  /**
+   * Returns a fresh token of the same participant, from your back end. The SDK calls it
+   * shortly before the token expires (the server says when) and when a reconnect is refused
+   * for an expired token; without it, the meeting closes (UNAUTHENTICATED) when the token expires.
+   */
+  refreshToken?: () => Promise<string>;
 }
 
 /** Checks the token and returns a meeting; call join() on it. */

@@ -66,9 +66,9 @@ const STAGE_EVENTS = new Set(['stageStatusUpdate', 'stageRequestApproved', 'stag
  * Checks the token and returns a meeting, not yet joined. The SDK logs
  * nothing of its own accord: pass a logger (console, say) to see its
  * warnings.
- * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}}} options
+ * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}, refreshToken?: () => Promise<string>}} options
  */
-export async function init({ authToken, baseURI, logger } = {}) {
+export async function init({ authToken, baseURI, logger, refreshToken } = {}) {
   if (!authToken) throw new CocmdError('UNAUTHENTICATED', 'an authToken is required');
   const base = new URL(baseURI || globalThis.location?.origin || 'http://localhost:8080');
   let res;
@@ -81,7 +81,7 @@ export async function init({ authToken, baseURI, logger } = {}) {
   if (!res.ok) {
     throw new CocmdError(body.error?.code || 'INTERNAL', body.error?.message || `HTTP ${res.status}`);
   }
-  return new Meeting(base, authToken, body, logger || silent);
+  return new Meeting(base, authToken, body, logger || silent, refreshToken);
 }
 
 /** A participant as this client knows it. */
@@ -206,14 +206,15 @@ class Self extends Emitter {
 
 /** A joined meeting. */
 class Meeting extends Emitter {
-  #base; #token; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
+  #base; #token; #refreshToken; #refreshed = false; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
   #connected = null; #backoff = 250; #everConnected = false;
-  constructor(base, token, info, log) {
+  constructor(base, token, info, log, refreshToken) {
     super(log);
     /** Where the SDK's warnings go (init's logger). */
     this._log = log;
     this.#base = base;
     this.#token = token;
+    this.#refreshToken = refreshToken;
     this.id = info.meeting_id;
     /** The meeting: id, title, type, max_on_stage, stage_request_ttl. */
     this.info = { id: info.meeting_id };
@@ -249,14 +250,16 @@ class Meeting extends Emitter {
   #connect(resolve, reject) {
     const u = new URL('/v1/realtime', this.#base);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-    u.searchParams.set('token', this.#token);
-    const ws = new WebSocket(u, 'cocmd.v1');
+    // A browser's WebSocket cannot set headers: the token goes as a
+    // subprotocol entry, never in the URL (access logs, Referer).
+    const ws = new WebSocket(u, ['cocmd.v1', `cocmd.token.${this.#token}`]);
     let welcomed = false;
     ws.onmessage = (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (msg.type === 'welcome') {
         welcomed = true;
+        this.#refreshed = false;
         this.#ws = ws;
         this.#backoff = 250;
         const reconnect = this.#everConnected;
@@ -295,8 +298,17 @@ class Meeting extends Emitter {
         // is final; anything else is retried.
         init({ authToken: this.#token, baseURI: this.#base.href, logger: this._log })
           .then(() => this.#retry(resolve, reject))
-          .catch((e) => {
+          .catch(async (e) => {
             if (e.code !== 'UNAUTHENTICATED' && this.#everConnected) { this.#retry(resolve, reject); return; }
+            if (e.code === 'UNAUTHENTICATED' && this.#refreshToken && !this.#refreshed) {
+              // Once per outage: a fresh token that is refused too is final.
+              try {
+                this.#token = await this.#refreshToken();
+                this.#refreshed = true;
+                this.#retry(resolve, reject);
+                return;
+              } catch (re) { this._log.warn('cocmd: refreshing the token failed', re); }
+            }
             this.#closed = true;
             this.#setState('closed');
             this.emit('closed', { code: e.code, reason: e.message });
@@ -353,9 +365,23 @@ class Meeting extends Emitter {
     return x;
   }
 
+  /** Hands the live connection a fresh token before its own expires. */
+  async #refresh() {
+    try {
+      const token = await this.#refreshToken();
+      await this._call('auth.refresh', { token });
+      this.#token = token;
+    } catch (e) {
+      this._log.warn('cocmd: refreshing the token failed', e);
+    }
+  }
+
   #event(name, d) {
     if (name.startsWith('media.')) { this._media.event(name, d); return; }
     switch (name) {
+      case 'tokenExpiring':
+        if (this.#refreshToken) this.#refresh();
+        return;
       case 'stageStatusUpdate': {
         const oldStatus = this.self.stageStatus;
         this.self.stageStatus = d.new;
