@@ -2,6 +2,7 @@ package media
 
 import (
 	"maps"
+	"strconv"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -20,9 +21,17 @@ type publisherSide struct {
 
 func (s *Session) publisher() *webrtc.PeerConnection { return s.pub.Load() }
 
+// maxSections bounds the media sections of one offer: a publisher sends at
+// most one track of each of three sources, and a browser may keep a few
+// stopped sections besides. Each section costs a transceiver.
+const maxSections = 16
+
 // sending returns the media sections of an offer the client sends on, by
 // mid, with their sources, or an error naming what is wrong with them.
 func sending(offer *sdp.SessionDescription, named map[string]protocol.Source) (map[string]protocol.Source, error) {
+	if n := len(offer.MediaDescriptions); n > maxSections {
+		return nil, stage.Errorf(stage.ErrBadRequest, "the offer has "+strconv.Itoa(n)+" media sections, more than "+strconv.Itoa(maxSections))
+	}
 	out := map[string]protocol.Source{}
 	count := map[protocol.Source]int{}
 	for _, md := range offer.MediaDescriptions {

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -163,5 +164,22 @@ func TestSFU_revocationsInOrder(t *testing.T) {
 			}
 		}
 		sess.Close()
+	}
+}
+
+// An offer with hundreds of media sections is refused before pion sees
+// it: each would cost a transceiver.
+func TestSFU_tooManySections(t *testing.T) {
+	s := newSFU(t, Config{Loopback: true})
+	s.Allow("m", "p", stage.Media{Audio: true, Video: true}, true)
+	sess := s.NewSession("m", "p", "u", func(string, any) {})
+	defer sess.Close()
+	var b strings.Builder
+	b.WriteString("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
+	for i := range 250 {
+		fmt.Fprintf(&b, "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:%d\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\n", i)
+	}
+	if _, err := sess.Publish(b.String(), nil); stage.CodeOf(err) != stage.CodeBadRequest || !strings.Contains(err.Error(), "250 media sections") {
+		t.Fatalf("a 250-section offer: %v", err)
 	}
 }

@@ -320,6 +320,38 @@ func TestRealtime_rateLimited(t *testing.T) {
 	}
 }
 
+// Messages that do not parse count against the rate limit too: a flood of
+// them is answered RATE_LIMITED, not served one by one.
+func TestRealtime_unparsableFloodLimited(t *testing.T) {
+	ts := startServer(t, testOptions{rate: 10, burst: 20})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	c := rawConn(t, ts, ts.participant(mid, "flood", "webinar_viewer"))
+	const n = 300
+	garbage := []string{`{"id":1,"method":"no.such.method"}`, `not json at all`, `{"id":2}`, `{"id":3,"method":"stage.kick","params":{"user_ids":[]}}`}
+	for i := range n {
+		c.WriteMessage(websocket.TextMessage, []byte(garbage[i%len(garbage)]))
+	}
+	limited, bad := 0, 0
+	for range n {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := protocol.DecodeMessage(b)
+		switch {
+		case m.Error == nil:
+			t.Fatalf("garbage answered with success: %s", b)
+		case m.Error.Code == stage.CodeRateLimited:
+			limited++
+		case m.Error.Code == stage.CodeBadRequest:
+			bad++
+		}
+	}
+	if limited < n/2 || limited+bad != n {
+		t.Fatalf("of %d unparsable messages %d were limited, %d refused as bad", n, limited, bad)
+	}
+}
+
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 
 func TestRealtime_removedAndEnded(t *testing.T) {

@@ -53,6 +53,8 @@ type testOptions struct {
 	changes            float64 // ChangesPerSecond; 0: generous, for tests that race
 	writeTimeout, ping time.Duration
 	dev                bool
+	limits             server.ConnLimits
+	idle               time.Duration // the HTTP idle timeout; 0: the default
 }
 
 func startServer(t *testing.T, o testOptions) *testServer {
@@ -98,7 +100,7 @@ func (ts *testServer) start() {
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
-		Web: webFS(t), Dev: ts.opts.dev}, db, ts.reg, keys)
+		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {
@@ -112,8 +114,8 @@ func (ts *testServer) start() {
 	ts.opts.addr = ln.Addr().String()
 	ts.URL = "http://" + ts.opts.addr
 	ts.db = db
-	ts.hs = &http.Server{Handler: ts.srv.Handler()}
-	go ts.hs.Serve(ln)
+	ts.hs = server.HTTPServer(ts.srv.Handler(), server.HTTPTimeouts{Idle: ts.opts.idle}, nil)
+	go ts.hs.Serve(ts.srv.Listener(ln))
 }
 
 // stop shuts the server down as SIGTERM would.

@@ -30,6 +30,11 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrBadRequest, "this endpoint speaks WebSocket only"))
 		return
 	}
+	client := s.clientAddr(r)
+	if !s.authed.take(client, s.limits.Authenticated) {
+		writeError(w, stage.Errorf(stage.ErrRateLimited, "too many realtime connections from one address"))
+		return
+	}
 	c, err := s.reg.Connect(r.Context(), claims.Meeting, claims.Participant)
 	if err != nil {
 		if stage.CodeOf(err) == stage.CodeNotFound {
@@ -37,13 +42,18 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 			// longer admits anyone.
 			err = stage.Errorf(stage.ErrUnauthenticated, "token no longer valid: "+err.Error())
 		}
+		s.authed.release(client)
 		writeError(w, err)
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.authed.release(client)
 		s.reg.Disconnect(c)
 		return // the upgrader has answered
+	}
+	if lc, ok := conn.NetConn().(*limitedConn); ok {
+		lc.authenticated() // counted by client address from here on
 	}
 	// The HTTP server's read and write deadlines stay on a hijacked
 	// connection: clear them. Reads get a deadline per message from here
@@ -53,10 +63,12 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	// then lets go of the request, its buffers and its deep stack, which
 	// would otherwise stay alive as long as the connection.
 	served := s.spawn(func() {
+		defer s.authed.release(client)
 		s.serveConn(conn, c, claims)
 		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
 	})
 	if !served { // shutting down
+		s.authed.release(client)
 		conn.Close()
 		s.reg.Disconnect(c)
 	}
@@ -160,10 +172,11 @@ func (w *wsConn) checkToken(now time.Time) {
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims) {
-	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
+	nc := underlying(conn.NetConn())
+	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
-	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(conn.NetConn()), claims: claims}
+	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(nc), claims: claims}
 	s.track(w, true)
 	c.SetWriter(func() {
 		w.writers.Add(1)

@@ -60,6 +60,8 @@ type Config struct {
 	// PublicURL is where clients reach the server, for links; empty means
 	// the request's host.
 	PublicURL string
+	// Limits bound the connections of one client address.
+	Limits ConnLimits
 	// OpenAPI is served at /v1/openapi.yaml.
 	OpenAPI []byte
 	// Logger receives the server's logs.
@@ -80,6 +82,9 @@ type Server struct {
 	conns    sync.WaitGroup
 
 	keyring   *Keyring
+	limits    ConnLimits
+	unauth    counter // TCP connections without an authenticated WebSocket, by peer
+	authed    counter // realtime connections, by client address
 	demoMu    sync.Mutex
 	demoLimit *limiter // demo webinars, for everyone together
 
@@ -118,7 +123,7 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	}
 	s := &Server{cfg: cfg, store: st, reg: reg, tokens: NewTokens(keys.Keyring, cfg.Now),
 		apiKey: keys.APIKeyHash, log: cfg.Logger, wsConns: map[*wsConn]struct{}{}, stopPinger: make(chan struct{}),
-		demoLimit: newLimiter(demoRate, demoBurst, cfg.Now()), keyring: keys.Keyring}
+		demoLimit: newLimiter(demoRate, demoBurst, cfg.Now()), keyring: keys.Keyring, limits: cfg.Limits.withDefaults()}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{protocol.Subprotocol},
 		// Participants authenticate with a token, not a cookie, so a page

@@ -114,7 +114,9 @@ func startBenchServer(cpu int, debugAddr string, extra ...string) (*benchServer,
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	argv := append([]string{exe, "serve", "-listen", addr, "-data", dir, "-api-key", benchKey, "-log-level", "warn"}, extra...)
+	// All the load comes from one address: lift the per-address limits.
+	argv := append([]string{exe, "serve", "-listen", addr, "-data", dir, "-api-key", benchKey, "-log-level", "warn",
+		"-conn-limit", "1000000", "-conn-limit-unauthenticated", "1000000"}, extra...)
 	if debugAddr != "" {
 		argv = append(argv, "-debug-addr", debugAddr)
 	}

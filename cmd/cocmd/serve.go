@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only with -debug-addr
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -40,6 +41,9 @@ type config struct {
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
 	MediaLoopback  bool   // offer loopback candidates too
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
+	ConnLimit      int    // realtime connections per client address
+	UnauthLimit    int    // unauthenticated connections per peer address
+	TrustedProxies string // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
 }
 
 func defaults() config {
@@ -50,6 +54,8 @@ func defaults() config {
 		LogLevel:       "info",
 		MediaLoopback:  true,
 		Dev:            "auto",
+		ConnLimit:      2000,
+		UnauthLimit:    64,
 	}
 }
 
@@ -119,10 +125,39 @@ func (c config) Validate() error {
 			return fmt.Errorf("debug address %q: must be a loopback address (127.0.0.1:port); it serves pprof without authentication", c.DebugAddr)
 		}
 	}
+	if c.ConnLimit < 1000 {
+		return fmt.Errorf("conn-limit %d: at least 1000 (a whole company may share one address)", c.ConnLimit)
+	}
+	if c.UnauthLimit < 1 {
+		return fmt.Errorf("conn-limit-unauthenticated %d: at least 1", c.UnauthLimit)
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		return errors.New("an API key must be at least 16 characters")
 	}
 	return nil
+}
+
+// trustedProxies parses TrustedProxies: CIDRs, or single addresses.
+func (c config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range strings.Split(c.TrustedProxies, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("trusted proxy %q: not an address or CIDR", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func (c config) publicIPs() []string {
@@ -161,6 +196,16 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
 	env("COCMD_DEV", &c.Dev)
+	env("COCMD_TRUSTED_PROXIES", &c.TrustedProxies)
+	for name, dst := range map[string]*int{"COCMD_CONN_LIMIT": &c.ConnLimit, "COCMD_CONN_LIMIT_UNAUTHENTICATED": &c.UnauthLimit} {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return c, fmt.Errorf("%s: %v", name, err)
+			}
+			*dst = n
+		}
+	}
 	if v := getenv("COCMD_MEDIA_LOOPBACK"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -187,6 +232,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
+	fs.IntVar(&c.ConnLimit, "conn-limit", c.ConnLimit, "realtime connections per client address (env COCMD_CONN_LIMIT)")
+	fs.IntVar(&c.UnauthLimit, "conn-limit-unauthenticated", c.UnauthLimit, "connections without a valid token per address (env COCMD_CONN_LIMIT_UNAUTHENTICATED)")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env COCMD_TRUSTED_PROXIES)")
 	fs.StringVar(&c.Dev, "dev", c.Dev, "development mode: the demo app can make demo webinars without the API key; auto: on when listening on loopback (env COCMD_DEV)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -268,8 +316,10 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	proxies, _ := cfg.trustedProxies() // checked by Validate
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
-		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
+		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies},
+		Web:    web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -283,7 +333,7 @@ func serve(args []string) error {
 	}
 	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	go func() { served <- hs.Serve(srv.Listener(ln)) }()
 	addr := "http://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
 	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
