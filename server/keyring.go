@@ -211,16 +211,3 @@ func (k *Keyring) Prune(now time.Time) ([]string, error) {
 	}
 	return gone, nil
 }
-
-// nextRetirement returns when the next key retires.
-func (k *Keyring) nextRetirement() (time.Time, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var next time.Time
-	for _, sk := range k.keys {
-		if sk.RetireAt != nil && (next.IsZero() || sk.RetireAt.Before(next)) {
-			next = *sk.RetireAt
-		}
-	}
-	return next, !next.IsZero()
-}
