@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,6 +390,8 @@ func TestRealtime_stageChangesLimited(t *testing.T) {
 	other := ts.join(ts.participant(mid, "other", "webinar_viewer"))
 	obs := observe("other", other)
 	v := ts.join(ts.participant(mid, "toggler", "webinar_viewer"))
+	marker := ts.join(ts.participant(mid, "marker", "webinar_viewer"))
+	defer marker.Close()
 	limited := 0
 	for i := range 30 {
 		var err error
@@ -406,8 +409,17 @@ func TestRealtime_stageChangesLimited(t *testing.T) {
 	}
 	must(t, v.Ping(ctx)) // other requests still pass
 	must(t, other.Ping(ctx))
-	time.Sleep(100 * time.Millisecond)
-	if n := len(obs.changes()); n > 10 {
+	// A marker after the toggles: once the observer has it, it has every
+	// change told before it (one order per meeting), however slow.
+	ts.mustAPI("POST", "/v1/meetings/"+mid+"/stage/grant", map[string]any{"user_ids": []string{"marker"}}, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(obs.changes(), func(c string) bool { return strings.HasPrefix(c, "marker:") }) {
+		if time.Now().After(deadline) {
+			t.Fatal("the observer never saw the marker's change")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(obs.changes()) - 1; n > 10 {
 		t.Fatalf("the others were told of %d changes", n)
 	}
 }

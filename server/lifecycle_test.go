@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -232,7 +233,10 @@ func TestGrace_dropAndReturn(t *testing.T) {
 	c.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"stage.requestAccess"}`))
 	response(t, c, 1)
 	c.NetConn().Close() // dropped, not closed
-	time.Sleep(100 * time.Millisecond)
+	// Nobody is told of a drop within the grace: wait until the server
+	// has noticed it (ann no longer connected), so the join below is a
+	// return, not a replacement.
+	waitLive(t, ts, mid, func(l live) bool { return !l.connected("ann") })
 	ann := ts.join(tok)
 	if ann.Stage.Status() != stage.Requested {
 		t.Fatalf("back within grace as %v", ann.Stage.Status())
@@ -248,6 +252,39 @@ func TestGrace_dropAndReturn(t *testing.T) {
 		p, ok := e.(client.PeerStageStatusUpdate)
 		return ok && p.Participant.UserID == "ann" && p.Reason == stage.CauseDepart
 	})
+}
+
+// live is GET /v1/meetings/{id}/live.
+type live struct {
+	Participants []struct {
+		UserID string `json:"user_id"`
+	}
+}
+
+func (l live) connected(uid string) bool {
+	for _, p := range l.Participants {
+		if p.UserID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// waitLive polls the meeting's live state until ok says so.
+func waitLive(t *testing.T, ts *testServer, mid string, ok func(live) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var l live
+		ts.mustAPI("GET", "/v1/meetings/"+mid+"/live", nil, &l)
+		if ok(l) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live state never became what was awaited: %+v", l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestSeq_growsAcrossRestart: event sequence numbers keep growing when the
@@ -268,7 +305,12 @@ func TestSeq_growsAcrossRestart(t *testing.T) {
 		}
 	}
 	ts.stop()
-	time.Sleep(10 * time.Millisecond)
+	// Sequence numbers start from the load time in milliseconds: the
+	// property under test needs the clock to have moved past the first
+	// load's millisecond, which a fast restart can beat.
+	for loaded := time.UnixMilli(int64(before / 1000)); !time.Now().After(loaded.Add(time.Millisecond)); {
+		runtime.Gosched()
+	}
 	ts.start()
 	c2, _, err := websocket.DefaultDialer.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/v1/realtime", bearer(ts.participant(mid, "bob", "webinar_viewer")))
 	if err != nil {
