@@ -48,6 +48,10 @@ type Options struct {
 	// connection when the token expires and the client stops with
 	// ErrUnauthenticated.
 	RefreshToken func(ctx context.Context) (string, error)
+	// CallTimeout bounds a call made while the client is reconnecting,
+	// when the call's context has no deadline of its own: past it, the
+	// call fails with ErrUnavailable. Default 10s.
+	CallTimeout time.Duration
 	// WebRTC is the pion API media connections are made with; nil means
 	// NewWebRTCAPI's.
 	WebRTC *webrtc.API
@@ -108,6 +112,9 @@ func Join(ctx context.Context, baseURL, token string, opts *Options) (*Meeting, 
 	}
 	if m.opts.ReadTimeout <= 0 {
 		m.opts.ReadTimeout = 60 * time.Second
+	}
+	if m.opts.CallTimeout <= 0 {
+		m.opts.CallTimeout = 10 * time.Second
 	}
 	m.log = m.opts.Logger
 	if m.log == nil {
@@ -526,8 +533,14 @@ func (m *Meeting) Close() error {
 }
 
 // call sends a request and waits for its response. While the client is
-// reconnecting, it waits for the connection (bounded by ctx).
+// reconnecting, it waits for the connection until ctx's deadline (or
+// Options.CallTimeout), then fails with ErrUnavailable.
 func (m *Meeting) call(ctx context.Context, method string, params any, result any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, m.opts.CallTimeout)
+		defer cancel()
+	}
 	var raw json.RawMessage
 	if params != nil {
 		b, err := json.Marshal(params)
@@ -552,7 +565,7 @@ func (m *Meeting) call(ctx context.Context, method string, params any, result an
 			case <-m.done:
 				continue
 			case <-ctx.Done():
-				return ctx.Err()
+				return fmt.Errorf("%w: not connected in time (%w)", ErrUnavailable, ctx.Err())
 			}
 		}
 		m.nextID++

@@ -217,3 +217,25 @@ func TestWeb_securityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// A call made while the SDK is reconnecting waits for the connection up to
+// its deadline, then fails with UNAVAILABLE; once the server is back, calls
+// work again.
+func TestClient_callWhileReconnecting(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "T", "type": "WEBINAR"})
+	m, err := client.Join(ctxT(t), ts.URL, ts.participant(mid, "ann", "webinar_viewer"), &client.Options{CallTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ts.stop()
+	waitFor(t, m, "the drop", func(e client.Event) bool { _, ok := e.(client.Disconnected); return ok })
+	if err := m.Stage.RequestAccess(context.Background()); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("a call while reconnecting: %v", err)
+	}
+	ts.start()
+	if err := m.Stage.RequestAccess(ctxT(t)); err != nil {
+		t.Fatalf("once the server is back: %v", err)
+	}
+}

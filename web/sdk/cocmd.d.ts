@@ -29,6 +29,11 @@ export interface InitOptions {
    * for an expired token; without it, the meeting closes (UNAUTHENTICATED) when the token expires.
    */
   refreshToken?: () => Promise<string>;
+  /**
+   * How long (ms) a call made while the meeting is reconnecting waits for the connection before it
+   * rejects with UNAVAILABLE; default 10000, as in the Go SDK.
+   */
+  callTimeout?: number;
 }
 
 /** Checks the token and returns a meeting; call join() on it. */

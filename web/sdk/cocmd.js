@@ -66,9 +66,9 @@ const STAGE_EVENTS = new Set(['stageStatusUpdate', 'stageRequestApproved', 'stag
  * Checks the token and returns a meeting, not yet joined. The SDK logs
  * nothing of its own accord: pass a logger (console, say) to see its
  * warnings.
- * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}, refreshToken?: () => Promise<string>}} options
+ * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}, refreshToken?: () => Promise<string>, callTimeout?: number}} options
  */
-export async function init({ authToken, baseURI, logger, refreshToken } = {}) {
+export async function init({ authToken, baseURI, logger, refreshToken, callTimeout = 10000 } = {}) {
   if (!authToken) throw new CocmdError('UNAUTHENTICATED', 'an authToken is required');
   const base = new URL(baseURI || globalThis.location?.origin || 'http://localhost:8080');
   let res;
@@ -81,7 +81,7 @@ export async function init({ authToken, baseURI, logger, refreshToken } = {}) {
   if (!res.ok) {
     throw new CocmdError(body.error?.code || 'INTERNAL', body.error?.message || `HTTP ${res.status}`);
   }
-  return new Meeting(base, authToken, body, logger || silent, refreshToken);
+  return new Meeting(base, authToken, body, logger || silent, refreshToken, callTimeout);
 }
 
 /** A participant as this client knows it. */
@@ -161,6 +161,10 @@ class Stage extends Emitter {
   }
 }
 
+function sameRequests(a, b) {
+  return a.length === b.length && a.every((r, i) => r.participantId === b[i].participantId && +r.requestedAt === +b[i].requestedAt);
+}
+
 function toRequest(r) {
   return { participantId: r.participant_id, userId: r.user_id, name: r.name, requestedAt: new Date(r.requested_at) };
 }
@@ -206,15 +210,16 @@ class Self extends Emitter {
 
 /** A joined meeting. */
 class Meeting extends Emitter {
-  #base; #token; #refreshToken; #refreshed = false; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
+  #base; #token; #refreshToken; #refreshed = false; #callTimeout; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
   #connected = null; #backoff = 250; #everConnected = false;
-  constructor(base, token, info, log, refreshToken) {
+  constructor(base, token, info, log, refreshToken, callTimeout) {
     super(log);
     /** Where the SDK's warnings go (init's logger). */
     this._log = log;
     this.#base = base;
     this.#token = token;
     this.#refreshToken = refreshToken;
+    this.#callTimeout = callTimeout;
     this.id = info.meeting_id;
     /** The meeting: id, title, type, max_on_stage, stage_request_ttl. */
     this.info = { id: info.meeting_id };
@@ -343,6 +348,7 @@ class Meeting extends Emitter {
     for (const [id, p] of this.participants.joined) {
       if (!seen.has(id)) { p.stageStatus = StageStatus.OFF_STAGE; p.connected = false; this.participants.joined.delete(id); }
     }
+    const oldRequests = this.participants.requests;
     this.participants.requests = (w.requests || []).map(toRequest);
     this.participants.count = w.participant_count;
     if (!reconnect) return;
@@ -354,7 +360,10 @@ class Meeting extends Emitter {
       const was = old.get(p.id) || StageStatus.OFF_STAGE;
       if (was !== p.stageStatus) this.stage.emit('peerStageStatusUpdate', { participant: p, status: p.stageStatus, oldStatus: was, missed: true });
     }
-    this.stage.emit('stageAccessRequestUpdate', { requests: this.participants.requests });
+    // Hosts only, and only if the pending list changed while away.
+    if (this.self.permissions.accept_stage_requests && !sameRequests(oldRequests, this.participants.requests)) {
+      this.stage.emit('stageAccessRequestUpdate', { requests: this.participants.requests, missed: true });
+    }
     this.participants.emit('update');
     this.emit('reconnected', { resumed: w.resumed });
   }
@@ -417,8 +426,12 @@ class Meeting extends Emitter {
         return;
       }
       case 'participantLeft': {
+        // The view first: someone off stage is gone from it; someone on
+        // stage (or invited) keeps its place, not connected, as a welcome
+        // would show it. Then the event.
         const p = this.participants.joined.get(d.id);
-        this.participants.joined.delete(d.id);
+        if (p && p.stageStatus !== StageStatus.OFF_STAGE) p.connected = false;
+        else this.participants.joined.delete(d.id);
         this.emit(name, p || { id: d.id, userId: d.user_id });
         this.participants.emit('update');
         return;
@@ -442,16 +455,41 @@ class Meeting extends Emitter {
   /** The subscriber connection's inbound-rtp statistics (RTCStats), for debugging and tests. */
   getMediaStats() { return this._media.stats(); }
 
-  /** Sends a request; resolves with its result. */
-  _call(method, params) {
-    const ws = this.#ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
-      return Promise.reject(new CocmdError('CONNECTION_LOST', 'not connected'));
-    }
+  /**
+   * Sends a request; resolves with its result. While the meeting is
+   * reconnecting, the call waits for the connection up to the call timeout
+   * (init's callTimeout, 10 s), then rejects with UNAVAILABLE, as the Go
+   * SDK does.
+   */
+  async _call(method, params) {
+    const ws = await this.#open();
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       ws.send(JSON.stringify(params === undefined ? { id, method } : { id, method, params }));
+    });
+  }
+
+  /** Resolves with the open WebSocket, waiting for a reconnect in progress. */
+  #open() {
+    const ready = () => this.#ws && this.#ws.readyState === WebSocket.OPEN;
+    if (ready()) return Promise.resolve(this.#ws);
+    if (this.#closed || !this.#everConnected) {
+      return Promise.reject(new CocmdError(this.#closed ? 'CLOSED' : 'CONNECTION_LOST', 'not connected'));
+    }
+    return new Promise((resolve, reject) => {
+      const done = (ok) => {
+        clearTimeout(timer);
+        this.off('connectionUpdate', onState);
+        if (ok) resolve(this.#ws);
+        else reject(new CocmdError(this.#closed ? 'CLOSED' : 'UNAVAILABLE', this.#closed ? 'the meeting was closed' : 'not connected in time'));
+      };
+      const onState = () => {
+        if (ready()) done(true);
+        else if (this.#closed) done(false);
+      };
+      const timer = setTimeout(() => done(false), this.#callTimeout);
+      this.on('connectionUpdate', onState);
     });
   }
 }
