@@ -21,6 +21,22 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/**
+ * Replaces container's children, keeping keyboard focus: if a control in
+ * it had focus, the control with the same data-key gets it back; if that
+ * one is gone (the Grant button of a request just granted), the first
+ * control left in the container, or the container itself. So a grant, a
+ * toggle or someone else's change never drops focus to the page.
+ */
+function replaceKeepingFocus(container, children) {
+  const active = document.activeElement;
+  const had = active && active !== container && container.contains(active) ? active.dataset.key || '' : null;
+  container.replaceChildren(...children);
+  if (had === null || container.contains(document.activeElement)) return;
+  const same = had && [...container.querySelectorAll('[data-key]')].find((el) => el.dataset.key === had && !el.disabled);
+  (same || container.querySelector('button:not([disabled]), a[href]') || container).focus();
+}
+
 function toast(text, kind = '') {
   const t = h(`div.toast${kind ? '.' + kind : ''}`, { role: kind ? 'alert' : 'status' }, text);
   $('#toasts').append(t);
@@ -111,16 +127,16 @@ class Room {
     const m = this.m;
     document.title = `${m.info.title || 'Meeting'} — cocmd`;
     $('#meeting-title').textContent = m.info.title || '';
-    this.stageGrid = h('div.grid', { id: 'stage', 'aria-label': 'Stage' });
+    this.stageGrid = h('div.grid', { id: 'stage', role: 'group', 'aria-label': 'People on stage', tabindex: '-1' });
     this.counts = h('span.counts', { 'aria-live': 'polite' });
-    this.controls = h('div.controls', { id: 'controls', 'aria-label': 'Your stage controls' });
+    this.controls = h('div.controls', { id: 'controls', role: 'group', 'aria-label': 'Your stage controls', tabindex: '-1' });
     const stageCol = h('section', { 'aria-labelledby': 'stage-title' },
       h('div.stage-head', {}, h('h2', { id: 'stage-title' }, 'Stage'), this.counts),
       this.stageGrid, this.controls);
     const layout = h('div.room', {}, stageCol);
     if (this.isHost) {
-      this.requests = h('ul.list', { id: 'requests' });
-      this.viewers = h('ul.list', { id: 'viewers' });
+      this.requests = h('ul.list', { id: 'requests', 'aria-labelledby': 'req-title', tabindex: '-1' });
+      this.viewers = h('ul.list', { id: 'viewers', 'aria-labelledby': 'viewers-title', tabindex: '-1' });
       this.grantAll = h('button.btn.btn-small', { type: 'button', onclick: () => this.act(() => m.stage.grantAccess(m.participants.requests.map((r) => r.userId))) }, 'Grant all');
       layout.append(h('aside.side', { 'aria-label': 'Host controls' },
         h('section.panel', { 'aria-labelledby': 'req-title' }, h('h2', { id: 'req-title' }, h('span', { id: 'req-count' }, 'Requests'), this.grantAll), this.requests),
@@ -207,7 +223,7 @@ class Room {
     t.avatar.hidden = hasVideo;
     t.avatar.textContent = (name || '?').slice(0, 1).toUpperCase();
     t.label.textContent = self ? `${name} (you)` : name;
-    t.actions.replaceChildren(kick ? h('button.btn.btn-danger.btn-small', { type: 'button', 'aria-label': `Remove ${name} from the stage`, onclick: kick }, 'Kick') : '');
+    replaceKeepingFocus(t.actions, kick ? [h('button.btn.btn-danger.btn-small', { type: 'button', 'aria-label': `Kick ${name} off the stage`, dataset: { key: `kick:${userId}` }, onclick: kick }, 'Kick')] : []);
     return t.el;
   }
 
@@ -230,7 +246,7 @@ class Room {
       els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick }));
     }
     for (const k of this.tiles.keys()) if (!keep.has(k)) this.tiles.delete(k);
-    this.stageGrid.replaceChildren(...(els.length ? els : [h('div.empty', {}, 'Nobody is on stage yet.')]));
+    replaceKeepingFocus(this.stageGrid, els.length ? els : [h('div.empty', {}, 'Nobody is on stage yet.')]);
     const n = onStage.length + (s.stageStatus === StageStatus.ON_STAGE ? 1 : 0);
     this.counts.textContent = `${n} on stage · ${m.participants.count} in the meeting`;
 
@@ -239,19 +255,19 @@ class Room {
       const reqs = m.participants.requests;
       $('#req-count').textContent = `Requests (${reqs.length})`;
       this.grantAll.disabled = !reqs.length;
-      this.requests.replaceChildren(...(reqs.length ? reqs.map((r) => h('li', { dataset: { user: r.userId } },
+      replaceKeepingFocus(this.requests, reqs.length ? reqs.map((r) => h('li', { dataset: { user: r.userId } },
         h('span.name', {}, r.name),
         h('span.meta', {}, r.requestedAt.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })),
-        h('button.btn.btn-ok.btn-small', { type: 'button', 'aria-label': `Grant ${r.name}`, onclick: () => this.act(() => m.stage.grantAccess([r.userId])) }, 'Grant'),
-        h('button.btn.btn-ghost.btn-small', { type: 'button', 'aria-label': `Deny ${r.name}`, onclick: () => this.act(() => m.stage.denyAccess([r.userId])) }, 'Deny'),
-      )) : [h('li.muted', {}, 'No pending requests.')]));
+        h('button.btn.btn-ok.btn-small', { type: 'button', 'aria-label': `Grant ${r.name}`, dataset: { key: `grant:${r.userId}` }, onclick: () => this.act(() => m.stage.grantAccess([r.userId])) }, 'Grant'),
+        h('button.btn.btn-ghost.btn-small', { type: 'button', 'aria-label': `Deny ${r.name}`, dataset: { key: `deny:${r.userId}` }, onclick: () => this.act(() => m.stage.denyAccess([r.userId])) }, 'Deny'),
+      )) : [h('li.muted', {}, 'No pending requests.')]);
       const viewers = m.participants.viewers().filter((p) => p.stageStatus !== StageStatus.REQUESTED_TO_JOIN_STAGE);
-      this.viewers.replaceChildren(...(viewers.length ? viewers.map((p) => h('li', { dataset: { user: p.userId } },
+      replaceKeepingFocus(this.viewers, viewers.length ? viewers.map((p) => h('li', { dataset: { user: p.userId } },
         h('span.name', {}, p.name),
         p.stageStatus === StageStatus.ACCEPTED_TO_JOIN_STAGE
           ? h('span.badge', {}, 'Invited')
-          : h('button.btn.btn-ghost.btn-small', { type: 'button', 'aria-label': `Invite ${p.name} to the stage`, onclick: () => this.act(() => m.stage.grantAccess([p.userId])) }, 'Invite'),
-      )) : [h('li.muted', {}, 'No viewers yet.')]));
+          : h('button.btn.btn-ghost.btn-small', { type: 'button', 'aria-label': `Invite ${p.name} to the stage`, dataset: { key: `invite:${p.userId}` }, onclick: () => this.act(() => m.stage.grantAccess([p.userId])) }, 'Invite'),
+      )) : [h('li.muted', {}, 'No viewers yet.')]);
     }
 
     // This participant's controls.
@@ -263,25 +279,25 @@ class Room {
       c.push(h('span.status', {}, 'You are watching.'));
     } else if (st === StageStatus.ON_STAGE) {
       c.push(h('span.badge.live', {}, 'LIVE'), h('span.status', {}, 'You are on stage.'));
-      if (perms.media?.video) c.push(h('button.btn.toggle', { type: 'button', 'aria-pressed': String(s.videoEnabled), onclick: () => this.act(() => s.videoEnabled ? s.disableVideo() : s.enableVideo()) }, s.videoEnabled ? 'Camera on' : 'Camera off'));
-      if (perms.media?.audio) c.push(h('button.btn.toggle', { type: 'button', 'aria-pressed': String(s.audioEnabled), onclick: () => this.act(() => s.audioEnabled ? s.disableAudio() : s.enableAudio()) }, s.audioEnabled ? 'Mic on' : 'Mic off'));
-      c.push(h('button.btn.btn-danger', { type: 'button', onclick: () => this.act(() => m.stage.leave()) }, 'Leave the stage'));
+      if (perms.media?.video) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'camera' }, 'aria-pressed': String(s.videoEnabled), onclick: () => this.act(() => s.videoEnabled ? s.disableVideo() : s.enableVideo()) }, s.videoEnabled ? 'Camera on' : 'Camera off'));
+      if (perms.media?.audio) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'mic' }, 'aria-pressed': String(s.audioEnabled), onclick: () => this.act(() => s.audioEnabled ? s.disableAudio() : s.enableAudio()) }, s.audioEnabled ? 'Mic on' : 'Mic off'));
+      c.push(h('button.btn.btn-danger', { type: 'button', dataset: { key: 'leave' }, onclick: () => this.act(() => m.stage.leave()) }, 'Leave the stage'));
     } else if (st === StageStatus.ACCEPTED_TO_JOIN_STAGE) {
       c.push(h('span.status', {}, 'You are invited to the stage.'),
-        h('button.btn', { type: 'button', onclick: () => this.act(() => m.stage.join()) }, 'Join the stage'),
-        h('button.btn.btn-ghost', { type: 'button', onclick: () => this.act(() => m.stage.leave()) }, 'Decline'));
+        h('button.btn', { type: 'button', dataset: { key: 'join' }, onclick: () => this.act(() => m.stage.join()) }, 'Join the stage'),
+        h('button.btn.btn-ghost', { type: 'button', dataset: { key: 'decline' }, onclick: () => this.act(() => m.stage.leave()) }, 'Decline'));
     } else if (st === StageStatus.REQUESTED_TO_JOIN_STAGE) {
       c.push(h('span.status', {}, 'Waiting for a host…'),
-        h('button.btn.btn-ghost', { type: 'button', onclick: () => this.act(() => m.stage.cancelRequestAccess()) }, 'Cancel request'));
+        h('button.btn.btn-ghost', { type: 'button', dataset: { key: 'cancel' }, onclick: () => this.act(() => m.stage.cancelRequestAccess()) }, 'Cancel request'));
     } else if (perms.stage_access === 'ALLOWED') {
       if (this.notice) c.push(h('span.status', { role: 'status' }, this.notice));
-      c.push(h('button.btn', { type: 'button', onclick: () => { this.notice = null; this.act(() => m.stage.join()); } }, 'Join the stage'));
+      c.push(h('button.btn', { type: 'button', dataset: { key: 'join' }, onclick: () => { this.notice = null; this.act(() => m.stage.join()); } }, 'Join the stage'));
     } else {
       if (this.notice) c.push(h('span.status', { role: 'status', id: 'notice' }, this.notice));
-      c.push(h('button.btn', { type: 'button', onclick: () => { this.notice = null; this.act(() => m.stage.requestAccess()); } }, 'Request to join the stage'));
+      c.push(h('button.btn', { type: 'button', dataset: { key: 'request' }, onclick: () => { this.notice = null; this.act(() => m.stage.requestAccess()); } }, 'Request to join the stage'));
     }
     for (const b of c) if (b.tagName === 'BUTTON') b.disabled = reconnecting;
-    this.controls.replaceChildren(...c);
+    replaceKeepingFocus(this.controls, c);
   }
 }
 
