@@ -121,7 +121,7 @@ class Room {
     this.soundOn = false;
   }
 
-  get isHost() { const p = this.m.self.permissions; return p.accept_stage_requests || p.kick_participant; }
+  get isHost() { const p = this.m.self.permissions; return p.acceptStageRequests || p.kickParticipant; }
 
   start() {
     const m = this.m;
@@ -242,7 +242,7 @@ class Room {
     }
     for (const p of onStage) {
       keep.add(p.id);
-      const kick = s.permissions.kick_participant ? () => this.act(() => m.stage.kick([p.userId])) : null;
+      const kick = s.permissions.kickParticipant ? () => this.act(() => m.stage.kick([p.userId])) : null;
       els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick }));
     }
     for (const k of this.tiles.keys()) if (!keep.has(k)) this.tiles.delete(k);
@@ -275,12 +275,12 @@ class Room {
     const c = [];
     const st = s.stageStatus;
     const reconnecting = m.connectionState !== 'connected';
-    if (!perms.stage_enabled || perms.stage_access === 'NOT_ALLOWED') {
+    if (!perms.stageEnabled || perms.stageAccess === 'NOT_ALLOWED') {
       c.push(h('span.status', {}, 'You are watching.'));
     } else if (st === StageStatus.ON_STAGE) {
       c.push(h('span.badge.live', {}, 'LIVE'), h('span.status', {}, 'You are on stage.'));
-      if (perms.media?.video) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'camera' }, 'aria-pressed': String(s.videoEnabled), onclick: () => this.act(() => s.videoEnabled ? s.disableVideo() : s.enableVideo()) }, s.videoEnabled ? 'Camera on' : 'Camera off'));
-      if (perms.media?.audio) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'mic' }, 'aria-pressed': String(s.audioEnabled), onclick: () => this.act(() => s.audioEnabled ? s.disableAudio() : s.enableAudio()) }, s.audioEnabled ? 'Mic on' : 'Mic off'));
+      if (perms.media.video) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'camera' }, 'aria-pressed': String(s.videoEnabled), onclick: () => this.act(() => s.videoEnabled ? s.disableVideo() : s.enableVideo()) }, s.videoEnabled ? 'Camera on' : 'Camera off'));
+      if (perms.media.audio) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'mic' }, 'aria-pressed': String(s.audioEnabled), onclick: () => this.act(() => s.audioEnabled ? s.disableAudio() : s.enableAudio()) }, s.audioEnabled ? 'Mic on' : 'Mic off'));
       c.push(h('button.btn.btn-danger', { type: 'button', dataset: { key: 'leave' }, onclick: () => this.act(() => m.stage.leave()) }, 'Leave the stage'));
     } else if (st === StageStatus.ACCEPTED_TO_JOIN_STAGE) {
       c.push(h('span.status', {}, 'You are invited to the stage.'),
@@ -289,7 +289,7 @@ class Room {
     } else if (st === StageStatus.REQUESTED_TO_JOIN_STAGE) {
       c.push(h('span.status', {}, 'Waiting for a host…'),
         h('button.btn.btn-ghost', { type: 'button', dataset: { key: 'cancel' }, onclick: () => this.act(() => m.stage.cancelRequestAccess()) }, 'Cancel request'));
-    } else if (perms.stage_access === 'ALLOWED') {
+    } else if (perms.stageAccess === 'ALLOWED') {
       if (this.notice) c.push(h('span.status', { role: 'status' }, this.notice));
       c.push(h('button.btn', { type: 'button', dataset: { key: 'join' }, onclick: () => { this.notice = null; this.act(() => m.stage.join()); } }, 'Join the stage'));
     } else {

@@ -1,13 +1,18 @@
-// Type declarations of cocmd's browser SDK (cocmd.js).
+// Type declarations of cocmd's browser SDK (cocmd.js). The implementation
+// is checked against them: cocmd.js names these types in JSDoc (@implements,
+// @type) and `npm run typecheck` compiles it with checkJs.
+//
+// Public objects are camelCase; the wire (docs/protocol.md) is snake_case.
 
 /** The spec's error codes, and the SDK's own for the connection. */
 export type ErrorCode =
   | 'STAGE_DISABLED' | 'PERMISSION_DENIED' | 'INVALID_STAGE_STATUS' | 'NO_REQUEST_TO_CANCEL'
   | 'NOT_FOUND' | 'STAGE_FULL' | 'BAD_REQUEST' | 'UNAUTHENTICATED' | 'RATE_LIMITED' | 'UNAVAILABLE' | 'INTERNAL'
-  | 'CONNECTION_LOST' | 'UNAVAILABLE' | 'REPLACED' | 'REMOVED' | 'MEETING_ENDED' | 'CLOSED';
+  | 'CONNECTION_LOST' | 'REPLACED' | 'REMOVED' | 'MEETING_ENDED' | 'CLOSED';
 
 /** The error every rejected promise of the SDK carries. */
 export class CocmdError extends Error {
+  constructor(code: ErrorCode, message?: string, results?: BatchResult[]);
   readonly code: ErrorCode;
   /** grantAccess, denyAccess and kick: the result of each user id. */
   readonly results?: BatchResult[];
@@ -34,6 +39,18 @@ export interface InitOptions {
    * rejects with UNAVAILABLE; default 10000, as in the Go SDK.
    */
   callTimeout?: number;
+  /**
+   * What the SDK talks through; by default the page's own. Tests inject fakes, and a program
+   * without WebRTC (Node, say) gets the stage without media.
+   */
+  transport?: Transport;
+}
+
+export interface Transport {
+  WebSocket?: new (url: string | URL, protocols?: string | string[]) => WebSocket;
+  fetch?: typeof fetch;
+  /** Absent: no media (enableVideo and the others reject with UNAVAILABLE; no one's stream arrives). */
+  RTCPeerConnection?: typeof RTCPeerConnection;
 }
 
 /** Checks the token and returns a meeting; call join() on it. */
@@ -44,15 +61,15 @@ export interface BatchResult { userId: string; error: CocmdError | null }
 export interface StageRequest { participantId: string; userId: string; name: string; requestedAt: Date }
 
 export interface Permissions {
-  stage_enabled: boolean;
-  stage_access: 'ALLOWED' | 'CAN_REQUEST' | 'NOT_ALLOWED';
-  accept_stage_requests: boolean;
-  kick_participant: boolean;
+  stageEnabled: boolean;
+  stageAccess: 'ALLOWED' | 'CAN_REQUEST' | 'NOT_ALLOWED';
+  acceptStageRequests: boolean;
+  kickParticipant: boolean;
   media: { audio: boolean; video: boolean; screenshare: boolean };
-  hidden_participant: boolean;
+  hiddenParticipant: boolean;
 }
 
-interface Emitter<Events> {
+export interface Emitter<Events> {
   on<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
   off<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
   once<E extends keyof Events>(event: E, handler: (payload: Events[E]) => void): this;
@@ -75,7 +92,7 @@ export interface StageEvents {
   stageRequestRejected: { reason: 'deny' | 'expire' | string };
   removedFromStage: Record<string, never>;
   newStageRequest: { count: number; request: StageRequest };
-  stageAccessRequestUpdate: { requests: StageRequest[] };
+  stageAccessRequestUpdate: { requests: StageRequest[]; missed?: boolean };
   peerStageStatusUpdate: { participant: Participant; status: StageStatusValue; oldStatus: StageStatusValue; reason?: string; missed?: boolean };
 }
 
@@ -93,7 +110,7 @@ export interface Stage extends Emitter<StageEvents> {
 }
 
 export interface ParticipantsEvents {
-  update: void;
+  update: undefined;
   mediaUpdate: { participant: Participant; kind?: 'audio' | 'video'; source?: string; removed?: boolean };
 }
 
@@ -138,8 +155,10 @@ export interface MeetingInfo {
   id: string;
   title?: string;
   type?: 'WEBINAR' | 'GROUP_CALL';
-  max_on_stage?: number;
-  stage_request_ttl?: number;
+  /** 0 or absent: no limit. */
+  maxOnStage?: number;
+  /** Seconds; 0 or absent: requests never expire. */
+  stageRequestTtl?: number;
 }
 
 export interface MeetingEvents {

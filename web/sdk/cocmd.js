@@ -10,106 +10,257 @@
 // and WebRTC with the server's SFU: a subscriber connection that receives
 // everyone on stage, and a publisher connection for this participant's
 // camera and microphone while it is on stage. It reconnects by itself.
-// Types: cocmd.d.ts.
+//
+// Types: cocmd.d.ts. This file names them in JSDoc and `npm run typecheck`
+// checks it against them (checkJs). Public objects are camelCase, the wire
+// snake_case; private state is in # fields only.
 
-/** The error every rejected promise of the SDK carries. */
+/** @typedef {import('./cocmd.js').ErrorCode} ErrorCode */
+/** @typedef {import('./cocmd.js').BatchResult} BatchResult */
+/** @typedef {import('./cocmd.js').StageRequest} StageRequest */
+/** @typedef {import('./cocmd.js').StageStatusValue} StageStatusValue */
+/** @typedef {import('./cocmd.js').Permissions} Permissions */
+/** @typedef {import('./cocmd.js').MeetingInfo} MeetingInfo */
+/** @typedef {import('./cocmd.js').Transport} Transport */
+/** @typedef {import('./cocmd.js').StageEvents} StageEvents */
+/** @typedef {import('./cocmd.js').SelfEvents} SelfEvents */
+/** @typedef {import('./cocmd.js').ParticipantsEvents} ParticipantsEvents */
+/** @typedef {import('./cocmd.js').MeetingEvents} MeetingEvents */
+/** @typedef {import('./cocmd.js').CocmdError} CocmdErrorAPI */
+/** @typedef {import('./cocmd.js').Participant} ParticipantAPI */
+/** @typedef {import('./cocmd.js').Participants} ParticipantsAPI */
+/** @typedef {import('./cocmd.js').Stage} StageAPI */
+/** @typedef {import('./cocmd.js').Self} SelfAPI */
+/** @typedef {import('./cocmd.js').Meeting} MeetingAPI */
+/**
+ * @template E
+ * @typedef {import('./cocmd.js').Emitter<E>} EmitterAPI
+ */
+/** @typedef {{warn: (...args: unknown[]) => void, error: (...args: unknown[]) => void}} Logger */
+/** @typedef {'new' | 'connected' | 'reconnecting' | 'closed'} ConnectionState */
+
+/**
+ * A participant as the wire describes it (docs/protocol.md).
+ * @typedef {{id: string, user_id: string, name: string, preset?: string, stage_status: StageStatusValue, connected?: boolean}} WireParticipant
+ */
+/** @typedef {{participant_id: string, user_id: string, name: string, requested_at: string}} WireRequest */
+/** @typedef {{type: string, id?: number, seq?: number, event?: string, data?: any, error?: {code: ErrorCode, message: string}}} WireMessage */
+
+/**
+ * The error every rejected promise of the SDK carries.
+ * @implements {CocmdErrorAPI}
+ */
 export class CocmdError extends Error {
+  /**
+   * @param {ErrorCode} code
+   * @param {string} [message]
+   * @param {BatchResult[]} [results]
+   */
   constructor(code, message, results) {
     super(message || code);
     this.name = 'CocmdError';
     /** One of the spec's codes: PERMISSION_DENIED, INVALID_STAGE_STATUS, … */
     this.code = code;
     /** For grantAccess, denyAccess and kick: the result of each user id. */
-    if (results) this.results = results;
+    this.results = results;
   }
 }
 
 /** The stage statuses. */
-export const StageStatus = Object.freeze({
+export const StageStatus = Object.freeze(/** @type {const} */ ({
   OFF_STAGE: 'OFF_STAGE',
   REQUESTED_TO_JOIN_STAGE: 'REQUESTED_TO_JOIN_STAGE',
   ACCEPTED_TO_JOIN_STAGE: 'ACCEPTED_TO_JOIN_STAGE',
   ON_STAGE: 'ON_STAGE',
-});
+}));
 
+/** @type {Logger} */
 const silent = { warn() {}, error() {} };
 
-/** A minimal event emitter: on, off, once. A handler that throws is reported to log. */
+/**
+ * emit calls target's handlers of event. It lives outside the classes so
+ * that only this module can emit: the emitters' handlers are # fields.
+ * @type {<E extends object, K extends keyof E>(target: Emitter<E>, event: K, payload: E[K]) => void}
+ */
+let emit;
+
+/**
+ * A minimal event emitter: on, off, once. A handler that throws is reported
+ * to the log.
+ * @template {object} Events
+ * @implements {EmitterAPI<Events>}
+ */
 class Emitter {
+  /** @type {Map<keyof Events, Set<(payload: any) => void>>} */
   #handlers = new Map();
   #log;
-  constructor(log = silent) { this.#log = log; }
+  /** @param {Logger} log */
+  constructor(log) { this.#log = log; }
+  /**
+   * @template {keyof Events} E
+   * @param {E} event
+   * @param {(payload: Events[E]) => void} fn
+   * @returns {this}
+   */
   on(event, fn) {
-    if (!this.#handlers.has(event)) this.#handlers.set(event, new Set());
-    this.#handlers.get(event).add(fn);
+    let set = this.#handlers.get(event);
+    if (!set) this.#handlers.set(event, set = new Set());
+    set.add(fn);
     return this;
   }
+  /**
+   * @template {keyof Events} E
+   * @param {E} event
+   * @param {(payload: Events[E]) => void} fn
+   * @returns {this}
+   */
   off(event, fn) {
     this.#handlers.get(event)?.delete(fn);
     return this;
   }
+  /**
+   * @template {keyof Events} E
+   * @param {E} event
+   * @param {(payload: Events[E]) => void} fn
+   * @returns {this}
+   */
   once(event, fn) {
-    const w = (...a) => { this.off(event, w); fn(...a); };
+    /** @param {Events[E]} payload */
+    const w = (payload) => { this.off(event, w); fn(payload); };
     return this.on(event, w);
   }
-  emit(event, ...args) {
-    for (const fn of [...(this.#handlers.get(event) || [])]) {
-      try { fn(...args); } catch (e) { this.#log.error(`cocmd: a handler of ${event} threw`, e); }
-    }
+  static {
+    emit = (target, event, payload) => {
+      for (const fn of [...(target.#handlers.get(event) || [])]) {
+        try { fn(payload); } catch (e) { target.#log.error(`cocmd: a handler of ${String(event)} threw`, e); }
+      }
+    };
   }
 }
-
-const STAGE_EVENTS = new Set(['stageStatusUpdate', 'stageRequestApproved', 'stageRequestRejected',
-  'removedFromStage', 'newStageRequest', 'stageAccessRequestUpdate', 'peerStageStatusUpdate']);
 
 /**
  * Checks the token and returns a meeting, not yet joined. The SDK logs
  * nothing of its own accord: pass a logger (console, say) to see its
  * warnings.
- * @param {{authToken: string, baseURI?: string, logger?: {warn: Function, error: Function}, refreshToken?: () => Promise<string>, callTimeout?: number}} options
+ * @type {typeof import('./cocmd.js').init}
  */
-export async function init({ authToken, baseURI, logger, refreshToken, callTimeout = 10000 } = {}) {
+export const init = async function init({ authToken, baseURI, logger, refreshToken, callTimeout = 10000, transport = {} }) {
   if (!authToken) throw new CocmdError('UNAUTHENTICATED', 'an authToken is required');
   const base = new URL(baseURI || globalThis.location?.origin || 'http://localhost:8080');
+  const t = {
+    WebSocket: transport.WebSocket || globalThis.WebSocket,
+    fetch: transport.fetch || globalThis.fetch.bind(globalThis),
+    RTCPeerConnection: transport.RTCPeerConnection || globalThis.RTCPeerConnection,
+  };
+  const info = await checkToken(t.fetch, base, authToken);
+  return new Meeting({ base, token: authToken, meetingId: info.meeting_id, log: logger || silent, refreshToken, callTimeout, transport: t });
+};
+
+/**
+ * GET /v1/token: whether the token admits anyone, and why not.
+ * @param {typeof fetch} fetch
+ * @param {URL} base
+ * @param {string} token
+ * @returns {Promise<{meeting_id: string}>}
+ */
+async function checkToken(fetch, base, token) {
   let res;
   try {
-    res = await fetch(new URL('/v1/token', base), { headers: { Authorization: `Bearer ${authToken}` } });
+    res = await fetch(new URL('/v1/token', base), { headers: { Authorization: `Bearer ${token}` } });
   } catch (e) {
-    throw new CocmdError('UNAVAILABLE', `cannot reach the server at ${base.origin}: ${e.message}`);
+    throw new CocmdError('UNAVAILABLE', `cannot reach the server at ${base.origin}: ${e instanceof Error ? e.message : e}`);
   }
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) {
-    throw new CocmdError(body.error?.code || 'INTERNAL', body.error?.message || `HTTP ${res.status}`);
-  }
-  return new Meeting(base, authToken, body, logger || silent, refreshToken, callTimeout);
+  if (!res.ok) throw new CocmdError(body.error?.code || 'INTERNAL', body.error?.message || `HTTP ${res.status}`);
+  return body;
 }
 
-/** A participant as this client knows it. */
+/**
+ * @param {any} w the wire's permissions
+ * @returns {Permissions}
+ */
+function toPermissions(w = {}) {
+  const m = w.media || {};
+  return {
+    stageEnabled: !!w.stage_enabled, stageAccess: w.stage_access || 'NOT_ALLOWED',
+    acceptStageRequests: !!w.accept_stage_requests, kickParticipant: !!w.kick_participant,
+    media: { audio: !!m.audio, video: !!m.video, screenshare: !!m.screenshare },
+    hiddenParticipant: !!w.hidden_participant,
+  };
+}
+
+/**
+ * @param {any} w the wire's meeting
+ * @returns {MeetingInfo}
+ */
+function toMeetingInfo(w) {
+  return { id: w.id, title: w.title, type: w.type, maxOnStage: w.max_on_stage || 0, stageRequestTtl: w.stage_request_ttl || 0 };
+}
+
+/**
+ * @param {WireRequest} r
+ * @returns {StageRequest}
+ */
+function toRequest(r) {
+  return { participantId: r.participant_id, userId: r.user_id, name: r.name, requestedAt: new Date(r.requested_at) };
+}
+
+/**
+ * @param {StageRequest[]} a
+ * @param {StageRequest[]} b
+ */
+function sameRequests(a, b) {
+  return a.length === b.length && a.every((r, i) => r.participantId === b[i].participantId && +r.requestedAt === +b[i].requestedAt);
+}
+
+/**
+ * A participant as this client knows it.
+ * @implements {ParticipantAPI}
+ */
 class Participant {
+  /** @param {WireParticipant} p */
   constructor(p) {
     this.id = p.id;
     this.userId = p.user_id;
     this.name = p.name;
-    this.preset = p.preset;
+    this.preset = p.preset || '';
+    /** @type {StageStatusValue} */
     this.stageStatus = p.stage_status;
-    this.connected = p.connected;
-    /** The participant's media as received: a MediaStream for a <video>, or null. */
+    this.connected = !!p.connected;
+    /**
+     * The participant's media as received: a MediaStream for a <video>, or null.
+     * @type {MediaStream | null}
+     */
     this.stream = null;
-  }
-  _update(p) {
-    this.userId = p.user_id; this.name = p.name; this.preset = p.preset;
-    this.stageStatus = p.stage_status;
-    if (p.connected !== undefined) this.connected = p.connected;
   }
 }
 
-/** The meeting's participants, kept current. */
+/**
+ * Brings p up to date with what the wire says of it.
+ * @param {Participant} p
+ * @param {WireParticipant} w
+ */
+function updateParticipant(p, w) {
+  p.userId = w.user_id; p.name = w.name; p.preset = w.preset || p.preset;
+  p.stageStatus = w.stage_status;
+  if (w.connected !== undefined) p.connected = w.connected;
+}
+
+/**
+ * The meeting's participants, kept current.
+ * @extends {Emitter<ParticipantsEvents>}
+ * @implements {ParticipantsAPI}
+ */
 class Participants extends Emitter {
+  /** @param {Logger} log */
   constructor(log) {
     super(log);
     /** @type {Map<string, Participant>} by participant id, self excluded */
     this.joined = new Map();
-    /** Pending stage requests, oldest first (hosts only). */
+    /**
+     * Pending stage requests, oldest first (hosts only).
+     * @type {StageRequest[]}
+     */
     this.requests = [];
     /** How many participants are connected. */
     this.count = 0;
@@ -120,66 +271,92 @@ class Participants extends Emitter {
   onStage() { return this.all().filter((p) => p.stageStatus === StageStatus.ON_STAGE); }
   /** The connected participants off stage (hosts see everyone; others only who is on stage or invited). */
   viewers() { return this.all().filter((p) => p.stageStatus !== StageStatus.ON_STAGE && p.connected); }
-  /** The participant with a user id. */
+  /** @param {string} userId the participant with this user id */
   byUserId(userId) { return this.all().find((p) => p.userId === userId); }
 }
 
-/** meeting.stage: the seed's eight methods, the status and the stage events. */
+/** @typedef {(method: string, params?: object) => Promise<any>} Call */
+
+/**
+ * meeting.stage: the seed's eight methods, the status and the stage events.
+ * @extends {Emitter<StageEvents>}
+ * @implements {StageAPI}
+ */
 class Stage extends Emitter {
-  #m;
-  constructor(m) { super(m._log); this.#m = m; }
+  #call; #self;
+  /**
+   * @param {Logger} log
+   * @param {Call} call
+   * @param {Self} self
+   */
+  constructor(log, call, self) { super(log); this.#call = call; this.#self = self; }
   /** This participant's stage status. */
-  get status() { return this.#m.self.stageStatus; }
+  get status() { return this.#self.stageStatus; }
   /** The pending requests, oldest first (needs accept_stage_requests). */
   async getAccessRequests() {
-    const r = await this.#m._call('stage.getAccessRequests');
-    return r.requests.map(toRequest);
+    const r = await this.#call('stage.getAccessRequests');
+    return /** @type {WireRequest[]} */ (r.requests).map(toRequest);
   }
   /** Ask to join the stage. */
-  async requestAccess() { await this.#m._call('stage.requestAccess'); }
+  async requestAccess() { await this.#call('stage.requestAccess'); }
   /** Withdraw the pending request. */
-  async cancelRequestAccess() { await this.#m._call('stage.cancelRequestAccess'); }
-  /** Accept requests, or invite participants directly (needs accept_stage_requests). */
+  async cancelRequestAccess() { await this.#call('stage.cancelRequestAccess'); }
+  /** @param {string | string[]} userIds accept their requests, or invite them (needs accept_stage_requests) */
   grantAccess(userIds) { return this.#batch('stage.grantAccess', userIds); }
-  /** Reject requests, or withdraw invitations (needs accept_stage_requests). */
+  /** @param {string | string[]} userIds reject their requests, or withdraw their invitations (needs accept_stage_requests) */
   denyAccess(userIds) { return this.#batch('stage.denyAccess', userIds); }
   /** Join the stage: ACCEPTED_TO_JOIN_STAGE, or stage_access ALLOWED. */
-  async join() { await this.#m._call('stage.join'); }
+  async join() { await this.#call('stage.join'); }
   /** Leave the stage (or decline an invitation); the server stops this participant's tracks. */
-  async leave() { await this.#m._call('stage.leave'); }
-  /** Take participants off the stage (needs kick_participant). */
+  async leave() { await this.#call('stage.leave'); }
+  /** @param {string | string[]} userIds take them off the stage (needs kick_participant) */
   kick(userIds) { return this.#batch('stage.kick', userIds); }
+  /**
+   * @param {string} method
+   * @param {string | string[]} userIds
+   * @returns {Promise<BatchResult[]>}
+   */
   async #batch(method, userIds) {
     const ids = typeof userIds === 'string' ? [userIds] : [...userIds];
-    const r = await this.#m._call(method, { user_ids: ids });
-    const results = r.results.map((x) => ({ userId: x.user_id, error: x.error ? new CocmdError(x.error.code, x.error.message) : null }));
+    const r = await this.#call(method, { user_ids: ids });
+    /** @type {BatchResult[]} */
+    const results = r.results.map((/** @type {{user_id: string, error?: {code: ErrorCode, message: string}}} */ x) =>
+      ({ userId: x.user_id, error: x.error ? new CocmdError(x.error.code, x.error.message) : null }));
     const failed = results.filter((x) => x.error);
     if (failed.length) {
-      throw new CocmdError(failed[0].error.code, failed.map((x) => `${x.userId}: ${x.error.message}`).join('; '), results);
+      throw new CocmdError(/** @type {CocmdError} */ (failed[0].error).code, failed.map((x) => `${x.userId}: ${x.error?.message}`).join('; '), results);
     }
     return results;
   }
 }
 
-function sameRequests(a, b) {
-  return a.length === b.length && a.every((r, i) => r.participantId === b[i].participantId && +r.requestedAt === +b[i].requestedAt);
-}
-
-function toRequest(r) {
-  return { participantId: r.participant_id, userId: r.user_id, name: r.name, requestedAt: new Date(r.requested_at) };
-}
-
-/** meeting.self: this participant, its permissions and its media. */
+/**
+ * meeting.self: this participant, its permissions and its media.
+ * @extends {Emitter<SelfEvents>}
+ * @implements {SelfAPI}
+ */
 class Self extends Emitter {
-  #m;
-  constructor(m) {
-    super(m._log);
-    this.#m = m;
+  #info; #media;
+  /**
+   * @param {Logger} log
+   * @param {() => MeetingInfo} info the meeting's settings, as now
+   * @param {() => Media} media
+   */
+  constructor(log, info, media) {
+    super(log);
+    this.#info = info;
+    this.#media = media;
     this.id = ''; this.userId = ''; this.name = ''; this.preset = '';
+    /** @type {StageStatusValue} */
     this.stageStatus = StageStatus.OFF_STAGE;
-    this.permissions = {};
-    /** The local camera and microphone tracks while enabled, else null. */
+    /** @type {Permissions} */
+    this.permissions = toPermissions();
+    /**
+     * The local camera and microphone tracks while enabled, else null.
+     * @type {MediaStreamTrack | null}
+     */
     this.videoTrack = null;
+    /** @type {MediaStreamTrack | null} */
     this.audioTrack = null;
   }
   get videoEnabled() { return !!this.videoTrack; }
@@ -187,79 +364,117 @@ class Self extends Emitter {
   /** Whether this participant may publish now (on stage, or no stage at all). */
   get canPublish() {
     const p = this.permissions;
-    if (this.#m.info.type !== 'WEBINAR' || !p.stage_enabled) return !p.hidden_participant;
+    if (this.#info().type !== 'WEBINAR' || !p.stageEnabled) return !p.hiddenParticipant;
     return this.stageStatus === StageStatus.ON_STAGE;
   }
-  /** Turn the camera on and publish it; only on stage. */
-  enableVideo(constraints = true) { return this.#m._media.enable({ video: constraints }); }
+  /** @param {boolean | MediaTrackConstraints} [constraints] turn the camera on and publish it; only on stage */
+  enableVideo(constraints = true) { return this.#media().enable({ video: constraints }); }
   /** Turn the camera off. */
-  disableVideo() { return this.#m._media.disable('video'); }
-  /** Turn the microphone on and publish it; only on stage. */
-  enableAudio(constraints = true) { return this.#m._media.enable({ audio: constraints }); }
+  disableVideo() { return this.#media().disable('video'); }
+  /** @param {boolean | MediaTrackConstraints} [constraints] turn the microphone on and publish it; only on stage */
+  enableAudio(constraints = true) { return this.#media().enable({ audio: constraints }); }
   /**
    * Turn on the camera and the microphone together, as the preset allows
    * (one prompt, one publication); only on stage.
+   * @param {{audio?: boolean | MediaTrackConstraints, video?: boolean | MediaTrackConstraints}} [kinds]
    */
   enableMedia({ audio = true, video = true } = {}) {
-    const p = this.permissions.media || {};
-    return this.#m._media.enable({ audio: p.audio && audio, video: p.video && video });
+    const p = this.permissions.media;
+    return this.#media().enable({ audio: p.audio && audio, video: p.video && video });
   }
   /** Turn the microphone off. */
-  disableAudio() { return this.#m._media.disable('audio'); }
+  disableAudio() { return this.#media().disable('audio'); }
 }
 
-/** A joined meeting. */
+/**
+ * @typedef {object} MeetingOptions
+ * @property {URL} base
+ * @property {string} token
+ * @property {string} meetingId
+ * @property {Logger} log
+ * @property {(() => Promise<string>) | undefined} refreshToken
+ * @property {number} callTimeout
+ * @property {Required<Pick<Transport, 'WebSocket' | 'fetch'>> & Pick<Transport, 'RTCPeerConnection'>} transport
+ */
+
+/**
+ * A meeting: join() connects it.
+ * @extends {Emitter<MeetingEvents>}
+ * @implements {MeetingAPI}
+ */
 class Meeting extends Emitter {
-  #base; #token; #refreshToken; #refreshed = false; #callTimeout; #ws = null; #nextId = 0; #pending = new Map(); #closed = false;
-  #connected = null; #backoff = 250; #everConnected = false;
-  constructor(base, token, info, log, refreshToken, callTimeout) {
-    super(log);
-    /** Where the SDK's warnings go (init's logger). */
-    this._log = log;
-    this.#base = base;
-    this.#token = token;
-    this.#refreshToken = refreshToken;
-    this.#callTimeout = callTimeout;
-    this.id = info.meeting_id;
-    /** The meeting: id, title, type, max_on_stage, stage_request_ttl. */
-    this.info = { id: info.meeting_id };
-    this.stage = new Stage(this);
-    this.self = new Self(this);
-    this.participants = new Participants(log);
-    /** 'new', 'connected', 'reconnecting' or 'closed'. */
+  #o; #token; #refreshed = false; #log;
+  /** @type {Media} */
+  #media;
+  /** @type {WebSocket | null} */
+  #ws = null;
+  #nextId = 0;
+  /** @type {Map<number, {resolve: (data: any) => void, reject: (e: CocmdError) => void}>} */
+  #pending = new Map();
+  #closed = false;
+  /** @type {Promise<this> | null} */
+  #connected = null;
+  #backoff = 250;
+  #everConnected = false;
+
+  /** @param {MeetingOptions} o */
+  constructor(o) {
+    super(o.log);
+    this.#o = o;
+    this.#token = o.token;
+    this.#log = o.log;
+    this.id = o.meetingId;
+    /**
+     * The meeting: id, title, type, maxOnStage, stageRequestTtl.
+     * @type {MeetingInfo}
+     */
+    this.info = { id: o.meetingId };
+    const call = /** @type {Call} */ ((method, params) => this.#call(method, params));
+    this.self = new Self(o.log, () => this.info, () => this.#media);
+    this.stage = new Stage(o.log, call, this.self);
+    this.participants = new Participants(o.log);
+    /** @type {ConnectionState} */
     this.connectionState = 'new';
-    this._media = new Media(this);
+    this.#media = new Media({ call, self: this.self, participants: this.participants, log: o.log, RTCPeerConnection: o.transport.RTCPeerConnection });
   }
 
-  /** Connects and resolves once the meeting's state has arrived. */
+  /**
+   * Connects; resolves once the first snapshot of the meeting has arrived.
+   * @returns {Promise<this>}
+   */
   join() {
-    if (this.#connected) return this.#connected;
-    this.#connected = new Promise((resolve, reject) => this.#connect(resolve, reject));
+    if (!this.#connected) this.#connected = new Promise((resolve, reject) => this.#connect(resolve, reject));
     return this.#connected;
   }
 
   /** Leaves the meeting: the server lets this participant go at once. */
   async leave() {
     this.#closed = true;
-    this._media.close();
+    this.#media.close();
     if (this.#ws) this.#ws.close(1000, 'bye');
     this.#setState('closed');
   }
 
+  /** @param {ConnectionState} s */
   #setState(s) {
     if (this.connectionState === s) return;
     this.connectionState = s;
-    this.emit('connectionUpdate', { state: s });
+    emit(this, 'connectionUpdate', { state: s });
   }
 
+  /**
+   * @param {((m: this) => void) | null} resolve
+   * @param {((e: CocmdError) => void) | null} reject
+   */
   #connect(resolve, reject) {
-    const u = new URL('/v1/realtime', this.#base);
+    const u = new URL('/v1/realtime', this.#o.base);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     // A browser's WebSocket cannot set headers: the token goes as a
     // subprotocol entry, never in the URL (access logs, Referer).
-    const ws = new WebSocket(u, ['cocmd.v1', `cocmd.token.${this.#token}`]);
+    const ws = new this.#o.transport.WebSocket(u, ['cocmd.v1', `cocmd.token.${this.#token}`]);
     let welcomed = false;
     ws.onmessage = (ev) => {
+      /** @type {WireMessage} */
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (msg.type === 'welcome') {
@@ -271,16 +486,16 @@ class Meeting extends Emitter {
         this.#everConnected = true;
         this.#adopt(msg.data, reconnect);
         this.#setState('connected');
-        this._media.connected();
+        this.#media.connected();
         resolve?.(this);
         resolve = reject = null;
       } else if (msg.type === 'response') {
-        const p = this.#pending.get(msg.id);
+        const p = this.#pending.get(msg.id || 0);
         if (!p) return;
-        this.#pending.delete(msg.id);
+        this.#pending.delete(msg.id || 0);
         if (msg.error) p.reject(new CocmdError(msg.error.code, msg.error.message));
         else p.resolve(msg.data);
-      } else if (msg.type === 'event') {
+      } else if (msg.type === 'event' && msg.event) {
         this.#event(msg.event, msg.data);
       }
     };
@@ -288,35 +503,36 @@ class Meeting extends Emitter {
       if (this.#ws === ws) this.#ws = null;
       for (const p of this.#pending.values()) p.reject(new CocmdError('CONNECTION_LOST', 'the connection was lost during the call'));
       this.#pending.clear();
-      this._media.disconnected();
-      const final = { 4001: 'REPLACED', 4003: 'REMOVED', 4004: 'MEETING_ENDED' }[ev.code];
+      this.#media.disconnected();
+      /** @type {ErrorCode | undefined} */
+      const final = (/** @type {Record<number, ErrorCode>} */ ({ 4001: 'REPLACED', 4003: 'REMOVED', 4004: 'MEETING_ENDED' }))[ev.code];
       if (this.#closed || final) {
         this.#closed = true;
         this.#setState('closed');
-        this.emit('closed', { code: final || 'CLOSED', reason: ev.reason });
+        emit(this, 'closed', { code: final || 'CLOSED', reason: ev.reason });
         reject?.(new CocmdError(final || 'CLOSED', ev.reason || 'closed'));
         return;
       }
       if (!welcomed) {
         // Refused, or the server is away: the token check says which. A
         // token that is no longer valid (expired, removed, meeting ended)
-        // is final; anything else is retried.
-        init({ authToken: this.#token, baseURI: this.#base.href, logger: this._log })
+        // is final, unless a fresh one can be had; anything else is retried.
+        checkToken(this.#o.transport.fetch, this.#o.base, this.#token)
           .then(() => this.#retry(resolve, reject))
-          .catch(async (e) => {
+          .catch(async (/** @type {CocmdError} */ e) => {
             if (e.code !== 'UNAUTHENTICATED' && this.#everConnected) { this.#retry(resolve, reject); return; }
-            if (e.code === 'UNAUTHENTICATED' && this.#refreshToken && !this.#refreshed) {
+            if (e.code === 'UNAUTHENTICATED' && this.#o.refreshToken && !this.#refreshed) {
               // Once per outage: a fresh token that is refused too is final.
               try {
-                this.#token = await this.#refreshToken();
+                this.#token = await this.#o.refreshToken();
                 this.#refreshed = true;
                 this.#retry(resolve, reject);
                 return;
-              } catch (re) { this._log.warn('cocmd: refreshing the token failed', re); }
+              } catch (re) { this.#log.warn('cocmd: refreshing the token failed', re); }
             }
             this.#closed = true;
             this.#setState('closed');
-            this.emit('closed', { code: e.code, reason: e.message });
+            emit(this, 'closed', { code: e.code, reason: e.message });
             reject?.(e);
           });
         return;
@@ -325,6 +541,10 @@ class Meeting extends Emitter {
     };
   }
 
+  /**
+   * @param {((m: this) => void) | null} resolve
+   * @param {((e: CocmdError) => void) | null} reject
+   */
   #retry(resolve, reject) {
     this.#setState('reconnecting');
     const delay = this.#backoff / 2 + Math.random() * this.#backoff / 2;
@@ -332,97 +552,113 @@ class Meeting extends Emitter {
     setTimeout(() => { if (!this.#closed) this.#connect(resolve, reject); }, delay);
   }
 
+  /**
+   * Takes the welcome's snapshot as the view; after a reconnect, tells what
+   * changed while away as events (marked missed).
+   * @param {any} w
+   * @param {boolean} reconnect
+   */
   #adopt(w, reconnect) {
     const oldStatus = this.self.stageStatus;
     const old = new Map([...this.participants.joined].map(([id, p]) => [id, p.stageStatus]));
-    this.info = w.meeting;
+    const oldRequests = this.participants.requests;
+    this.info = toMeetingInfo(w.meeting);
     const s = w.self;
-    Object.assign(this.self, { id: s.id, userId: s.user_id, name: s.name, preset: s.preset, stageStatus: s.stage_status, permissions: s.permissions });
+    Object.assign(this.self, { id: s.id, userId: s.user_id, name: s.name, preset: s.preset, stageStatus: s.stage_status, permissions: toPermissions(s.permissions) });
     const seen = new Set();
-    for (const p of w.participants || []) {
+    for (const p of /** @type {WireParticipant[]} */ (w.participants || [])) {
       if (p.id === s.id) continue;
       seen.add(p.id);
-      const known = this.participants.joined.get(p.id);
-      if (known) known._update(p); else this.participants.joined.set(p.id, new Participant(p));
+      this.#participant(p);
     }
     for (const [id, p] of this.participants.joined) {
       if (!seen.has(id)) { p.stageStatus = StageStatus.OFF_STAGE; p.connected = false; this.participants.joined.delete(id); }
     }
-    const oldRequests = this.participants.requests;
     this.participants.requests = (w.requests || []).map(toRequest);
     this.participants.count = w.participant_count;
     if (!reconnect) return;
-    // What changed while away, as events.
     if (oldStatus !== this.self.stageStatus) {
-      this.stage.emit('stageStatusUpdate', { status: this.self.stageStatus, oldStatus, missed: true });
+      emit(this.stage, 'stageStatusUpdate', { status: this.self.stageStatus, oldStatus, missed: true });
     }
     for (const p of this.participants.joined.values()) {
       const was = old.get(p.id) || StageStatus.OFF_STAGE;
-      if (was !== p.stageStatus) this.stage.emit('peerStageStatusUpdate', { participant: p, status: p.stageStatus, oldStatus: was, missed: true });
+      if (was !== p.stageStatus) emit(this.stage, 'peerStageStatusUpdate', { participant: p, status: p.stageStatus, oldStatus: was, missed: true });
     }
     // Hosts only, and only if the pending list changed while away.
-    if (this.self.permissions.accept_stage_requests && !sameRequests(oldRequests, this.participants.requests)) {
-      this.stage.emit('stageAccessRequestUpdate', { requests: this.participants.requests, missed: true });
+    if (this.self.permissions.acceptStageRequests && !sameRequests(oldRequests, this.participants.requests)) {
+      emit(this.stage, 'stageAccessRequestUpdate', { requests: this.participants.requests, missed: true });
     }
-    this.participants.emit('update');
-    this.emit('reconnected', { resumed: w.resumed });
+    emit(this.participants, 'update', undefined);
+    emit(this, 'reconnected', { resumed: w.resumed });
   }
 
+  /**
+   * The known participant p describes, brought up to date, or a new one.
+   * @param {WireParticipant} p
+   */
   #participant(p) {
     let x = this.participants.joined.get(p.id);
-    if (x) x._update(p); else { x = new Participant(p); this.participants.joined.set(p.id, x); }
+    if (x) updateParticipant(x, p);
+    else { x = new Participant(p); this.participants.joined.set(p.id, x); }
     return x;
   }
 
   /** Hands the live connection a fresh token before its own expires. */
   async #refresh() {
+    if (!this.#o.refreshToken) return;
     try {
-      const token = await this.#refreshToken();
-      await this._call('auth.refresh', { token });
+      const token = await this.#o.refreshToken();
+      await this.#call('auth.refresh', { token });
       this.#token = token;
     } catch (e) {
-      this._log.warn('cocmd: refreshing the token failed', e);
+      this.#log.warn('cocmd: refreshing the token failed', e);
     }
   }
 
+  /**
+   * Applies one event to the view, then emits it: a handler always reads a
+   * current view.
+   * @param {string} name
+   * @param {any} d
+   */
   #event(name, d) {
-    if (name.startsWith('media.')) { this._media.event(name, d); return; }
+    if (name.startsWith('media.')) { this.#media.event(name, d); return; }
     switch (name) {
       case 'tokenExpiring':
-        if (this.#refreshToken) this.#refresh();
+        this.#refresh();
         return;
       case 'stageStatusUpdate': {
         const oldStatus = this.self.stageStatus;
         this.self.stageStatus = d.new;
-        this.stage.emit(name, { status: d.new, oldStatus, reason: d.reason });
-        this._media.statusChanged();
+        emit(this.stage, name, { status: d.new, oldStatus, reason: d.reason });
+        this.#media.statusChanged();
         return;
       }
       case 'peerStageStatusUpdate': {
         const p = this.#participant(d.participant);
-        this.stage.emit(name, { participant: p, status: d.new, oldStatus: d.old, reason: d.reason });
-        this.participants.emit('update');
+        emit(this.stage, name, { participant: p, status: d.new, oldStatus: d.old, reason: d.reason });
+        emit(this.participants, 'update', undefined);
         return;
       }
       case 'stageAccessRequestUpdate':
         this.participants.requests = d.requests.map(toRequest);
-        this.stage.emit(name, { requests: this.participants.requests });
-        this.participants.emit('update');
+        emit(this.stage, name, { requests: this.participants.requests });
+        emit(this.participants, 'update', undefined);
         return;
       case 'newStageRequest':
-        this.stage.emit(name, { count: d.count, request: toRequest(d.request) });
+        emit(this.stage, name, { count: d.count, request: toRequest(d.request) });
         return;
       case 'stageRequestRejected':
-        this.stage.emit(name, { reason: d.reason });
+        emit(this.stage, name, { reason: d.reason });
         return;
       case 'stageRequestApproved':
       case 'removedFromStage':
-        this.stage.emit(name, {});
+        emit(this.stage, name, {});
         return;
       case 'participantJoined': {
         const p = this.#participant(d);
-        this.emit(name, p);
-        this.participants.emit('update');
+        emit(this, name, p);
+        emit(this.participants, 'update', undefined);
         return;
       }
       case 'participantLeft': {
@@ -432,36 +668,41 @@ class Meeting extends Emitter {
         const p = this.participants.joined.get(d.id);
         if (p && p.stageStatus !== StageStatus.OFF_STAGE) p.connected = false;
         else this.participants.joined.delete(d.id);
-        this.emit(name, p || { id: d.id, userId: d.user_id });
-        this.participants.emit('update');
+        emit(this, name, p || { id: d.id, userId: d.user_id });
+        emit(this.participants, 'update', undefined);
         return;
       }
       case 'participantCount':
         this.participants.count = d.count;
-        this.participants.emit('update');
+        emit(this.participants, 'update', undefined);
         return;
-      case 'permissionsUpdate':
+      case 'permissionsUpdate': {
+        const permissions = toPermissions(d.permissions);
         this.self.preset = d.preset;
-        this.self.permissions = d.permissions;
-        this.self.emit('permissionsUpdate', d);
+        this.self.permissions = permissions;
+        emit(this.self, name, { preset: d.preset, permissions });
         return;
+      }
       case 'meetingUpdate':
-        this.info = d;
-        this.emit(name, d);
+        this.info = toMeetingInfo(d);
+        emit(this, name, this.info);
         return;
     }
   }
 
   /** The subscriber connection's inbound-rtp statistics (RTCStats), for debugging and tests. */
-  getMediaStats() { return this._media.stats(); }
+  getMediaStats() { return this.#media.stats(); }
 
   /**
    * Sends a request; resolves with its result. While the meeting is
    * reconnecting, the call waits for the connection up to the call timeout
    * (init's callTimeout, 10 s), then rejects with UNAVAILABLE, as the Go
    * SDK does.
+   * @param {string} method
+   * @param {object} [params]
+   * @returns {Promise<any>}
    */
-  async _call(method, params) {
+  async #call(method, params) {
     const ws = await this.#open();
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
@@ -470,37 +711,64 @@ class Meeting extends Emitter {
     });
   }
 
-  /** Resolves with the open WebSocket, waiting for a reconnect in progress. */
+  /**
+   * Resolves with the open WebSocket, waiting for a reconnect in progress.
+   * @returns {Promise<WebSocket>}
+   */
   #open() {
-    const ready = () => this.#ws && this.#ws.readyState === WebSocket.OPEN;
-    if (ready()) return Promise.resolve(this.#ws);
+    const OPEN = 1;
+    const ready = () => this.#ws !== null && this.#ws.readyState === OPEN;
+    if (ready()) return Promise.resolve(/** @type {WebSocket} */ (this.#ws));
     if (this.#closed || !this.#everConnected) {
       return Promise.reject(new CocmdError(this.#closed ? 'CLOSED' : 'CONNECTION_LOST', 'not connected'));
     }
     return new Promise((resolve, reject) => {
+      /** @param {boolean} ok */
       const done = (ok) => {
         clearTimeout(timer);
         this.off('connectionUpdate', onState);
-        if (ok) resolve(this.#ws);
+        if (ok) resolve(/** @type {WebSocket} */ (this.#ws));
         else reject(new CocmdError(this.#closed ? 'CLOSED' : 'UNAVAILABLE', this.#closed ? 'the meeting was closed' : 'not connected in time'));
       };
       const onState = () => {
         if (ready()) done(true);
         else if (this.#closed) done(false);
       };
-      const timer = setTimeout(() => done(false), this.#callTimeout);
+      const timer = setTimeout(() => done(false), this.#o.callTimeout);
       this.on('connectionUpdate', onState);
     });
   }
 }
 
+/**
+ * @typedef {object} MediaDeps
+ * @property {Call} call
+ * @property {Self} self
+ * @property {Participants} participants
+ * @property {Logger} log
+ * @property {typeof RTCPeerConnection | undefined} RTCPeerConnection absent: no media
+ */
+
+/** @typedef {{mid: string, participant_id: string, user_id: string, kind: 'audio' | 'video', source?: string}} WireTrack */
+
 /** The WebRTC side: subscriber and publisher connections. */
 class Media {
-  #m; #sub = null; #pub = null; #tracks = new Map(); #wanted = { audio: null, video: null };
+  #d;
+  /** @type {RTCPeerConnection | null} */
+  #sub = null;
+  /** @type {RTCPeerConnection | null} */
+  #pub = null;
+  /** @type {Map<string, WireTrack>} by mid */
+  #tracks = new Map();
+  /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null}} */
+  #wanted = { audio: null, video: null };
+  /** @type {Promise<void>} */
   #publishing = Promise.resolve();
-  constructor(m) { this.#m = m; }
+  /** @param {MediaDeps} d */
+  constructor(d) { this.#d = d; }
 
   connected() {
+    if (!this.#d.RTCPeerConnection) return; // no WebRTC here: the stage only
     this.#subscribe();
     if (this.#wanted.audio || this.#wanted.video) this.#republish();
   }
@@ -512,44 +780,55 @@ class Media {
 
   close() {
     this.disconnected();
-    for (const k of ['audio', 'video']) this.#stopLocal(k);
+    this.#stopLocal('audio');
+    this.#stopLocal('video');
   }
 
   statusChanged() {
-    if (!this.#m.self.canPublish) {
-      for (const k of ['audio', 'video']) this.#stopLocal(k);
-      if (this.#pub) { this.#pub.close(); this.#pub = null; }
-    }
+    if (this.#d.self.canPublish) return;
+    this.#stopLocal('audio');
+    this.#stopLocal('video');
+    if (this.#pub) { this.#pub.close(); this.#pub = null; }
   }
 
+  /** @param {'audio' | 'video'} kind */
   #stopLocal(kind) {
-    const key = kind === 'audio' ? 'audioTrack' : 'videoTrack';
-    const t = this.#m.self[key];
-    if (t) { t.stop(); this.#m.self[key] = null; this.#m.self.emit('mediaUpdate', { kind, enabled: false }); }
+    const self = this.#d.self;
+    const t = kind === 'audio' ? self.audioTrack : self.videoTrack;
+    if (t) {
+      t.stop();
+      if (kind === 'audio') self.audioTrack = null; else self.videoTrack = null;
+      emit(self, 'mediaUpdate', { kind, enabled: false });
+    }
     this.#wanted[kind] = null;
   }
 
+  /** @param {{audio?: boolean | MediaTrackConstraints, video?: boolean | MediaTrackConstraints}} wanted */
   async enable(wanted) {
-    const self = this.#m.self;
+    const self = this.#d.self;
+    if (!this.#d.RTCPeerConnection) throw new CocmdError('UNAVAILABLE', 'this environment has no WebRTC');
     if (!self.canPublish) throw new CocmdError('INVALID_STAGE_STATUS', 'only participants on the stage publish media');
+    /** @type {MediaStreamConstraints} */
     const ask = {};
-    for (const kind of ['audio', 'video']) {
+    for (const kind of /** @type {const} */ (['audio', 'video'])) {
       if (!wanted[kind]) continue;
-      if (!self.permissions.media?.[kind]) {
+      if (!self.permissions.media[kind]) {
         throw new CocmdError('PERMISSION_DENIED', `the preset does not allow ${kind === 'audio' ? 'a microphone' : 'a camera'}`);
       }
-      if (!self[kind === 'audio' ? 'audioTrack' : 'videoTrack']) ask[kind] = wanted[kind];
+      if (!(kind === 'audio' ? self.audioTrack : self.videoTrack)) ask[kind] = wanted[kind];
     }
     if (!Object.keys(ask).length) return;
     const stream = await navigator.mediaDevices.getUserMedia(ask);
     for (const track of stream.getTracks()) {
-      self[track.kind === 'audio' ? 'audioTrack' : 'videoTrack'] = track;
-      this.#wanted[track.kind] = track;
-      self.emit('mediaUpdate', { kind: track.kind, enabled: true, track });
+      const kind = track.kind === 'audio' ? 'audio' : 'video';
+      if (kind === 'audio') self.audioTrack = track; else self.videoTrack = track;
+      this.#wanted[kind] = track;
+      emit(self, 'mediaUpdate', { kind, enabled: true, track });
     }
     await this.#republish();
   }
 
+  /** @param {'audio' | 'video'} kind */
   async disable(kind) {
     this.#stopLocal(kind);
     await this.#republish();
@@ -563,24 +842,27 @@ class Media {
   }
 
   async #publish() {
+    const { call, self } = this.#d;
     if (this.#pub) {
       this.#pub.close();
       this.#pub = null;
-      await this.#m._call('media.unpublish').catch(() => {});
+      await call('media.unpublish').catch(() => {});
     }
-    const tracks = ['audio', 'video'].map((k) => this.#wanted[k]).filter(Boolean);
-    if (!tracks.length || !this.#m.self.canPublish) return;
-    const pc = new RTCPeerConnection();
+    const tracks = [this.#wanted.audio, this.#wanted.video].filter((t) => t !== null);
+    const PC = this.#d.RTCPeerConnection;
+    if (!tracks.length || !self.canPublish || !PC) return;
+    const pc = new PC();
     this.#pub = pc;
+    /** @type {Record<string, string>} */
     const sources = {};
     const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly' }));
     pc.onicecandidate = (e) => {
-      if (e.candidate && this.#pub === pc) this.#m._call('media.candidate', { target: 'publisher', candidate: e.candidate.toJSON() }).catch(() => {});
+      if (e.candidate && this.#pub === pc) call('media.candidate', { target: 'publisher', candidate: e.candidate.toJSON() }).catch(() => {});
     };
     await pc.setLocalDescription(await pc.createOffer());
-    trs.forEach((tr, i) => { sources[tr.mid] = tracks[i].kind === 'audio' ? 'microphone' : 'camera'; });
+    trs.forEach((tr, i) => { if (tr.mid) sources[tr.mid] = tracks[i].kind === 'audio' ? 'microphone' : 'camera'; });
     try {
-      const ans = await this.#m._call('media.publish', { sdp: pc.localDescription.sdp, sources });
+      const ans = await call('media.publish', { sdp: pc.localDescription?.sdp, sources });
       if (this.#pub !== pc) return;
       await pc.setRemoteDescription({ type: 'answer', sdp: ans.sdp });
     } catch (e) {
@@ -590,27 +872,29 @@ class Media {
   }
 
   #subscribe() {
+    const { call, participants, log } = this.#d;
+    const PC = /** @type {typeof RTCPeerConnection} */ (this.#d.RTCPeerConnection);
     this.#closeSub();
-    const pc = new RTCPeerConnection();
+    const pc = new PC();
     this.#sub = pc;
     pc.onicecandidate = (e) => {
-      if (e.candidate && this.#sub === pc) this.#m._call('media.candidate', { target: 'subscriber', candidate: e.candidate.toJSON() }).catch(() => {});
+      if (e.candidate && this.#sub === pc) call('media.candidate', { target: 'subscriber', candidate: e.candidate.toJSON() }).catch(() => {});
     };
     pc.ontrack = (e) => {
-      const d = this.#tracks.get(e.transceiver.mid);
+      const d = this.#tracks.get(e.transceiver.mid || '');
       const pid = d?.participant_id || e.streams[0]?.id;
-      let p = this.#m.participants.joined.get(pid);
+      let p = participants.joined.get(pid);
       if (!p && d) {
         p = new Participant({ id: pid, user_id: d.user_id, name: d.user_id, stage_status: StageStatus.ON_STAGE, connected: true });
-        this.#m.participants.joined.set(pid, p);
+        participants.joined.set(pid, p);
       }
       if (!p) return;
       if (!p.stream) p.stream = new MediaStream();
       for (const t of p.stream.getTracks()) if (t.kind === e.track.kind) p.stream.removeTrack(t);
       p.stream.addTrack(e.track);
-      this.#m.participants.emit('mediaUpdate', { participant: p, kind: e.track.kind, source: d?.source });
+      emit(participants, 'mediaUpdate', { participant: p, kind: e.track.kind === 'audio' ? 'audio' : 'video', source: d?.source });
     };
-    this.#m._call('media.subscribe').catch((e) => this.#m._log.warn('cocmd: subscribing', e));
+    call('media.subscribe').catch((e) => log.warn('cocmd: subscribing', e));
   }
 
   #closeSub() {
@@ -618,33 +902,40 @@ class Media {
     this.#sub.close();
     this.#sub = null;
     this.#tracks.clear();
-    for (const p of this.#m.participants.joined.values()) {
-      if (p.stream) { p.stream = null; this.#m.participants.emit('mediaUpdate', { participant: p }); }
+    for (const p of this.#d.participants.joined.values()) {
+      if (p.stream) { p.stream = null; emit(this.#d.participants, 'mediaUpdate', { participant: p }); }
     }
   }
 
+  /**
+   * @param {string} name
+   * @param {any} d
+   */
   async event(name, d) {
+    const { call, self, participants, log } = this.#d;
     if (name === 'media.stopped') {
       if (!d.sources?.length || d.reason !== 'permissions') {
-        for (const k of ['audio', 'video']) this.#stopLocal(k);
+        this.#stopLocal('audio');
+        this.#stopLocal('video');
         if (this.#pub) { this.#pub.close(); this.#pub = null; }
       }
-      this.#m.self.emit('publishingStopped', { reason: d.reason, sources: d.sources || [] });
+      emit(self, 'publishingStopped', { reason: d.reason, sources: d.sources || [] });
       return;
     }
     if (name !== 'media.offer' || !this.#sub) return;
     const pc = this.#sub;
-    const now = new Map(d.tracks.map((t) => [t.mid, t]));
+    /** @type {Map<string, WireTrack>} */
+    const now = new Map(d.tracks.map((/** @type {WireTrack} */ t) => [t.mid, t]));
     // Tracks gone from the offer: take them out of their participants' streams.
     for (const [mid, t] of this.#tracks) {
       if (now.has(mid)) continue;
-      const p = this.#m.participants.joined.get(t.participant_id);
+      const p = participants.joined.get(t.participant_id);
       if (p?.stream) {
         for (const tr of pc.getTransceivers()) {
           if (tr.mid === mid && tr.receiver.track) p.stream.removeTrack(tr.receiver.track);
         }
         if (!p.stream.getTracks().length) p.stream = null;
-        this.#m.participants.emit('mediaUpdate', { participant: p, kind: t.kind, source: t.source, removed: true });
+        emit(participants, 'mediaUpdate', { participant: p, kind: t.kind, source: t.source, removed: true });
       }
     }
     this.#tracks = now;
@@ -652,15 +943,19 @@ class Media {
       await pc.setRemoteDescription({ type: 'offer', sdp: d.sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       if (this.#sub !== pc) return;
-      await this.#m._call('media.answer', { sdp: pc.localDescription.sdp });
+      await call('media.answer', { sdp: pc.localDescription?.sdp });
     } catch (e) {
-      this.#m._log.warn('cocmd: answering the media offer', e);
+      log.warn('cocmd: answering the media offer', e);
     }
   }
 
-  /** The subscriber connection's inbound video statistics, for tests and debugging. */
+  /**
+   * The subscriber connection's inbound statistics, for tests and debugging.
+   * @returns {Promise<RTCStats[]>}
+   */
   async stats() {
     if (!this.#sub) return [];
+    /** @type {RTCStats[]} */
     const out = [];
     (await this.#sub.getStats()).forEach((s) => { if (s.type === 'inbound-rtp') out.push(s); });
     return out;
