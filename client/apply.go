@@ -97,6 +97,7 @@ func (m *Meeting) apply(msg protocol.Message) error {
 			return err
 		}
 		m.info = d
+		m.events.push(MeetingUpdate{Info: infoFromWire(d)})
 	}
 	return nil
 }

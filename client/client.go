@@ -14,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -230,12 +232,15 @@ func (m *Meeting) adopt(conn *websocket.Conn, w *protocol.Welcome, reconnect boo
 	if !reconnect {
 		return
 	}
+	// In both SDKs: reconnected first, then what changed while away, in
+	// the welcome's order, then who vanished from the view (by id), then
+	// the pending list (hosts, if it changed).
 	m.events.push(Reconnected{Resumed: w.Resumed})
 	if old.Status != w.Self.Status {
 		m.events.push(StageStatusUpdate{Old: old.Status, New: w.Self.Status, Missed: true})
 	}
-	for id, p := range m.participants {
-		was, ok := oldParts[id]
+	for _, p := range w.Participants {
+		was, ok := oldParts[p.ID]
 		if !ok {
 			was.Status = stage.OffStage
 		}
@@ -243,15 +248,16 @@ func (m *Meeting) adopt(conn *websocket.Conn, w *protocol.Welcome, reconnect boo
 			m.events.push(PeerStageStatusUpdate{Participant: fromWire(p), Old: was.Status, New: p.Status, Missed: true})
 		}
 	}
-	for id, p := range oldParts {
+	for _, id := range slices.Sorted(maps.Keys(oldParts)) {
+		p := oldParts[id]
 		if _, ok := m.participants[id]; !ok && p.Status != stage.OffStage {
-			p.Status = stage.OffStage
-			m.participants[id] = p
-			m.events.push(PeerStageStatusUpdate{Participant: fromWire(p), Old: oldParts[id].Status, New: stage.OffStage, Missed: true})
+			was := p.Status
+			p.Status, p.Connected = stage.OffStage, false
+			m.events.push(PeerStageStatusUpdate{Participant: fromWire(p), Old: was, New: stage.OffStage, Missed: true})
 		}
 	}
 	if w.Self.Permissions.AcceptStageRequests && !sameRequests(oldReqs, w.Requests) {
-		m.events.push(StageAccessRequestUpdate{Requests: clone(w.Requests)})
+		m.events.push(StageAccessRequestUpdate{Requests: clone(w.Requests), Missed: true})
 	}
 }
 
@@ -260,7 +266,7 @@ func sameRequests(a, b []stage.Request) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].ParticipantID != b[i].ParticipantID {
+		if a[i].ParticipantID != b[i].ParticipantID || !a[i].RequestedAt.Equal(b[i].RequestedAt) {
 			return false
 		}
 	}
@@ -452,6 +458,17 @@ func (m *Meeting) Permissions() stage.Permissions {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.self.Permissions
+}
+
+// Info returns the meeting's settings as the meeting last told them.
+func (m *Meeting) Info() MeetingInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return infoFromWire(m.info)
+}
+
+func infoFromWire(w protocol.Meeting) MeetingInfo {
+	return MeetingInfo{ID: w.ID, Title: w.Title, Type: w.Type, MaxOnStage: w.MaxOnStage, StageRequestTTL: time.Duration(w.StageRequestTTL) * time.Second}
 }
 
 // ID returns the meeting's id.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"github.com/cocmd/cocmd/stage"
+	"time"
 )
 
 // Participant is a participant of the meeting as this client knows it.
@@ -49,7 +50,10 @@ type NewStageRequest struct {
 
 // StageAccessRequestUpdate (hosts): the pending requests, oldest first,
 // after any change.
-type StageAccessRequestUpdate struct{ Requests []stage.Request }
+type StageAccessRequestUpdate struct {
+	Requests []stage.Request
+	Missed   bool // the list changed while the client was reconnecting
+}
 
 // PeerStageStatusUpdate: another participant's stage status changed.
 type PeerStageStatusUpdate struct {
@@ -72,6 +76,18 @@ type PermissionsUpdate struct {
 	Permissions stage.Permissions
 }
 
+// MeetingInfo is a meeting's settings.
+type MeetingInfo struct {
+	ID              string
+	Title           string
+	Type            stage.MeetingType
+	MaxOnStage      int           // 0: no limit
+	StageRequestTTL time.Duration // 0: requests never expire
+}
+
+// MeetingUpdate: the meeting's settings changed.
+type MeetingUpdate struct{ Info MeetingInfo }
+
 // Disconnected: the connection dropped; the client is reconnecting.
 type Disconnected struct{ Err error }
 
@@ -86,6 +102,9 @@ type Closed struct{ Err error }
 
 // Name implements Event.
 func (StageStatusUpdate) Name() string { return "stageStatusUpdate" }
+
+// Name implements Event.
+func (MeetingUpdate) Name() string { return "meetingUpdate" }
 
 // Name implements Event.
 func (StageRequestApproved) Name() string { return "stageRequestApproved" }

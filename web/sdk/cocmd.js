@@ -565,31 +565,40 @@ class Meeting extends Emitter {
     this.info = toMeetingInfo(w.meeting);
     const s = w.self;
     Object.assign(this.self, { id: s.id, userId: s.user_id, name: s.name, preset: s.preset, stageStatus: s.stage_status, permissions: toPermissions(s.permissions) });
-    const seen = new Set();
-    for (const p of /** @type {WireParticipant[]} */ (w.participants || [])) {
-      if (p.id === s.id) continue;
-      seen.add(p.id);
-      this.#participant(p);
-    }
+    /** @type {WireParticipant[]} */
+    const parts = (w.participants || []).filter((/** @type {WireParticipant} */ p) => p.id !== s.id);
+    const seen = new Set(parts.map((p) => p.id));
+    /** @type {Participant[]} */
+    const vanished = [];
     for (const [id, p] of this.participants.joined) {
-      if (!seen.has(id)) { p.stageStatus = StageStatus.OFF_STAGE; p.connected = false; this.participants.joined.delete(id); }
+      if (!seen.has(id)) { vanished.push(p); this.participants.joined.delete(id); }
     }
+    for (const p of parts) this.#participant(p);
     this.participants.requests = (w.requests || []).map(toRequest);
     this.participants.count = w.participant_count;
     if (!reconnect) return;
+    // In both SDKs: reconnected first, then what changed while away, in
+    // the welcome's order, then who vanished from the view (by id), then
+    // the pending list (hosts, if it changed).
+    emit(this, 'reconnected', { resumed: w.resumed });
     if (oldStatus !== this.self.stageStatus) {
       emit(this.stage, 'stageStatusUpdate', { status: this.self.stageStatus, oldStatus, missed: true });
     }
-    for (const p of this.participants.joined.values()) {
+    for (const w of parts) {
+      const p = /** @type {Participant} */ (this.participants.joined.get(w.id));
       const was = old.get(p.id) || StageStatus.OFF_STAGE;
       if (was !== p.stageStatus) emit(this.stage, 'peerStageStatusUpdate', { participant: p, status: p.stageStatus, oldStatus: was, missed: true });
     }
-    // Hosts only, and only if the pending list changed while away.
+    vanished.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    for (const p of vanished) {
+      const was = p.stageStatus;
+      p.stageStatus = StageStatus.OFF_STAGE; p.connected = false;
+      if (was !== StageStatus.OFF_STAGE) emit(this.stage, 'peerStageStatusUpdate', { participant: p, status: StageStatus.OFF_STAGE, oldStatus: was, missed: true });
+    }
     if (this.self.permissions.acceptStageRequests && !sameRequests(oldRequests, this.participants.requests)) {
       emit(this.stage, 'stageAccessRequestUpdate', { requests: this.participants.requests, missed: true });
     }
     emit(this.participants, 'update', undefined);
-    emit(this, 'reconnected', { resumed: w.resumed });
   }
 
   /**
