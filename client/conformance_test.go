@@ -454,6 +454,12 @@ func canonical(e client.Event) map[string]any {
 		c["title"] = e.Info.Title
 	case client.Reconnected:
 		c["resumed"] = e.Resumed
+	case client.PublishingStopped:
+		srcs := []any{}
+		for _, src := range e.Sources {
+			srcs = append(srcs, string(src))
+		}
+		c["reason"], c["sources"] = e.Reason, srcs
 	case client.Closed:
 		switch {
 		case e.Err == nil:
