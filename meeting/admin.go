@@ -120,16 +120,9 @@ func (m *Meeting) presetChanged(pid string, p stage.Preset) {
 	if err != nil {
 		return
 	}
-	if recs := m.statuses(o); len(recs) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		err := m.reg.store.SaveStatuses(ctx, m.id, recs)
-		cancel()
-		if err != nil {
-			m.st.Revert(o)
-			m.log.Error("applying a preset's new permissions failed; trying again", "participant", pid, "err", err)
-			m.later(func() { m.presetChanged(pid, p) })
-			return
-		}
+	if err := m.save(o); err != nil {
+		m.later(func() { m.presetChanged(pid, p) }) // tried again until the store takes it
+		return
 	}
 	m.permissionsChanged(pid, p, o)
 }

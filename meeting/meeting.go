@@ -368,20 +368,28 @@ func (m *Meeting) statuses(o stage.Outcome) []store.Status {
 // status change takes. If the store fails, the state is reverted, nobody
 // is told anything, and the error is stage.ErrUnavailable.
 func (m *Meeting) commit(o stage.Outcome) error {
-	if len(o.Changes) == 0 {
-		return nil
-	}
-	if recs := m.statuses(o); len(recs) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		err := m.reg.store.SaveStatuses(ctx, m.id, recs)
-		cancel()
-		if err != nil {
-			m.st.Revert(o)
-			m.log.Error("saving stage statuses failed; the change is undone", "err", err)
-			return unavailable(err)
-		}
+	if err := m.save(o); err != nil {
+		return err
 	}
 	m.publish(o)
+	return nil
+}
+
+// save writes the statuses o changed; if the store fails, it reverts o and
+// returns stage.ErrUnavailable.
+func (m *Meeting) save(o stage.Outcome) error {
+	recs := m.statuses(o)
+	if len(recs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	err := m.reg.store.SaveStatuses(ctx, m.id, recs)
+	cancel()
+	if err != nil {
+		m.st.Revert(o)
+		m.log.Error("saving stage statuses failed; the change is undone", "err", err)
+		return unavailable(err)
+	}
 	return nil
 }
 
