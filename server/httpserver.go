@@ -2,6 +2,8 @@ package server
 
 import (
 	"log"
+	"net"
+	"strings"
 	"net/http"
 	"time"
 )
@@ -37,4 +39,26 @@ func HTTPServer(h http.Handler, t HTTPTimeouts, errorLog *log.Logger) *http.Serv
 	t = t.withDefaults()
 	return &http.Server{Handler: h, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read,
 		WriteTimeout: t.Write, IdleTimeout: t.Idle, ErrorLog: errorLog}
+}
+
+// RedirectToHTTPS answers every plain HTTP request with a permanent
+// redirect to the same host and path over HTTPS, on tlsPort (left out when
+// it is 443).
+func RedirectToHTTPS(tlsPort string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if host == "" {
+			http.Error(w, "a Host header is required", http.StatusBadRequest)
+			return
+		}
+		if tlsPort != "443" {
+			host = net.JoinHostPort(host, tlsPort)
+		} else if strings.Contains(host, ":") {
+			host = "[" + host + "]" // an IPv6 literal
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/netip"
@@ -151,11 +152,24 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// underlying returns the connection a limitedConn wraps (the TCP socket,
-// whose descriptor the raw writer uses), or c itself.
-func underlying(c net.Conn) net.Conn {
+// plain returns the TCP connection under c, whose descriptor the raw
+// writer may write to, or nil when c is encrypted (TLS): its frames must go
+// through the TLS connection, never straight to the socket.
+func plain(c net.Conn) net.Conn {
+	if _, ok := c.(*tls.Conn); ok {
+		return nil
+	}
 	if lc, ok := c.(*limitedConn); ok {
 		return lc.Conn
 	}
 	return c
+}
+
+// limited returns the limitedConn under c (through TLS), or nil.
+func limited(c net.Conn) *limitedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, _ := c.(*limitedConn)
+	return lc
 }

@@ -22,8 +22,14 @@ type rawWriter struct {
 	werr error
 }
 
+// newRawWriter returns a writer to c's socket; with c nil (an encrypted
+// connection), one that never writes and leaves everything to the caller's
+// blocking writer.
 func newRawWriter(c net.Conn) *rawWriter {
 	w := &rawWriter{}
+	if c == nil {
+		return w
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return w

@@ -52,7 +52,7 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		s.reg.Disconnect(c)
 		return // the upgrader has answered
 	}
-	if lc, ok := conn.NetConn().(*limitedConn); ok {
+	if lc := limited(conn.NetConn()); lc != nil {
 		lc.authenticated() // counted by client address from here on
 	}
 	// The HTTP server's read and write deadlines stay on a hijacked
@@ -172,7 +172,7 @@ func (w *wsConn) checkToken(now time.Time) {
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims) {
-	nc := underlying(conn.NetConn())
+	nc := plain(conn.NetConn()) // nil over TLS: no direct writes then
 	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}

@@ -62,6 +62,9 @@ type Config struct {
 	PublicURL string
 	// Limits bound the connections of one client address.
 	Limits ConnLimits
+	// HSTS, set when the server is reached over HTTPS, tells browsers to
+	// use HTTPS only, for a year.
+	HSTS bool
 	// OpenAPI is served at /v1/openapi.yaml.
 	OpenAPI []byte
 	// Logger receives the server's logs.
@@ -186,7 +189,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
 	})
-	return s.accessLog(secureHeaders(mux))
+	return s.accessLog(secureHeaders(mux, s.cfg.HSTS))
 }
 
 // contentSecurityPolicy lets pages run the server's own scripts and styles
@@ -200,9 +203,12 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 
 // secureHeaders sets, on every response, what keeps a page from being
 // framed, sniffed into another type, or leaking its URL (and a token in
 // it) to another site.
-func secureHeaders(h http.Handler) http.Handler {
+func secureHeaders(h http.Handler, hsts bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
+		if hsts {
+			hd.Set("Strict-Transport-Security", "max-age=31536000")
+		}
 		hd.Set("Content-Security-Policy", contentSecurityPolicy)
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")

@@ -29,6 +29,10 @@ func TestParseConfig(t *testing.T) {
 		{"-debug-addr", "0.0.0.0:6060"},
 		{"-debug-addr", "10.0.0.5:6060"},
 		{"-api-key-file", "/nonexistent/key"},
+		{"-tls-cert", "cert.pem"},
+		{"-tls-key", "key.pem"},
+		{"-redirect-http", ":80"},
+		{"-tls-cert", "c", "-tls-key", "k", "-redirect-http", "eighty"},
 		{"-api-key-file", "/etc/hostname", "-api-key", "ck_0123456789abcdef"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {

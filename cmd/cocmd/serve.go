@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,9 @@ type config struct {
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
 	MediaLoopback  bool   // offer loopback candidates too
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
+	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
+	TLSKey         string // PEM private key file
+	RedirectHTTP   string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
 	ConnLimit      int    // realtime connections per client address
 	UnauthLimit    int    // unauthenticated connections per peer address
 	TrustedProxies string // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
@@ -125,6 +129,17 @@ func (c config) Validate() error {
 			return fmt.Errorf("debug address %q: must be a loopback address (127.0.0.1:port); it serves pprof without authentication", c.DebugAddr)
 		}
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("a TLS certificate needs its key, and a key its certificate (-tls-cert and -tls-key)")
+	}
+	if c.RedirectHTTP != "" {
+		if c.TLSCert == "" {
+			return errors.New("-redirect-http needs HTTPS (-tls-cert and -tls-key)")
+		}
+		if _, _, err := net.SplitHostPort(c.RedirectHTTP); err != nil {
+			return fmt.Errorf("redirect address %q: %v", c.RedirectHTTP, err)
+		}
+	}
 	if c.ConnLimit < 1000 {
 		return fmt.Errorf("conn-limit %d: at least 1000 (a whole company may share one address)", c.ConnLimit)
 	}
@@ -138,6 +153,14 @@ func (c config) Validate() error {
 		return errors.New("an API key must be at least 16 characters")
 	}
 	return nil
+}
+
+// scheme is https when the server serves TLS itself.
+func (c config) scheme() string {
+	if c.TLSCert != "" {
+		return "https"
+	}
+	return "http"
 }
 
 // trustedProxies parses TrustedProxies: CIDRs, or single addresses.
@@ -197,6 +220,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
 	env("COCMD_DEV", &c.Dev)
 	env("COCMD_TRUSTED_PROXIES", &c.TrustedProxies)
+	env("COCMD_TLS_CERT", &c.TLSCert)
+	env("COCMD_TLS_KEY", &c.TLSKey)
+	env("COCMD_REDIRECT_HTTP", &c.RedirectHTTP)
 	for name, dst := range map[string]*int{"COCMD_CONN_LIMIT": &c.ConnLimit, "COCMD_CONN_LIMIT_UNAUTHENTICATED": &c.UnauthLimit} {
 		if v := getenv(name); v != "" {
 			n, err := strconv.Atoi(v)
@@ -232,6 +258,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
+	fs.StringVar(&c.RedirectHTTP, "redirect-http", c.RedirectHTTP, "with HTTPS: also listen here (for example :80) and redirect plain HTTP to HTTPS (env COCMD_REDIRECT_HTTP)")
 	fs.IntVar(&c.ConnLimit, "conn-limit", c.ConnLimit, "realtime connections per client address (env COCMD_CONN_LIMIT)")
 	fs.IntVar(&c.UnauthLimit, "conn-limit-unauthenticated", c.UnauthLimit, "connections without a valid token per address (env COCMD_CONN_LIMIT_UNAUTHENTICATED)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env COCMD_TRUSTED_PROXIES)")
@@ -240,7 +269,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	if host, _, _ := net.SplitHostPort(c.Listen); c.PublicURL == "" && host != "" {
-		c.PublicURL = "http://" + c.Listen
+		c.PublicURL = c.scheme() + "://" + c.Listen
 	}
 	if c.APIKeyFile != "" {
 		if c.APIKey != "" {
@@ -268,6 +297,14 @@ func serve(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate %s and key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	}
 	// Whatever the umask, what cocmd creates is its user's alone.
 	syscall.Umask(0o077)
 	dir, err := datadir.Open(cfg.DataDir)
@@ -318,8 +355,8 @@ func serve(args []string) error {
 	}
 	proxies, _ := cfg.trustedProxies() // checked by Validate
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
-		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies},
-		Web:    web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
+		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: tlsCfg != nil,
+		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -331,10 +368,28 @@ func serve(args []string) error {
 		reg.Close()
 		return err
 	}
-	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, slog.NewLogLogger(log.Handler(), slog.LevelWarn))
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(srv.Listener(ln)) }()
-	addr := "http://" + ln.Addr().String()
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, errLog)
+	served := make(chan error, 2)
+	if tlsCfg != nil {
+		hs.TLSConfig = tlsCfg
+		go func() { served <- hs.ServeTLS(srv.Listener(ln), "", "") }()
+	} else {
+		go func() { served <- hs.Serve(srv.Listener(ln)) }()
+	}
+	var redirect *http.Server
+	if cfg.RedirectHTTP != "" {
+		rln, err := net.Listen("tcp", cfg.RedirectHTTP)
+		if err != nil {
+			hs.Close()
+			reg.Close()
+			return fmt.Errorf("redirect listener: %w", err)
+		}
+		_, tlsPort, _ := net.SplitHostPort(ln.Addr().String())
+		redirect = server.HTTPServer(server.RedirectToHTTPS(tlsPort), server.HTTPTimeouts{}, errLog)
+		go func() { served <- redirect.Serve(rln) }()
+	}
+	addr := cfg.scheme() + "://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
 	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
 	if cfg.dev() {
@@ -350,6 +405,9 @@ func serve(args []string) error {
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- hs.Shutdown(sctx) }()
+	if redirect != nil {
+		redirect.Close()
+	}
 	reg.Close() // closes every realtime client with "going away"
 	srv.Wait()
 	if serr := <-shut; serr != nil && err == nil {
