@@ -4,6 +4,7 @@
 //	cocmd bench ...       run a benchmark (cocmd bench -h)
 //	cocmd rotate-api-key  replace a data directory's API key
 //	cocmd rotate-signing-key  make a new token signing key, retiring the old
+//	cocmd backup -out FILE    a consistent copy of the database, online
 package main
 
 import (
@@ -25,6 +26,8 @@ func main() {
 		err = rotateAPIKey(os.Args[2:])
 	case "rotate-signing-key":
 		err = rotateSigningKey(os.Args[2:])
+	case "backup":
+		err = backup(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 	default:
@@ -46,6 +49,7 @@ commands:
   rotate-api-key   replace the API key of a data directory (the server stopped)
   rotate-signing-key  make a new token signing key (the server stopped; a
                    running one: POST /v1/signing-keys/rotate)
+  backup           write a consistent copy of the database, while the server runs
 `)
 	os.Exit(2)
 }

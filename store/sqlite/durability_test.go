@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -161,5 +162,51 @@ func TestDB_updates(t *testing.T) {
 	}
 	if none, err := d.AllParticipants(ctx, "nope"); err != nil || len(none) != 0 {
 		t.Errorf("unknown meeting: %v %v", none, err)
+	}
+}
+
+// A backup taken while the database is written to is a database of its
+// own, 0600, with every committed change; it refuses to overwrite a file.
+func TestBackup(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cocmd.db")
+	d := open(t, path)
+	seed(t, d, 20)
+	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p3", Status: stage.Accepted}}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // a writer that keeps going meanwhile
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: fmt.Sprint("p", 10+i%10), Status: stage.OnStage}})
+		}
+	})
+	out := filepath.Join(t.TempDir(), "backup.db")
+	err := Backup(ctx, path, out)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v %v", fi, err)
+	}
+	b := open(t, out)
+	p, err := b.Participant(ctx, "m1", "p3")
+	if err != nil || p.Status != stage.Accepted {
+		t.Fatalf("in the backup: %+v %v", p, err)
+	}
+	if all, _ := b.AllParticipants(ctx, "m1"); len(all) != 20 {
+		t.Fatalf("%d participants in the backup", len(all))
+	}
+	if err := Backup(ctx, path, out); err == nil {
+		t.Fatal("a backup overwrote a file")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -589,4 +590,27 @@ func (d *DB) commitGroup(group []*statusWrite, errs []error) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// Backup writes a consistent copy of the database at path to out (a new
+// file, 0600), while the database may be in use: it reads one snapshot
+// (VACUUM INTO), so writers go on and the copy has every transaction
+// committed before it began and none after.
+func Backup(ctx context.Context, path, out string) error {
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("sqlite: backup: %s exists; give a new file", out)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(5000)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", out); err != nil {
+		os.Remove(out)
+		return fmt.Errorf("sqlite: backup of %s: %w", path, err)
+	}
+	return os.Chmod(out, 0o600)
 }
