@@ -3,8 +3,8 @@ package server
 import (
 	"log"
 	"net"
-	"strings"
 	"net/http"
+	"strings"
 	"time"
 )
 

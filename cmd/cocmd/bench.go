@@ -142,8 +142,9 @@ func startServe(argv []string, timeout time.Duration) (*exec.Cmd, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	ready := make(chan struct{})
+	ready, ended := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(ended)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), "cocmd listening on") {
@@ -154,6 +155,9 @@ func startServe(argv []string, timeout time.Duration) (*exec.Cmd, error) {
 	select {
 	case <-ready:
 		return cmd, nil
+	case <-ended: // its output ended before it listened: it exited
+		cmd.Wait()
+		return nil, fmt.Errorf("%s exited before listening (%v)", argv[0], cmd.ProcessState)
 	case <-time.After(timeout):
 		cmd.Process.Kill()
 		cmd.Wait()

@@ -33,6 +33,10 @@ func TestParseConfig(t *testing.T) {
 		{"-tls-key", "key.pem"},
 		{"-redirect-http", ":80"},
 		{"-tls-cert", "c", "-tls-key", "k", "-redirect-http", "eighty"},
+		{"-domain", "meet.example.com", "-tls-cert", "c", "-tls-key", "k"},
+		{"-domain", "203.0.113.7"},
+		{"-domain", "meet.example.com:443"},
+		{"-domain", "meet.example.com", "-acme-renew-check", "1ms"},
 		{"-api-key-file", "/etc/hostname", "-api-key", "ck_0123456789abcdef"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
@@ -99,5 +103,25 @@ func TestParseConfig_keyFileAndDebug(t *testing.T) {
 	c, err := parseConfig([]string{"-api-key-file", f, "-debug-addr", "127.0.0.1:6060"}, func(string) string { return "" })
 	if err != nil || c.APIKey != "ck_from_a_file_0123456" {
 		t.Fatalf("%q %v", c.APIKey, err)
+	}
+}
+
+// A server with a name serves HTTPS on 443 and redirects 80, and its links
+// say https and the name, unless told otherwise.
+func TestParseConfig_domain(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := parseConfig([]string{"-domain", "Meet.Example.com,www.example.com"}, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":443" || c.RedirectHTTP != ":80" || c.PublicURL != "https://meet.example.com" || c.scheme() != "https" || c.dev() {
+		t.Fatalf("%+v", c)
+	}
+	if d := c.domains(); len(d) != 2 || d[0] != "meet.example.com" {
+		t.Fatalf("domains %v", d)
+	}
+	c, err = parseConfig([]string{"-domain", "meet.example.com", "-listen", ":8443", "-redirect-http", ":8080"}, none)
+	if err != nil || c.PublicURL != "https://meet.example.com:8443" || c.RedirectHTTP != ":8080" {
+		t.Fatalf("%+v %v", c, err)
 	}
 }

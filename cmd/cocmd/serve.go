@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,9 +47,14 @@ type config struct {
 	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
 	TLSKey         string // PEM private key file
 	RedirectHTTP   string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
-	ConnLimit      int    // realtime connections per client address
-	UnauthLimit    int    // unauthenticated connections per peer address
-	TrustedProxies string // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
+	Domain         string // comma-separated names: get certificates over ACME and serve HTTPS
+	ACMECA         string // the ACME directory URL; "" is Let's Encrypt
+	ACMEEmail      string
+	ACMECARoot     string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
+	ACMERenewCheck time.Duration // how often certificates are checked for renewal
+	ConnLimit      int           // realtime connections per client address
+	UnauthLimit    int           // unauthenticated connections per peer address
+	TrustedProxies string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
 }
 
 func defaults() config {
@@ -58,6 +65,7 @@ func defaults() config {
 		LogLevel:       "info",
 		MediaLoopback:  true,
 		Dev:            "auto",
+		ACMERenewCheck: 10 * time.Minute,
 		ConnLimit:      2000,
 		UnauthLimit:    64,
 	}
@@ -129,11 +137,22 @@ func (c config) Validate() error {
 			return fmt.Errorf("debug address %q: must be a loopback address (127.0.0.1:port); it serves pprof without authentication", c.DebugAddr)
 		}
 	}
+	if c.Domain != "" && c.TLSCert != "" {
+		return errors.New("give -domain (certificates over ACME) or -tls-cert/-tls-key, not both")
+	}
+	for _, d := range c.domains() {
+		if strings.ContainsAny(d, "/: ") || net.ParseIP(d) != nil {
+			return fmt.Errorf("domain %q: a DNS name (ACME certifies names, not addresses)", d)
+		}
+	}
+	if c.ACMERenewCheck < time.Second {
+		return fmt.Errorf("acme-renew-check %v: at least 1s", c.ACMERenewCheck)
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("a TLS certificate needs its key, and a key its certificate (-tls-cert and -tls-key)")
 	}
 	if c.RedirectHTTP != "" {
-		if c.TLSCert == "" {
+		if c.scheme() != "https" {
 			return errors.New("-redirect-http needs HTTPS (-tls-cert and -tls-key)")
 		}
 		if _, _, err := net.SplitHostPort(c.RedirectHTTP); err != nil {
@@ -157,10 +176,21 @@ func (c config) Validate() error {
 
 // scheme is https when the server serves TLS itself.
 func (c config) scheme() string {
-	if c.TLSCert != "" {
+	if c.TLSCert != "" || c.Domain != "" {
 		return "https"
 	}
 	return "http"
+}
+
+// domains lists Domain's names.
+func (c config) domains() []string {
+	var out []string
+	for _, d := range strings.Split(c.Domain, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, strings.ToLower(d))
+		}
+	}
+	return out
 }
 
 // trustedProxies parses TrustedProxies: CIDRs, or single addresses.
@@ -223,6 +253,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_TLS_CERT", &c.TLSCert)
 	env("COCMD_TLS_KEY", &c.TLSKey)
 	env("COCMD_REDIRECT_HTTP", &c.RedirectHTTP)
+	env("COCMD_DOMAIN", &c.Domain)
+	env("COCMD_ACME_CA", &c.ACMECA)
+	env("COCMD_ACME_EMAIL", &c.ACMEEmail)
+	env("COCMD_ACME_CA_ROOT", &c.ACMECARoot)
 	for name, dst := range map[string]*int{"COCMD_CONN_LIMIT": &c.ConnLimit, "COCMD_CONN_LIMIT_UNAUTHENTICATED": &c.UnauthLimit} {
 		if v := getenv(name); v != "" {
 			n, err := strconv.Atoi(v)
@@ -261,12 +295,34 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
 	fs.StringVar(&c.RedirectHTTP, "redirect-http", c.RedirectHTTP, "with HTTPS: also listen here (for example :80) and redirect plain HTTP to HTTPS (env COCMD_REDIRECT_HTTP)")
+	fs.StringVar(&c.Domain, "domain", c.Domain, "serve HTTPS for these names (comma-separated) with certificates got and renewed over ACME; listens on :443 and :80 unless told otherwise (env COCMD_DOMAIN)")
+	fs.StringVar(&c.ACMECA, "acme-ca", c.ACMECA, "ACME directory URL; default Let's Encrypt (env COCMD_ACME_CA)")
+	fs.StringVar(&c.ACMEEmail, "acme-email", c.ACMEEmail, "contact for the ACME account, for expiry notices (env COCMD_ACME_EMAIL)")
+	fs.StringVar(&c.ACMECARoot, "acme-ca-root", c.ACMECARoot, "PEM roots to trust for the ACME server's own HTTPS, for a private CA (env COCMD_ACME_CA_ROOT)")
+	fs.DurationVar(&c.ACMERenewCheck, "acme-renew-check", c.ACMERenewCheck, "how often certificates are checked for renewal")
 	fs.IntVar(&c.ConnLimit, "conn-limit", c.ConnLimit, "realtime connections per client address (env COCMD_CONN_LIMIT)")
 	fs.IntVar(&c.UnauthLimit, "conn-limit-unauthenticated", c.UnauthLimit, "connections without a valid token per address (env COCMD_CONN_LIMIT_UNAUTHENTICATED)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env COCMD_TRUSTED_PROXIES)")
 	fs.StringVar(&c.Dev, "dev", c.Dev, "development mode: the demo app can make demo webinars without the API key; auto: on when listening on loopback (env COCMD_DEV)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if ds := c.domains(); len(ds) > 0 {
+		// A server with a name of its own: HTTPS on 443, and 80 for the
+		// HTTP-01 challenge and redirects, unless told otherwise.
+		if c.Listen == defaults().Listen {
+			c.Listen = ":443"
+		}
+		if c.RedirectHTTP == "" {
+			c.RedirectHTTP = ":80"
+		}
+		if c.PublicURL == "" {
+			_, port, _ := net.SplitHostPort(c.Listen)
+			c.PublicURL = "https://" + ds[0]
+			if port != "443" {
+				c.PublicURL = "https://" + net.JoinHostPort(ds[0], port)
+			}
+		}
 	}
 	if host, _, _ := net.SplitHostPort(c.Listen); c.PublicURL == "" && host != "" {
 		c.PublicURL = c.scheme() + "://" + c.Listen
@@ -355,7 +411,7 @@ func serve(args []string) error {
 	}
 	proxies, _ := cfg.trustedProxies() // checked by Validate
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
-		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: tlsCfg != nil,
+		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
@@ -367,6 +423,32 @@ func serve(args []string) error {
 	if err != nil {
 		reg.Close()
 		return err
+	}
+	var acme *server.ACME
+	if ds := cfg.domains(); len(ds) > 0 {
+		var roots *x509.CertPool
+		if cfg.ACMECARoot != "" {
+			pem, err := os.ReadFile(cfg.ACMECARoot)
+			if err != nil {
+				ln.Close()
+				reg.Close()
+				return fmt.Errorf("ACME CA roots: %w", err)
+			}
+			roots = x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pem) {
+				ln.Close()
+				reg.Close()
+				return fmt.Errorf("ACME CA roots %s: no PEM certificate in it", cfg.ACMECARoot)
+			}
+		}
+		if acme, err = server.NewACME(server.ACMEConfig{Domains: ds, Dir: filepath.Join(cfg.DataDir, "acme"), CA: cfg.ACMECA,
+			Email: cfg.ACMEEmail, Roots: roots, RenewCheck: cfg.ACMERenewCheck, Logger: log}); err != nil {
+			ln.Close()
+			reg.Close()
+			return err
+		}
+		defer acme.Stop()
+		tlsCfg = acme.TLSConfig()
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, errLog)
@@ -386,8 +468,27 @@ func serve(args []string) error {
 			return fmt.Errorf("redirect listener: %w", err)
 		}
 		_, tlsPort, _ := net.SplitHostPort(ln.Addr().String())
-		redirect = server.HTTPServer(server.RedirectToHTTPS(tlsPort), server.HTTPTimeouts{}, errLog)
+		h := server.RedirectToHTTPS(tlsPort)
+		if acme != nil {
+			h = acme.HTTPHandler(h) // the HTTP-01 challenge comes here
+		}
+		redirect = server.HTTPServer(h, server.HTTPTimeouts{}, errLog)
 		go func() { served <- redirect.Serve(rln) }()
+	}
+	if acme != nil {
+		// The listeners are up: the CA's challenges can reach them.
+		mctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		err := acme.Manage(mctx)
+		cancel()
+		if err != nil {
+			hs.Close()
+			if redirect != nil {
+				redirect.Close()
+			}
+			reg.Close()
+			srv.Wait()
+			return fmt.Errorf("HTTPS for %s: %w", cfg.Domain, err)
+		}
 	}
 	addr := cfg.scheme() + "://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
