@@ -36,6 +36,10 @@ import (
 type Config struct {
 	// Conn is the UDP socket every peer connection shares. Required.
 	Conn net.PacketConn
+	// TCP, if set, carries ICE-TCP: passive TCP candidates on its port,
+	// for clients whose networks block UDP. It can share the HTTPS port
+	// (server.SplitTCP).
+	TCP net.Listener
 	// PublicIPs, if set, replace the addresses of the server's host
 	// candidates: for a server behind 1:1 NAT (a cloud VM's public IP).
 	PublicIPs []string
@@ -49,8 +53,9 @@ type Config struct {
 // SFU is the media plane of one server. Its methods are safe for
 // concurrent use.
 type SFU struct {
-	api   *webrtc.API
-	mux   ice.UDPMux
+	api    *webrtc.API
+	mux    ice.UDPMux
+	tcpMux ice.TCPMux // nil without ICE-TCP
 	batch *batchConn // nil if the socket is not a *net.UDPConn
 	log   *slog.Logger
 
@@ -94,7 +99,14 @@ func New(cfg Config) (*SFU, error) {
 	se.SetICEUDPMux(mux)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(cfg.Loopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	nets := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	var tcpMux ice.TCPMux
+	if cfg.TCP != nil {
+		tcpMux = webrtc.NewICETCPMux(lf.NewLogger("ice-tcp"), cfg.TCP, 64)
+		se.SetICETCPMux(tcpMux)
+		nets = append(nets, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(nets)
 	se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
 	if len(cfg.PublicIPs) > 0 {
 		err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{External: cfg.PublicIPs,
@@ -104,7 +116,7 @@ func New(cfg Config) (*SFU, error) {
 		}
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	return &SFU{api: api, mux: mux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
+	return &SFU{api: api, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
 }
 
 // videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it
@@ -223,5 +235,8 @@ func (s *SFU) Close() error {
 		r.close()
 	}
 	s.wg.Wait()
+	if s.tcpMux != nil {
+		s.tcpMux.Close()
+	}
 	return s.mux.Close()
 }

@@ -54,6 +54,7 @@ type testOptions struct {
 	writeTimeout, ping time.Duration
 	dev                bool
 	limits             server.ConnLimits
+	iceTCP             bool // media over TCP too, on the HTTP port
 	idle               time.Duration // the HTTP idle timeout; 0: the default
 }
 
@@ -86,21 +87,6 @@ func (ts *testServer) start() {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ts.sfu, err = media.New(media.Config{Conn: udp, Loopback: true, Logger: log}); err != nil {
-		t.Fatal(err)
-	}
-	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond, Media: ts.sfu})
-	changes, changesBurst := 1000.0, 1000
-	if ts.opts.changes > 0 {
-		changes, changesBurst = ts.opts.changes, 5
-	}
-	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
-		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
-		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits}, db, ts.reg, keys)
 	var ln net.Listener
 	for range 50 { // a restart may find the port still closing
 		if ln, err = net.Listen("tcp", ts.opts.addr); err == nil {
@@ -111,11 +97,31 @@ func (ts *testServer) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	web := net.Listener(ln)
+	var iceLn net.Listener
+	if ts.opts.iceTCP {
+		web, iceLn = server.SplitTCP(ln, 10*time.Second)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.sfu, err = media.New(media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond, Media: ts.sfu})
+	changes, changesBurst := 1000.0, 1000
+	if ts.opts.changes > 0 {
+		changes, changesBurst = ts.opts.changes, 5
+	}
+	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
+		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
+		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits}, db, ts.reg, keys)
 	ts.opts.addr = ln.Addr().String()
 	ts.URL = "http://" + ts.opts.addr
 	ts.db = db
 	ts.hs = server.HTTPServer(ts.srv.Handler(), server.HTTPTimeouts{Idle: ts.opts.idle}, nil)
-	go ts.hs.Serve(ts.srv.Listener(ln))
+	go ts.hs.Serve(ts.srv.Listener(web))
 }
 
 // stop shuts the server down as SIGTERM would.

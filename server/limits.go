@@ -160,7 +160,7 @@ func plain(c net.Conn) net.Conn {
 		return nil
 	}
 	if lc, ok := c.(*limitedConn); ok {
-		return lc.Conn
+		return lc.Conn // a TCP connection, or one the demux peeked at
 	}
 	return c
 }

@@ -173,7 +173,7 @@ func (w *wsConn) checkToken(now time.Time) {
 // only while the client has something to send.
 func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims) {
 	nc := plain(conn.NetConn()) // nil over TLS: no direct writes then
-	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
+	if tc, ok := nc.(interface{ SetWriteBuffer(int) error }); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
 	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(nc), claims: claims}

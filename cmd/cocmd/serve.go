@@ -43,6 +43,7 @@ type config struct {
 	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
 	MediaLoopback  bool   // offer loopback candidates too
+	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
 	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
 	TLSKey         string // PEM private key file
@@ -64,6 +65,7 @@ func defaults() config {
 		ReconnectGrace: 30 * time.Second,
 		LogLevel:       "info",
 		MediaLoopback:  true,
+		MediaTCP:       true,
 		Dev:            "auto",
 		ACMERenewCheck: 10 * time.Minute,
 		ConnLimit:      2000,
@@ -266,6 +268,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			*dst = n
 		}
 	}
+	if v := getenv("COCMD_MEDIA_TCP"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("COCMD_MEDIA_TCP: %v", err)
+		}
+		c.MediaTCP = b
+	}
 	if v := getenv("COCMD_MEDIA_LOOPBACK"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -291,6 +300,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
+	fs.BoolVar(&c.MediaTCP, "media-tcp", c.MediaTCP, "also carry media over TCP (ICE-TCP) on the HTTP(S) port, for clients whose networks block UDP (env COCMD_MEDIA_TCP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
@@ -391,12 +401,24 @@ func serve(args []string) error {
 		fmt.Printf("New data directory %s, with the API key you gave.\n", cfg.DataDir)
 	}
 
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	// The HTTP(S) port carries ICE-TCP too, for clients whose networks
+	// let no UDP through: told apart by their first byte.
+	webLn, iceLn := net.Listener(ln), net.Listener(nil)
+	if cfg.MediaTCP {
+		webLn, iceLn = server.SplitTCP(ln, 10*time.Second)
+	}
 	udp, err := net.ListenPacket("udp", cfg.mediaAddr())
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("media: %w", err)
 	}
-	sfu, err := media.New(media.Config{Conn: udp, PublicIPs: cfg.publicIPs(), Loopback: cfg.MediaLoopback, Logger: log})
+	sfu, err := media.New(media.Config{Conn: udp, TCP: iceLn, PublicIPs: cfg.publicIPs(), Loopback: cfg.MediaLoopback, Logger: log})
 	if err != nil {
+		ln.Close()
 		udp.Close()
 		return err
 	}
@@ -418,11 +440,6 @@ func serve(args []string) error {
 			// net/http/pprof registers on http.DefaultServeMux.
 			log.Info("debug server", "addr", cfg.DebugAddr, "err", http.ListenAndServe(cfg.DebugAddr, nil))
 		}()
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		reg.Close()
-		return err
 	}
 	var acme *server.ACME
 	if ds := cfg.domains(); len(ds) > 0 {
@@ -455,9 +472,9 @@ func serve(args []string) error {
 	served := make(chan error, 2)
 	if tlsCfg != nil {
 		hs.TLSConfig = tlsCfg
-		go func() { served <- hs.ServeTLS(srv.Listener(ln), "", "") }()
+		go func() { served <- hs.ServeTLS(srv.Listener(webLn), "", "") }()
 	} else {
-		go func() { served <- hs.Serve(srv.Listener(ln)) }()
+		go func() { served <- hs.Serve(srv.Listener(webLn)) }()
 	}
 	var redirect *http.Server
 	if cfg.RedirectHTTP != "" {
