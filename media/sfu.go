@@ -56,8 +56,8 @@ type SFU struct {
 	api    *webrtc.API
 	mux    ice.UDPMux
 	tcpMux ice.TCPMux // nil without ICE-TCP
-	batch *batchConn // nil if the socket is not a *net.UDPConn
-	log   *slog.Logger
+	batch  *batchConn // nil if the socket is not a *net.UDPConn
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	rooms  map[string]*Room

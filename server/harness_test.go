@@ -54,7 +54,7 @@ type testOptions struct {
 	writeTimeout, ping time.Duration
 	dev                bool
 	limits             server.ConnLimits
-	iceTCP             bool // media over TCP too, on the HTTP port
+	iceTCP             bool          // media over TCP too, on the HTTP port
 	idle               time.Duration // the HTTP idle timeout; 0: the default
 }
 
