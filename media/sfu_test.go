@@ -24,6 +24,12 @@ func newSFU(t *testing.T, cfg Config) *SFU {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newSFUOn(t, conn, cfg)
+}
+
+// newSFUOn is newSFU on a socket of the caller's.
+func newSFUOn(t *testing.T, conn net.PacketConn, cfg Config) *SFU {
+	t.Helper()
 	cfg.Conn = conn
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(cfg)

@@ -37,6 +37,7 @@ func TestParseConfig(t *testing.T) {
 		{"-domain", "203.0.113.7"},
 		{"-domain", "meet.example.com:443"},
 		{"-domain", "meet.example.com", "-acme-renew-check", "1ms"},
+		{"-media-public-ip", "auto"},
 		{"-api-key-file", "/etc/hostname", "-api-key", "ck_0123456789abcdef"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
@@ -122,6 +123,14 @@ func TestParseConfig_domain(t *testing.T) {
 	}
 	c, err = parseConfig([]string{"-domain", "meet.example.com", "-listen", ":8443", "-redirect-http", ":8080"}, none)
 	if err != nil || c.PublicURL != "https://meet.example.com:8443" || c.RedirectHTTP != ":8080" {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// The public address can be learned at start, from a STUN server.
+func TestParseConfig_publicIPAuto(t *testing.T) {
+	c, err := parseConfig([]string{"-media-public-ip", "auto", "-stun", "stun.example.com:3478"}, func(string) string { return "" })
+	if err != nil || c.publicIPs() != nil || c.STUN != "stun.example.com:3478" {
 		t.Fatalf("%+v %v", c, err)
 	}
 }

@@ -41,7 +41,8 @@ type config struct {
 	APIKeyFile     string // a file holding the API key, to keep it out of process listings
 	DebugAddr      string
 	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
-	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT)
+	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
+	STUN           string // host:port of the STUN server -media-public-ip auto asks
 	MediaLoopback  bool   // offer loopback candidates too
 	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
@@ -124,6 +125,9 @@ func (c config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.mediaAddr()); err != nil {
 		return fmt.Errorf("media listen address %q: %v", c.MediaListen, err)
+	}
+	if c.MediaPublicIP == "auto" && c.STUN == "" {
+		return errors.New("-media-public-ip auto needs a STUN server to ask (-stun host:3478)")
 	}
 	for _, ip := range c.publicIPs() {
 		if net.ParseIP(ip) == nil {
@@ -215,7 +219,12 @@ func (c config) trustedProxies() ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// publicIPs are the addresses given; none for "auto", which is learned at
+// start.
 func (c config) publicIPs() []string {
+	if c.MediaPublicIP == "auto" {
+		return nil
+	}
 	var ips []string
 	for _, ip := range strings.Split(c.MediaPublicIP, ",") {
 		if ip = strings.TrimSpace(ip); ip != "" {
@@ -250,6 +259,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
+	env("COCMD_STUN", &c.STUN)
 	env("COCMD_DEV", &c.Dev)
 	env("COCMD_TRUSTED_PROXIES", &c.TrustedProxies)
 	env("COCMD_TLS_CERT", &c.TLSCert)
@@ -299,7 +309,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
-	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT (env COCMD_MEDIA_PUBLIC_IP)")
+	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT; auto: ask the -stun server at start (env COCMD_MEDIA_PUBLIC_IP)")
+	fs.StringVar(&c.STUN, "stun", c.STUN, "STUN server (host:port) that -media-public-ip auto asks for the public address (env COCMD_STUN)")
 	fs.BoolVar(&c.MediaTCP, "media-tcp", c.MediaTCP, "also carry media over TCP (ICE-TCP) on the HTTP(S) port, for clients whose networks block UDP (env COCMD_MEDIA_TCP)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
@@ -416,7 +427,18 @@ func serve(args []string) error {
 		ln.Close()
 		return fmt.Errorf("media: %w", err)
 	}
-	sfu, err := media.New(media.Config{Conn: udp, TCP: iceLn, PublicIPs: cfg.publicIPs(), Loopback: cfg.MediaLoopback, Logger: log})
+	publicIPs := cfg.publicIPs()
+	if cfg.MediaPublicIP == "auto" {
+		ip, err := media.DiscoverPublicIP(udp, cfg.STUN, 5*time.Second)
+		if err != nil {
+			ln.Close()
+			udp.Close()
+			return fmt.Errorf("-media-public-ip auto: %w", err)
+		}
+		log.Info("public address learned over STUN", "ip", ip, "stun", cfg.STUN)
+		publicIPs = []string{ip.String()}
+	}
+	sfu, err := media.New(media.Config{Conn: udp, TCP: iceLn, PublicIPs: publicIPs, Loopback: cfg.MediaLoopback, Logger: log})
 	if err != nil {
 		ln.Close()
 		udp.Close()
