@@ -131,20 +131,17 @@ type Keys struct {
 // keys are not in the database: see OpenKeyring.
 func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) (Keys, error) {
 	var k Keys
-	if !create {
-		if _, err := st.Setting(ctx, settingAPIKeyHash); err != nil {
-			return k, fmt.Errorf("the database has no API key: it is not a cocmd database, or it was never set up (%w)", err)
-		}
-	}
 	var err error
 	k.APIKeyHash, err = st.Setting(ctx, settingAPIKeyHash)
-	if err == nil {
+	switch {
+	case err == nil:
 		if apiKey != "" && subtle.ConstantTimeCompare(hashKey(apiKey), k.APIKeyHash) != 1 {
 			return k, errors.New("the given API key is not the one this data directory was created with")
 		}
 		return k, nil
-	}
-	if !errors.Is(err, stage.ErrNotFound) {
+	case !create:
+		return k, fmt.Errorf("the database has no API key: it is not a cocmd database, or it was never set up (%w)", err)
+	case !errors.Is(err, stage.ErrNotFound):
 		return k, err
 	}
 	if apiKey == "" {
