@@ -17,12 +17,8 @@ import (
 // token signing keys (keys.json) are not in the database; copy that file
 // too if the tokens given out should still work after a restore.
 func backup(args []string) error {
-	dataDir := defaults().DataDir
-	if v := os.Getenv("COCMD_DATA_DIR"); v != "" {
-		dataDir = v
-	}
 	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	fs.StringVar(&dataDir, "data", dataDir, "data directory (env COCMD_DATA_DIR)")
+	dataDir := dataDirFlag(fs)
 	out := fs.String("out", "", "the backup file to write (a new file)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -30,7 +26,7 @@ func backup(args []string) error {
 	if *out == "" {
 		return errors.New("backup: -out names the file to write")
 	}
-	path := filepath.Join(dataDir, datadir.DBName)
+	path := filepath.Join(*dataDir, datadir.DBName)
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("backup: no database at %s: %w", path, err)
 	}

@@ -4,9 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 
-	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
 )
@@ -14,28 +12,18 @@ import (
 // rotateAPIKey replaces the API key of a data directory: the way back for
 // an operator who lost the key printed at first start, or needs a new one.
 func rotateAPIKey(args []string) error {
-	c := defaults()
-	if v := os.Getenv("COCMD_DATA_DIR"); v != "" {
-		c.DataDir = v
-	}
 	fs := flag.NewFlagSet("rotate-api-key", flag.ContinueOnError)
-	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory (env COCMD_DATA_DIR)")
+	dataDir := dataDirFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	// The server's lock: a running server keeps this out instead of
-	// keeping the old key in memory against the new one on disk.
-	dir, err := datadir.Open(c.DataDir)
+	dir, err := lockExisting(*dataDir)
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
-	path := dir.DBPath()
-	if dir.New {
-		return fmt.Errorf("no database at %s: has cocmd serve ever run on this data directory?", path)
-	}
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, path)
+	db, err := sqlite.Open(ctx, dir.DBPath())
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/server"
 )
 
@@ -17,12 +15,8 @@ import (
 // this command takes the data directory's lock, so it refuses to run beside
 // one.
 func rotateSigningKey(args []string) error {
-	dataDir := defaults().DataDir
-	if v := os.Getenv("COCMD_DATA_DIR"); v != "" {
-		dataDir = v
-	}
 	fs := flag.NewFlagSet("rotate-signing-key", flag.ContinueOnError)
-	fs.StringVar(&dataDir, "data", dataDir, "data directory (env COCMD_DATA_DIR)")
+	dataDir := dataDirFlag(fs)
 	grace := fs.Duration("retire-after", 24*time.Hour, "how long tokens of the older keys keep working; 0: they stop now")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -30,14 +24,11 @@ func rotateSigningKey(args []string) error {
 	if *grace < 0 {
 		return fmt.Errorf("retire-after %v: must not be negative", *grace)
 	}
-	dir, err := datadir.Open(dataDir)
+	dir, err := lockExisting(*dataDir)
 	if err != nil {
 		return err
 	}
 	defer dir.Close()
-	if dir.New {
-		return fmt.Errorf("no database in %s: has cocmd serve ever run on this data directory?", dataDir)
-	}
 	k, err := server.OpenKeyring(context.Background(), dir.KeysPath(), nil)
 	if err != nil {
 		return err
