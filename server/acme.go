@@ -46,18 +46,17 @@ type ACMEConfig struct {
 // with locks, so that one node answering the CA's challenge for another
 // works; here it is a folder of the data directory.
 type ACME struct {
-	cfg    *certmagic.Config
-	issuer *certmagic.ACMEIssuer
-	cache  *certmagic.Cache
-	names  []string
-	events chan acmeEvent // first obtainings, for Manage to wait on
+	cfg      *certmagic.Config
+	issuer   *certmagic.ACMEIssuer
+	cache    *certmagic.Cache
+	names    []string
+	failures chan acmeFailure // first obtainings that failed, for Manage
 }
 
-// acmeEvent is a certificate loaded from the storage or obtained for the
-// first time, or a failure to obtain one.
-type acmeEvent struct {
+// acmeFailure is a failure to obtain a name's first certificate.
+type acmeFailure struct {
 	name string
-	err  error // nil: obtained
+	err  error
 }
 
 // NewACME prepares certificate management for c.Domains; Manage starts it.
@@ -66,7 +65,7 @@ func NewACME(c ACMEConfig) (*ACME, error) {
 		return nil, errors.New("acme: no domain names")
 	}
 	log := zap.New(slogCore{l: c.Logger.With("component", "acme")})
-	a := &ACME{names: slices.Clone(c.Domains), events: make(chan acmeEvent, 16)}
+	a := &ACME{names: slices.Clone(c.Domains), failures: make(chan acmeFailure, 16)}
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
@@ -95,27 +94,19 @@ func NewACME(c ACMEConfig) (*ACME, error) {
 	return a, nil
 }
 
-// onEvent passes first obtainings on to Manage; it never blocks certmagic.
+// onEvent passes failures to obtain a first certificate on to Manage; it
+// never blocks certmagic.
 func (a *ACME) onEvent(_ context.Context, event string, data map[string]any) error {
-	if renewal, _ := data["renewal"].(bool); renewal {
+	if renewal, _ := data["renewal"].(bool); event != "cert_failed" || renewal {
 		return nil
 	}
 	name, _ := data["identifier"].(string)
-	var e acmeEvent
-	switch event {
-	case "cert_obtained":
-		e = acmeEvent{name: name}
-	case "cert_failed":
-		err, _ := data["error"].(error)
-		if err == nil {
-			err = errors.New("failed")
-		}
-		e = acmeEvent{name: name, err: err}
-	default:
-		return nil
+	err, _ := data["error"].(error)
+	if err == nil {
+		err = errors.New("failed")
 	}
 	select {
-	case a.events <- e:
+	case a.failures <- acmeFailure{name: name, err: err}:
 	default:
 	}
 	return nil
@@ -131,8 +122,7 @@ func (a *ACME) Manage(ctx context.Context) error {
 		return fmt.Errorf("acme: %w", err)
 	}
 	// Ready means in the cache, which handshakes read: loaded from the
-	// storage, or obtained and then cached. Events wake the wait up and
-	// say when obtaining failed.
+	// storage, or obtained and then cached.
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -146,9 +136,9 @@ func (a *ACME) Manage(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case e := <-a.events:
-			if e.err != nil && slices.Contains(pending, e.name) {
-				return fmt.Errorf("acme: no certificate for %s: %w", e.name, e.err)
+		case f := <-a.failures:
+			if slices.Contains(pending, f.name) {
+				return fmt.Errorf("acme: no certificate for %s: %w", f.name, f.err)
 			}
 		case <-tick.C:
 		case <-ctx.Done():
