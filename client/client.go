@@ -57,6 +57,10 @@ type Options struct {
 	// WebRTC is the pion API media connections are made with; nil means
 	// NewWebRTCAPI's.
 	WebRTC *webrtc.API
+	// ICETransportPolicy restricts the candidates media may use:
+	// webrtc.ICETransportPolicyRelay goes through the TURN servers the
+	// server names only. The zero value allows every path.
+	ICETransportPolicy webrtc.ICETransportPolicy
 }
 
 // Meeting is a joined meeting.
@@ -85,7 +89,8 @@ type Meeting struct {
 	participants map[string]protocol.Participant
 	requests     []stage.Request
 	count        int
-	err          error // why the client stopped
+	iceServers   []webrtc.ICEServer // from the welcome, renewed with the token
+	err          error              // why the client stopped
 
 	writeMu sync.Mutex
 }
@@ -228,6 +233,9 @@ func (m *Meeting) adopt(conn *websocket.Conn, w *protocol.Welcome, reconnect boo
 		m.participants[p.ID] = p
 	}
 	m.requests = w.Requests
+	if w.Media != nil {
+		m.iceServers = iceServers(w.Media)
+	}
 	close(m.connected)
 	if !reconnect {
 		return
@@ -391,13 +399,18 @@ func (m *Meeting) refreshToken() {
 		m.log.Warn("refreshing the token failed", "err", err)
 		return
 	}
-	if err := m.call(ctx, protocol.MethodRefreshToken, protocol.TokenParams{Token: tok}, nil); err != nil {
+	var res protocol.TokenRefreshed
+	if err := m.call(ctx, protocol.MethodRefreshToken, protocol.TokenParams{Token: tok}, &res); err != nil {
 		m.log.Warn("the server refused the refreshed token", "err", err)
 		return
 	}
 	m.mu.Lock()
 	m.token = tok // for reconnects too
+	if res.Media != nil {
+		m.iceServers = iceServers(res.Media) // for the next ICE restart
+	}
 	m.mu.Unlock()
+	m.Media.setICEServers()
 }
 
 // read dispatches messages until the connection fails.
@@ -622,4 +635,20 @@ func (m *Meeting) call(ctx context.Context, method string, params any, result an
 // Ping round-trips a request through the meeting's owner.
 func (m *Meeting) Ping(ctx context.Context) error {
 	return m.call(ctx, protocol.MethodPing, nil, nil)
+}
+
+// iceServers converts the server's ICE servers to pion's.
+func iceServers(mc *protocol.MediaConfig) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(mc.ICEServers))
+	for _, s := range mc.ICEServers {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+// rtcConfig is the configuration of a new peer connection.
+func (m *Meeting) rtcConfig() webrtc.Configuration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return webrtc.Configuration{ICEServers: slices.Clone(m.iceServers), ICETransportPolicy: m.opts.ICETransportPolicy}
 }

@@ -89,7 +89,8 @@ type Media struct {
 
 	mu         sync.Mutex
 	pub        *webrtc.PeerConnection
-	local      []LocalTrack // published, to publish again after a reconnect
+	pubSources map[string]Source // of pub's media sections, by mid
+	local      []LocalTrack      // published, to publish again after a reconnect
 	sub        *webrtc.PeerConnection
 	subscribed bool
 	described  map[string]protocol.MediaTrack // track id -> description, from the last offer
@@ -183,7 +184,7 @@ func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
 		return errors.New("client: Publish needs tracks")
 	}
 	md.Unpublish(ctx)
-	pc, err := md.api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := md.api.NewPeerConnection(md.m.rtcConfig())
 	if err != nil {
 		return err
 	}
@@ -237,9 +238,87 @@ func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
 		return err
 	}
 	md.mu.Lock()
-	md.pub, md.local = pc, tracks
+	md.pub, md.local, md.pubSources = pc, tracks, p.Sources
 	md.mu.Unlock()
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if lost(st) {
+			md.later(func() { md.restartPublisher(pc) })
+		}
+	})
 	return nil
+}
+
+// lost reports whether a connection in ICE state st lost its path: then
+// the client restarts ICE.
+func lost(st webrtc.ICEConnectionState) bool {
+	return st == webrtc.ICEConnectionStateDisconnected || st == webrtc.ICEConnectionStateFailed
+}
+
+// restartPublisher restarts the ICE of publisher connection pc, if it is
+// still the one and still without a path: a new offer, gathered afresh
+// (through the TURN servers of the latest credentials), sent with the same
+// sources. The server keeps the tracks; they flow again once ICE connects.
+func (md *Media) restartPublisher(pc *webrtc.PeerConnection) {
+	md.mu.Lock()
+	sources := md.pubSources
+	current := md.pub == pc
+	md.mu.Unlock()
+	if !current || !lost(pc.ICEConnectionState()) {
+		return
+	}
+	md.m.log.Info("restarting the publisher connection's ICE", "state", pc.ICEConnectionState())
+	ctx, cancel := context.WithTimeout(md.m.ctx, 20*time.Second)
+	defer cancel()
+	pc.SetConfiguration(md.m.rtcConfig())
+	offer, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err == nil {
+		err = gathered(ctx, pc, offer)
+	}
+	var ans protocol.SDPParams
+	if err == nil {
+		err = md.m.call(ctx, protocol.MethodPublish, protocol.PublishParams{SDP: pc.LocalDescription().SDP, Sources: sources}, &ans)
+	}
+	if err == nil {
+		err = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans.SDP})
+	}
+	if err != nil {
+		md.m.log.Warn("restarting the publisher connection's ICE", "err", err)
+	}
+}
+
+// restartSubscriber asks the server for an offer that restarts the ICE of
+// subscriber connection pc, if it is still the one and still without a
+// path.
+func (md *Media) restartSubscriber(pc *webrtc.PeerConnection) {
+	md.mu.Lock()
+	current := md.sub == pc
+	md.mu.Unlock()
+	if !current || !lost(pc.ICEConnectionState()) {
+		return
+	}
+	md.m.log.Info("restarting the subscriber connection's ICE", "state", pc.ICEConnectionState())
+	pc.SetConfiguration(md.m.rtcConfig())
+	ctx, cancel := context.WithTimeout(md.m.ctx, 20*time.Second)
+	defer cancel()
+	if err := md.m.call(ctx, protocol.MethodRestartICE, nil, nil); err != nil {
+		md.m.log.Warn("restarting the subscriber connection's ICE", "err", err)
+	}
+}
+
+// setICEServers gives both connections the latest ICE servers, for their
+// next ICE restart.
+func (md *Media) setICEServers() {
+	cfg := md.m.rtcConfig()
+	md.mu.Lock()
+	pcs := []*webrtc.PeerConnection{md.pub, md.sub}
+	md.mu.Unlock()
+	for _, pc := range pcs {
+		if pc != nil {
+			if err := pc.SetConfiguration(cfg); err != nil {
+				md.m.log.Warn("updating the ICE servers", "err", err)
+			}
+		}
+	}
 }
 
 // Unpublish stops publishing.
@@ -276,10 +355,15 @@ func (md *Media) Subscribe(ctx context.Context) error {
 }
 
 func (md *Media) startSubscriber(ctx context.Context) error {
-	pc, err := md.api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := md.api.NewPeerConnection(md.m.rtcConfig())
 	if err != nil {
 		return err
 	}
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if lost(st) {
+			md.later(func() { md.restartSubscriber(pc) })
+		}
+	})
 	offers, stop := make(chan protocol.MediaOffer, 16), make(chan struct{})
 	subCtx, cancel := context.WithCancel(md.m.ctx)
 	md.mu.Lock()
@@ -347,7 +431,7 @@ func (md *Media) event(msg protocol.Message) {
 		md.mu.Lock()
 		pc := md.pub
 		if len(s.Sources) == 0 || s.Reason == protocol.StoppedStage || s.Reason == protocol.StoppedFailed {
-			md.pub, md.local = nil, nil
+			md.pub, md.local, md.pubSources = nil, nil, nil
 		} else {
 			pc = nil
 		}

@@ -22,7 +22,8 @@ const batchSize = 64
 // to net.PacketConn's methods.
 type batchConn struct {
 	*net.UDPConn
-	send func([]ipv4.Message) (int, error)
+	send   func([]ipv4.Message) (int, error)
+	divert Divert // nil: every datagram is the SFU's
 
 	mu    sync.Mutex
 	open  int
@@ -104,9 +105,26 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 	return len(p), nil
 }
 
-// ReadFromAddrPort implements pion's AddrPortReaderWriter.
+// ReadFromAddrPort implements pion's AddrPortReaderWriter. Datagrams for
+// the TURN server that shares the socket go to it instead.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
-	return b.UDPConn.ReadFromUDPAddrPort(p)
+	for {
+		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
+		if err != nil || b.divert == nil || !b.divert.Is(p[:n]) {
+			return n, from, err
+		}
+		b.divert.Deliver(p[:n], from)
+	}
+}
+
+// Divert takes the datagrams of another server that shares the SFU's UDP
+// socket (the embedded TURN server).
+type Divert interface {
+	// Is reports whether datagram p is the other server's. It is called
+	// for every datagram the socket receives: it must be cheap.
+	Is(p []byte) bool
+	// Deliver hands it the datagram; p is reused once it returns.
+	Deliver(p []byte, from netip.AddrPort)
 }
 
 // WriteTo sends through the batch too, for callers that use net.Addr.

@@ -43,6 +43,10 @@ type Config struct {
 	// PublicIPs, if set, replace the addresses of the server's host
 	// candidates: for a server behind 1:1 NAT (a cloud VM's public IP).
 	PublicIPs []string
+	// Divert, if set, takes the datagrams on Conn that are another
+	// server's: the embedded TURN server shares the socket. Conn must be
+	// a *net.UDPConn.
+	Divert Divert
 	// Loopback offers loopback candidates too: for a server reached on
 	// 127.0.0.1 (tests, everything on one machine).
 	Loopback bool
@@ -75,6 +79,9 @@ func New(cfg Config) (*SFU, error) {
 		log = slog.Default()
 	}
 	conn := cfg.Conn
+	if _, ok := conn.(*net.UDPConn); !ok && cfg.Divert != nil {
+		return nil, errors.New("media: sharing the socket (Divert) needs a *net.UDPConn")
+	}
 	var batch *batchConn
 	if uc, ok := cfg.Conn.(*net.UDPConn); ok {
 		// Room for bursts to many subscribers (keyframes): the kernel
@@ -82,6 +89,7 @@ func New(cfg Config) (*SFU, error) {
 		uc.SetWriteBuffer(4 << 20)
 		uc.SetReadBuffer(4 << 20)
 		batch = newBatchConn(uc)
+		batch.divert = cfg.Divert
 		conn = batch
 	}
 	me, err := mediaEngine()

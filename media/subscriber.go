@@ -16,6 +16,7 @@ type subscriberSide struct {
 	sub      *webrtc.PeerConnection
 	subCands []webrtc.ICECandidateInit // before the subscriber's answer
 	downs    map[*Track]*downTrack
+	restart  bool // the next offer restarts ICE
 }
 
 func (s *Session) subscribed() bool {
@@ -117,6 +118,22 @@ func (s *Session) stopSending(t *Track) {
 	}
 }
 
+// RestartICE sends the subscriber connection a new offer that restarts
+// ICE: its client lost the connection's path (a network change, a
+// firewall) and gathers anew, through TURN if need be, without leaving the
+// meeting.
+func (s *Session) RestartICE() error {
+	s.mu.Lock()
+	if s.closed || s.sub == nil {
+		s.mu.Unlock()
+		return stage.Errorf(stage.ErrBadRequest, "not subscribed")
+	}
+	s.restart = true
+	s.mu.Unlock()
+	s.renegotiate()
+	return nil
+}
+
 func (s *Session) renegotiate() {
 	select {
 	case s.neg <- struct{}{}:
@@ -158,7 +175,8 @@ func (s *Session) offer() bool {
 		s.mu.Unlock()
 		return false
 	}
-	offer, err := pc.CreateOffer(nil)
+	offer, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: s.restart})
+	s.restart = false
 	var gathered <-chan struct{}
 	if err == nil {
 		gathered = webrtc.GatheringCompletePromise(pc)

@@ -27,7 +27,7 @@ func webinar(t *testing.T) (*Registry, *memStore, map[string]*Client) {
 	reg := NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute})
 	cs := map[string]*Client{}
 	for _, p := range s.parts {
-		c, err := reg.Connect(context.Background(), "m", p.ID)
+		c, err := reg.Connect(context.Background(), "m", p.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestMeeting_expiryRetriesAfterStoreFailure(t *testing.T) {
 	}}
 	reg := NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute})
 	defer reg.Close()
-	v1, err := reg.Connect(ctx(t), "m", "v1")
+	v1, err := reg.Connect(ctx(t), "m", "v1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestClient_replacedConnection(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	reg, _, cs := webinar(t)
 	defer reg.Close()
-	if _, err := reg.Connect(ctx(t), "m", "v1"); err != nil {
+	if _, err := reg.Connect(ctx(t), "m", "v1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cs["v1"].RequestAccess(ctx(t)); !errors.Is(err, stage.ErrNotFound) {

@@ -11,18 +11,19 @@ import (
 // Connect attaches a new connection for participant pid of meeting
 // meetingID. The returned client's first message is the welcome snapshot. A
 // connection that the participant already had is closed with
-// protocol.CloseReplaced: the newer one wins.
-func (r *Registry) Connect(ctx context.Context, meetingID, pid string) (*Client, error) {
+// protocol.CloseReplaced: the newer one wins. media, if not nil, goes in
+// the welcome as it is: how this connection reaches media.
+func (r *Registry) Connect(ctx context.Context, meetingID, pid string, media *protocol.MediaConfig) (*Client, error) {
 	var c *Client
 	err := r.do(ctx, meetingID, func(m *Meeting) error {
 		var err error
-		c, err = m.connect(pid)
+		c, err = m.connect(pid, media)
 		return err
 	})
 	return c, err
 }
 
-func (m *Meeting) connect(pid string) (*Client, error) {
+func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, error) {
 	p, ok := m.st.Participant(pid)
 	if !ok {
 		return nil, stage.Errorf(stage.ErrNotFound, "participant "+pid+" is not in the meeting")
@@ -40,7 +41,9 @@ func (m *Meeting) connect(pid string) (*Client, error) {
 	c.UserID = p.UserID
 	m.attach(&p, c)
 	resumed := old != nil || wasAway
-	b, err := protocol.EncodeWelcome(m.seq, m.welcome(&p, resumed))
+	w := m.welcome(&p, resumed)
+	w.Media = media
+	b, err := protocol.EncodeWelcome(m.seq, w)
 	if err != nil {
 		return nil, err
 	}

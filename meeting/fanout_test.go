@@ -34,7 +34,7 @@ func TestBroadcast_parallel(t *testing.T) {
 	ctx := context.Background()
 	clients := make([]*Client, 0, n)
 	for _, p := range s.parts[1:] {
-		c, err := reg.Connect(ctx, "m", p.ID)
+		c, err := reg.Connect(ctx, "m", p.ID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

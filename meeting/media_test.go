@@ -75,7 +75,7 @@ func TestMeeting_tellsMedia(t *testing.T) {
 		t.Error("a kicked participant may still publish")
 	}
 	// Joining goes through a client.
-	c, err := reg.Connect(ctx, "m", "v")
+	c, err := reg.Connect(ctx, "m", "v", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

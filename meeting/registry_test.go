@@ -29,7 +29,7 @@ func TestRegistry_idleUnloadAndReload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	c, err := reg.Connect(ctx, "m", "p")
+	c, err := reg.Connect(ctx, "m", "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestRegistry_close(t *testing.T) {
 		{ID: "p", UserID: "u", Preset: "webinar_viewer"},
 	}}
 	reg := NewRegistry(s, Config{Logger: quiet()})
-	c, err := reg.Connect(context.Background(), "m", "p")
+	c, err := reg.Connect(context.Background(), "m", "p", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestRegistry_close(t *testing.T) {
 	if !b.Closed || b.Code != protocol.CloseGoingAway {
 		t.Fatalf("client after Close: %+v", b)
 	}
-	if _, err := reg.Connect(context.Background(), "m", "p"); err == nil {
+	if _, err := reg.Connect(context.Background(), "m", "p", nil); err == nil {
 		t.Fatal("a closed registry accepted a connection")
 	}
 }

@@ -21,6 +21,10 @@ const (
 	// MethodCandidate adds a trickled ICE candidate of the client's
 	// (CandidateParams).
 	MethodCandidate = "media.candidate"
+	// MethodRestartICE asks for an EventMediaOffer that restarts the
+	// subscriber connection's ICE, when the client lost its path. (The
+	// publisher connection restarts with a new MethodPublish offer.)
+	MethodRestartICE = "media.restartIce"
 )
 
 // IsMedia reports whether method is one of the media methods.
@@ -136,7 +140,7 @@ type MediaStopped struct {
 
 func decodeMedia(r Request) (any, error) {
 	switch r.Method {
-	case MethodUnpublish, MethodSubscribe:
+	case MethodUnpublish, MethodSubscribe, MethodRestartICE:
 		return nil, strictEmpty(r.Params)
 	case MethodPublish:
 		var p PublishParams
@@ -181,4 +185,19 @@ func checkSDP(sdp string) error {
 		return badRequest("malformed sdp: it does not start with v=0")
 	}
 	return nil
+}
+
+// ICEServer is a STUN or TURN server a client may use to reach media, as
+// the browser's RTCIceServer spells it.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// MediaConfig is how a connection reaches media: in the welcome, and
+// renewed in the result of auth.refresh (TURN credentials expire with the
+// token they came with).
+type MediaConfig struct {
+	ICEServers []ICEServer `json:"ice_servers"`
 }

@@ -115,6 +115,13 @@ type TokenExpiring struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// TokenRefreshed is the result of auth.refresh: when the new token
+// expires, and the connection's media configuration renewed with it.
+type TokenRefreshed struct {
+	ExpiresAt time.Time    `json:"expires_at"`
+	Media     *MediaConfig `json:"media,omitempty"`
+}
+
 // MaxBatch is the most user ids one batch call may name.
 const MaxBatch = 1000
 
@@ -187,6 +194,9 @@ type Welcome struct {
 	Requests         []stage.Request `json:"requests,omitempty"`
 	ParticipantCount int             `json:"participant_count"`
 	Resumed          bool            `json:"resumed"`
+	// Media is how this connection reaches media (ICE servers); absent
+	// when the server has none to offer.
+	Media *MediaConfig `json:"media,omitempty"`
 }
 
 // StageStatusUpdate is stageStatusUpdate: the receiver's own status changed.
@@ -318,7 +328,7 @@ func DecodeRequest(b []byte) (Request, any, error) {
 			return r, nil, badRequest("%s needs a token of at most 1024 bytes", r.Method)
 		}
 		return r, p, nil
-	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate:
+	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate, MethodRestartICE:
 		p, err := decodeMedia(r)
 		return r, p, err
 	case "":

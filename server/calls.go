@@ -54,7 +54,7 @@ var methods = map[string]method{
 		if err := w.refresh(c); err != nil {
 			return nil, err
 		}
-		return protocol.TokenExpiring{ExpiresAt: time.Unix(c.Expires, 0).UTC()}, nil
+		return protocol.TokenRefreshed{ExpiresAt: time.Unix(c.Expires, 0).UTC(), Media: w.s.mediaConfig(w.host, c)}, nil
 	}},
 
 	protocol.MethodPublish: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
@@ -90,6 +90,13 @@ var methods = map[string]method{
 			return nil, err
 		}
 		return protocol.Empty{}, sess.Answer(params.(protocol.SDPParams).SDP)
+	}},
+	protocol.MethodRestartICE: {run: func(_ context.Context, w *wsConn, _ any) (any, error) {
+		sess, err := w.mediaSession()
+		if err != nil {
+			return nil, err
+		}
+		return protocol.Empty{}, sess.RestartICE()
 	}},
 	protocol.MethodCandidate: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
 		sess, err := w.mediaSession()

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,25 +23,39 @@ import (
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
+	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain trusts the tests' CA (testCA) process-wide, through
+// SSL_CERT_FILE, before anything loads the system roots: pion verifies a
+// turns: server against them, with no way to pass roots of its own.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cocmd-ca-")
+	if err != nil {
+		panic(err)
+	}
+	testCA = newTestCA(dir)
+	os.Setenv("SSL_CERT_FILE", filepath.Join(dir, "ca.pem"))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { os.RemoveAll(dir) }))
+}
 
 const apiKey = "ck_test_key_0123456789"
 
 // testServer is a real cocmd server on a loopback port.
 type testServer struct {
-	t    *testing.T
-	URL  string
-	Dir  string
-	srv  *server.Server
-	reg  *meeting.Registry
-	sfu  *media.SFU
-	db   *sqlite.DB
-	hs   *http.Server
-	opts testOptions
+	t       *testing.T
+	URL     string
+	Dir     string
+	srv     *server.Server
+	reg     *meeting.Registry
+	sfu     *media.SFU
+	turn    *relay.Server // with opts.turn
+	udpPort int
+	db      *sqlite.DB
+	hs      *http.Server
+	opts    testOptions
 }
 
 type testOptions struct {
@@ -56,7 +73,15 @@ type testOptions struct {
 	limits             server.ConnLimits
 	iceTCP             bool          // media over TCP too, on the HTTP port
 	idle               time.Duration // the HTTP idle timeout; 0: the default
+	turn               bool          // the embedded TURN server, on the media and HTTP ports
+	tls                bool          // HTTPS with testCA's certificate (and TURN over TLS)
+	// turnURLs, if set, are the TURN URLs clients are told, given the
+	// media (UDP) and HTTP (TCP) ports: to test one transport at a time.
+	turnURLs func(udp, tcp int) []string
 }
+
+// turnSecret is the test servers' TURN shared secret.
+var turnSecret = []byte("test-turn-secret-0123456789")
 
 func startServer(t *testing.T, o testOptions) *testServer {
 	t.Helper()
@@ -99,14 +124,51 @@ func (ts *testServer) start() {
 	}
 	web := net.Listener(ln)
 	var iceLn net.Listener
-	if ts.opts.iceTCP {
-		web, iceLn = server.SplitTCP(ln, 10*time.Second)
+	var routes server.TCPRoutes
+	if ts.opts.iceTCP || ts.opts.turn {
+		routes = server.SplitTCP(ln, 10*time.Second)
+		web = routes.Web
+		if ts.opts.iceTCP {
+			iceLn = routes.ICE
+		}
+		if !ts.opts.turn {
+			routes.TURN.Close()
+		}
 	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ts.sfu, err = media.New(media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log}); err != nil {
+	udpPort, tcpPort := udp.LocalAddr().(*net.UDPAddr).Port, ln.Addr().(*net.TCPAddr).Port
+	ts.udpPort = udpPort
+	mcfg := media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log}
+	ice := server.ICEServers{}
+	if ts.opts.turn {
+		lo := netip.MustParseAddr("127.0.0.1")
+		ts.turn, err = relay.New(relay.Config{Secret: turnSecret, UDP: udp, MediaPort: udpPort, MediaBind: lo,
+			MediaIPs: []netip.Addr{lo}, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ts.turn.ServeTCP(routes.TURN)
+		mcfg.Divert = ts.turn
+		ice = server.ICEServers{Secret: turnSecret, UDPPort: udpPort, TCPPort: tcpPort, TLS: ts.opts.tls}
+		if ts.opts.turnURLs != nil {
+			ice.URLs = ts.opts.turnURLs(udpPort, tcpPort)
+		}
+	}
+	if !ts.opts.iceTCP && ts.opts.turn {
+		go func() { // nobody's ICE-TCP: close what comes
+			for {
+				c, err := routes.ICE.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	if ts.sfu, err = media.New(mcfg); err != nil {
 		t.Fatal(err)
 	}
 	ts.reg = meeting.NewRegistry(db, meeting.Config{Grace: ts.opts.grace, Now: ts.opts.now, Logger: log, QueueBytes: ts.opts.queue, CountEvery: 100 * time.Millisecond, Media: ts.sfu})
@@ -116,12 +178,26 @@ func (ts *testServer) start() {
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
-		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits}, db, ts.reg, keys)
+		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice}, db, ts.reg, keys)
 	ts.opts.addr = ln.Addr().String()
 	ts.URL = "http://" + ts.opts.addr
 	ts.db = db
 	ts.hs = server.HTTPServer(ts.srv.Handler(), server.HTTPTimeouts{Idle: ts.opts.idle}, nil)
-	go ts.hs.Serve(ts.srv.Listener(web))
+	var tlsCfg *tls.Config
+	if ts.opts.tls {
+		tlsCfg = testCA.serverConfig()
+		ts.URL = "https://" + ts.opts.addr
+	}
+	httpLn, turnTLS := ts.srv.WebListener(web, tlsCfg)
+	ts.hs.TLSConfig = tlsCfg
+	go ts.hs.Serve(httpLn)
+	if turnTLS != nil {
+		if ts.turn != nil {
+			go ts.turn.ServeTCP(turnTLS)
+		} else {
+			turnTLS.Close()
+		}
+	}
 }
 
 // stop shuts the server down as SIGTERM would.
@@ -133,6 +209,9 @@ func (ts *testServer) stop() {
 	ts.reg.Close()
 	ts.srv.Wait()
 	ts.sfu.Close()
+	if ts.turn != nil {
+		ts.turn.Close()
+	}
 	ts.db.Close()
 	ts.hs = nil
 }
@@ -241,3 +320,6 @@ func webFS(t *testing.T) fs.FS {
 	}
 	return w
 }
+
+// sfuPort is the media plane's UDP port.
+func (ts *testServer) sfuPort() int { return ts.udpPort }

@@ -156,8 +156,8 @@ func (c *limitedConn) Close() error {
 // writer may write to, or nil when c is encrypted (TLS): its frames must go
 // through the TLS connection, never straight to the socket.
 func plain(c net.Conn) net.Conn {
-	if _, ok := c.(*tls.Conn); ok {
-		return nil
+	if _, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return nil // *tls.Conn, or one the TLS demux peeked at
 	}
 	if lc, ok := c.(*limitedConn); ok {
 		return lc.Conn // a TCP connection, or one the demux peeked at
@@ -167,8 +167,8 @@ func plain(c net.Conn) net.Conn {
 
 // limited returns the limitedConn under c (through TLS), or nil.
 func limited(c net.Conn) *limitedConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn() // under TLS
 	}
 	lc, _ := c.(*limitedConn)
 	return lc

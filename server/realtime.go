@@ -35,7 +35,7 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrRateLimited, "too many realtime connections from one address"))
 		return
 	}
-	c, err := s.reg.Connect(r.Context(), claims.Meeting, claims.Participant)
+	c, err := s.reg.Connect(r.Context(), claims.Meeting, claims.Participant, s.mediaConfig(r.Host, claims))
 	if err != nil {
 		if stage.CodeOf(err) == stage.CodeNotFound {
 			// A removed participant or an ended meeting: the token no
@@ -64,7 +64,7 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 	// would otherwise stay alive as long as the connection.
 	served := s.spawn(func() {
 		defer s.authed.release(client)
-		s.serveConn(conn, c, claims)
+		s.serveConn(conn, c, claims, r.Host)
 		s.log.Debug("realtime connection ended", "meeting", claims.Meeting, "participant", claims.Participant)
 	})
 	if !served { // shutting down
@@ -129,6 +129,7 @@ type wsConn struct {
 	raw     *rawWriter
 	writers sync.WaitGroup
 	media   *media.Session // created by the first media request
+	host    string         // the Host the client reached the server at
 
 	authMu sync.Mutex
 	claims Claims // of the token the connection lives on
@@ -171,12 +172,12 @@ func (w *wsConn) checkToken(now time.Time) {
 
 // serveConn runs one connection: the reader on this goroutine; a writer
 // only while the client has something to send.
-func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims) {
+func (s *Server) serveConn(conn *websocket.Conn, c *meeting.Client, claims Claims, host string) {
 	nc := plain(conn.NetConn()) // nil over TLS: no direct writes then
 	if tc, ok := nc.(interface{ SetWriteBuffer(int) error }); ok && s.cfg.SendBuffer > 0 {
 		tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
-	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(nc), claims: claims}
+	w := &wsConn{s: s, conn: conn, c: c, raw: newRawWriter(nc), claims: claims, host: host}
 	s.track(w, true)
 	c.SetWriter(func() {
 		w.writers.Add(1)

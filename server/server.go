@@ -51,6 +51,8 @@ type Config struct {
 	SendBuffer int
 	// Media is the media plane; nil serves no media (media requests fail).
 	Media *media.SFU
+	// ICE is the TURN servers connections are told about.
+	ICE ICEServers
 	// Web holds the browser SDK (sdk/) and the demo app (app/); nil
 	// serves neither.
 	Web fs.FS

@@ -26,6 +26,7 @@ import (
 	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
+	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
 )
@@ -45,6 +46,9 @@ type config struct {
 	STUN           string // host:port of the STUN server -media-public-ip auto asks
 	MediaLoopback  bool   // offer loopback candidates too
 	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
+	TURN           bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
+	TURNURLs       string // comma-separated URLs of an external TURN server, instead of the embedded one
+	TURNSecretFile string // the TURN REST shared secret; default <data>/turn-secret, created
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
 	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
 	TLSKey         string // PEM private key file
@@ -67,6 +71,7 @@ func defaults() config {
 		LogLevel:       "info",
 		MediaLoopback:  true,
 		MediaTCP:       true,
+		TURN:           true,
 		Dev:            "auto",
 		ACMERenewCheck: 10 * time.Minute,
 		ConnLimit:      2000,
@@ -100,6 +105,17 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// turnURLs are the external TURN server's URLs, if any.
+func (c config) turnURLs() []string {
+	var urls []string
+	for u := range strings.SplitSeq(c.TURNURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
 // mediaAddr is the UDP address the media plane listens on.
 func (c config) mediaAddr() string {
 	if c.MediaListen != "" {
@@ -125,6 +141,14 @@ func (c config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.mediaAddr()); err != nil {
 		return fmt.Errorf("media listen address %q: %v", c.MediaListen, err)
+	}
+	for _, u := range c.turnURLs() {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return fmt.Errorf("-turn-urls %q: a TURN URL starts with turn: or turns:", u)
+		}
+	}
+	if len(c.turnURLs()) > 0 && c.TURNSecretFile == "" {
+		return errors.New("-turn-urls needs the external server's shared secret (-turn-secret-file)")
 	}
 	if c.MediaPublicIP == "auto" && c.STUN == "" {
 		return errors.New("-media-public-ip auto needs a STUN server to ask (-stun host:3478)")
@@ -263,6 +287,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_DEV", &c.Dev)
 	env("COCMD_TRUSTED_PROXIES", &c.TrustedProxies)
 	env("COCMD_TLS_CERT", &c.TLSCert)
+	env("COCMD_TURN_URLS", &c.TURNURLs)
+	env("COCMD_TURN_SECRET_FILE", &c.TURNSecretFile)
 	env("COCMD_TLS_KEY", &c.TLSKey)
 	env("COCMD_REDIRECT_HTTP", &c.RedirectHTTP)
 	env("COCMD_DOMAIN", &c.Domain)
@@ -284,6 +310,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			return c, fmt.Errorf("COCMD_MEDIA_TCP: %v", err)
 		}
 		c.MediaTCP = b
+	}
+	if v := getenv("COCMD_TURN"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("COCMD_TURN: %v", err)
+		}
+		c.TURN = b
 	}
 	if v := getenv("COCMD_MEDIA_LOOPBACK"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -312,6 +345,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT; auto: ask the -stun server at start (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.StringVar(&c.STUN, "stun", c.STUN, "STUN server (host:port) that -media-public-ip auto asks for the public address (env COCMD_STUN)")
 	fs.BoolVar(&c.MediaTCP, "media-tcp", c.MediaTCP, "also carry media over TCP (ICE-TCP) on the HTTP(S) port, for clients whose networks block UDP (env COCMD_MEDIA_TCP)")
+	fs.BoolVar(&c.TURN, "turn", c.TURN, "run the embedded TURN server (UDP on the media port; TCP and TLS on the HTTP(S) port) and hand clients credentials for it (env COCMD_TURN)")
+	fs.StringVar(&c.TURNURLs, "turn-urls", c.TURNURLs, "hand clients these TURN URLs (comma-separated; an external server such as coturn with use-auth-secret) instead of the embedded server's (env COCMD_TURN_URLS)")
+	fs.StringVar(&c.TURNSecretFile, "turn-secret-file", c.TURNSecretFile, "file holding the TURN shared secret; default: <data>/turn-secret, created (env COCMD_TURN_SECRET_FILE)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
@@ -416,13 +452,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	// The HTTP(S) port carries ICE-TCP too, for clients whose networks
-	// let no UDP through: told apart by their first byte.
-	webLn, iceLn := net.Listener(ln), net.Listener(nil)
-	if cfg.MediaTCP {
-		webLn, iceLn = server.SplitTCP(ln, 10*time.Second)
-	}
-	udp, err := net.ListenPacket("udp", cfg.mediaAddr())
+	udp, err := net.ListenUDP("udp", udpAddr(cfg.mediaAddr()))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("media: %w", err)
@@ -438,7 +468,47 @@ func serve(args []string) error {
 		log.Info("public address learned over STUN", "ip", ip, "stun", cfg.STUN)
 		publicIPs = []string{ip.String()}
 	}
-	sfu, err := media.New(media.Config{Conn: udp, TCP: iceLn, PublicIPs: publicIPs, Loopback: cfg.MediaLoopback, Logger: log})
+	ice, secret, err := cfg.iceServers(ln, udp, tlsCfg != nil || len(cfg.domains()) > 0)
+	if err != nil {
+		ln.Close()
+		udp.Close()
+		return err
+	}
+	var turnSrv *relay.Server
+	if cfg.TURN && len(cfg.turnURLs()) == 0 {
+		// Made before the SFU, which hands it the TURN datagrams of the
+		// socket they share; fed its TCP connections once the port is
+		// split, below.
+		turnSrv, err = newRelay(secret, udp, publicIPs, log)
+		if err != nil {
+			ln.Close()
+			udp.Close()
+			return err
+		}
+		defer turnSrv.Close()
+	}
+	// The HTTP(S) port carries ICE-TCP and TURN over TCP too, for clients
+	// whose networks let no UDP through: told apart by their first bytes.
+	webLn, iceLn := net.Listener(ln), net.Listener(nil)
+	if cfg.MediaTCP || turnSrv != nil {
+		routes := server.SplitTCP(ln, 10*time.Second)
+		webLn = routes.Web
+		if cfg.MediaTCP {
+			iceLn = routes.ICE
+		} else {
+			go dropAll(routes.ICE)
+		}
+		if turnSrv != nil {
+			go turnSrv.ServeTCP(routes.TURN)
+		} else {
+			routes.TURN.Close()
+		}
+	}
+	mcfg := media.Config{Conn: udp, TCP: iceLn, PublicIPs: publicIPs, Loopback: cfg.MediaLoopback, Logger: log}
+	if turnSrv != nil {
+		mcfg.Divert = turnSrv
+	}
+	sfu, err := media.New(mcfg)
 	if err != nil {
 		ln.Close()
 		udp.Close()
@@ -456,7 +526,7 @@ func serve(args []string) error {
 	proxies, _ := cfg.trustedProxies() // checked by Validate
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
-		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/")}, db, reg, keys)
+		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -492,11 +562,15 @@ func serve(args []string) error {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, errLog)
 	served := make(chan error, 2)
-	if tlsCfg != nil {
-		hs.TLSConfig = tlsCfg
-		go func() { served <- hs.ServeTLS(srv.Listener(webLn), "", "") }()
-	} else {
-		go func() { served <- hs.Serve(srv.Listener(webLn)) }()
+	httpLn, turnTLS := srv.WebListener(webLn, tlsCfg)
+	hs.TLSConfig = tlsCfg
+	go func() { served <- hs.Serve(httpLn) }()
+	if turnTLS != nil {
+		if turnSrv != nil {
+			go turnSrv.ServeTCP(turnTLS)
+		} else {
+			turnTLS.Close()
+		}
 	}
 	var redirect *http.Server
 	if cfg.RedirectHTTP != "" {
@@ -532,6 +606,9 @@ func serve(args []string) error {
 	addr := cfg.scheme() + "://" + ln.Addr().String()
 	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
 	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
+	if turnSrv != nil {
+		log.Info("TURN server", "udp", udp.LocalAddr(), "tcp", ln.Addr(), "tls", tlsCfg != nil)
+	}
 	if cfg.dev() {
 		fmt.Printf("Development mode: open %s/ to start a demo webinar.\n", addr)
 	}
@@ -558,4 +635,81 @@ func serve(args []string) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// udpAddr resolves a UDP listen address checked by Validate; an
+// unresolvable name leaves it to ListenUDP's error.
+func udpAddr(addr string) *net.UDPAddr {
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return &net.UDPAddr{}
+	}
+	return a
+}
+
+// iceServers is what the server tells clients about TURN, and the shared
+// secret of the credentials: the external server's URLs and secret, or the
+// embedded server's ports and a secret of the data directory's.
+func (c config) iceServers(ln net.Listener, udp *net.UDPConn, tls bool) (server.ICEServers, []byte, error) {
+	if urls := c.turnURLs(); len(urls) > 0 {
+		secret, err := relay.LoadSecret(c.TURNSecretFile, false)
+		return server.ICEServers{Secret: secret, URLs: urls}, secret, err
+	}
+	if !c.TURN {
+		return server.ICEServers{}, nil, nil
+	}
+	path := c.TURNSecretFile
+	if path == "" {
+		path = filepath.Join(c.DataDir, "turn-secret")
+	}
+	secret, err := relay.LoadSecret(path, c.TURNSecretFile == "")
+	if err != nil {
+		return server.ICEServers{}, nil, err
+	}
+	return server.ICEServers{Secret: secret, UDPPort: udp.LocalAddr().(*net.UDPAddr).Port,
+		TCPPort: ln.Addr().(*net.TCPAddr).Port, TLS: tls}, secret, nil
+}
+
+// newRelay starts the embedded TURN server on the SFU's socket: it may
+// relay to the socket's addresses (the public ones, and every interface's
+// when it listens on all) and to nothing else.
+func newRelay(secret []byte, udp *net.UDPConn, publicIPs []string, log *slog.Logger) (*relay.Server, error) {
+	local := udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	bind := local.Addr().Unmap()
+	var ips []netip.Addr
+	if bind.IsUnspecified() {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("TURN: the machine's addresses: %w", err)
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				ips = append(ips, p.Addr())
+			}
+		}
+	} else {
+		ips = append(ips, bind)
+	}
+	var relayIP netip.Addr
+	for _, s := range publicIPs {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			ips = append(ips, ip)
+			if !relayIP.IsValid() {
+				relayIP = ip
+			}
+		}
+	}
+	return relay.New(relay.Config{Secret: secret, UDP: udp, MediaPort: int(local.Port()), MediaBind: bind,
+		MediaIPs: ips, RelayIP: relayIP, Logger: log.With("component", "turn")})
+}
+
+// dropAll closes every connection ln accepts, until it is closed.
+func dropAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }
