@@ -168,7 +168,6 @@ type cutProxy struct {
 	target string
 	mu     sync.Mutex
 	conns  []net.Conn
-	cuts   int
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {

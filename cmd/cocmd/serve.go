@@ -144,7 +144,7 @@ func (c config) Validate() error {
 	}
 	for _, u := range c.turnURLs() {
 		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
-			return fmt.Errorf("-turn-urls %q: a TURN URL starts with turn: or turns:", u)
+			return fmt.Errorf("-turn-urls %q: a TURN URL starts with \"turn:\" or \"turns:\"", u)
 		}
 	}
 	if len(c.turnURLs()) > 0 && c.TURNSecretFile == "" {
