@@ -40,6 +40,13 @@ export interface InitOptions {
    */
   callTimeout?: number;
   /**
+   * Which paths media may take: 'relay' goes through the TURN servers the server names only
+   * (hiding the client's addresses, or testing the relay); default 'all', where the browser
+   * takes the best that works: UDP, then TCP, then TURN. A path lost mid-meeting restarts ICE
+   * by itself.
+   */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+  /**
    * What the SDK talks through; by default the page's own. Tests inject fakes, and a program
    * without WebRTC (Node, say) gets the stage without media.
    */

@@ -144,7 +144,7 @@ class Emitter {
  * warnings.
  * @type {typeof import('./cocmd.js').init}
  */
-export const init = async function init({ authToken, baseURI, logger, refreshToken, callTimeout = 10000, transport = {} }) {
+export const init = async function init({ authToken, baseURI, logger, refreshToken, callTimeout = 10000, iceTransportPolicy = 'all', transport = {} }) {
   if (!authToken) throw new CocmdError('UNAUTHENTICATED', 'an authToken is required');
   const base = new URL(baseURI || globalThis.location?.origin || 'http://localhost:8080');
   const t = {
@@ -153,7 +153,7 @@ export const init = async function init({ authToken, baseURI, logger, refreshTok
     RTCPeerConnection: transport.RTCPeerConnection || globalThis.RTCPeerConnection,
   };
   const info = await checkToken(t.fetch, base, authToken);
-  return new Meeting({ base, token: authToken, meetingId: info.meeting_id, log: logger || silent, refreshToken, callTimeout, transport: t });
+  return new Meeting({ base, token: authToken, meetingId: info.meeting_id, log: logger || silent, refreshToken, callTimeout, iceTransportPolicy, transport: t });
 };
 
 /**
@@ -394,8 +394,18 @@ class Self extends Emitter {
  * @property {Logger} log
  * @property {(() => Promise<string>) | undefined} refreshToken
  * @property {number} callTimeout
+ * @property {RTCIceTransportPolicy} iceTransportPolicy
  * @property {Required<Pick<Transport, 'WebSocket' | 'fetch'>> & Pick<Transport, 'RTCPeerConnection'>} transport
  */
+
+/**
+ * The browser's ICE servers from the server's (welcome, auth.refresh).
+ * @param {{ice_servers?: {urls: string[], username?: string, credential?: string}[]} | undefined} media
+ * @returns {RTCIceServer[]}
+ */
+function iceServersOf(media) {
+  return (media?.ice_servers || []).map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+}
 
 /**
  * A meeting: join() connects it.
@@ -416,6 +426,8 @@ class Meeting extends Emitter {
   #connected = null;
   #backoff = 250;
   #everConnected = false;
+  /** @type {RTCIceServer[]} TURN servers, renewed with the token */
+  #iceServers = [];
 
   /** @param {MeetingOptions} o */
   constructor(o) {
@@ -435,7 +447,8 @@ class Meeting extends Emitter {
     this.participants = new Participants(o.log);
     /** @type {ConnectionState} */
     this.connectionState = 'new';
-    this.#media = new Media({ call, self: this.self, participants: this.participants, log: o.log, RTCPeerConnection: o.transport.RTCPeerConnection });
+    const rtcConfig = () => ({ iceServers: this.#iceServers, iceTransportPolicy: o.iceTransportPolicy });
+    this.#media = new Media({ call, self: this.self, participants: this.participants, log: o.log, RTCPeerConnection: o.transport.RTCPeerConnection, rtcConfig });
   }
 
   /**
@@ -485,6 +498,7 @@ class Meeting extends Emitter {
         const reconnect = this.#everConnected;
         this.#everConnected = true;
         this.#adopt(msg.data, reconnect);
+        if (msg.data.media) this.#iceServers = iceServersOf(msg.data.media);
         this.#setState('connected');
         this.#media.connected();
         resolve?.(this);
@@ -617,8 +631,12 @@ class Meeting extends Emitter {
     if (!this.#o.refreshToken) return;
     try {
       const token = await this.#o.refreshToken();
-      await this.#call('auth.refresh', { token });
+      const r = await this.#call('auth.refresh', { token });
       this.#token = token;
+      if (r?.media) {
+        this.#iceServers = iceServersOf(r.media); // for the next ICE restart
+        this.#media.setIceServers();
+      }
     } catch (e) {
       this.#log.warn('cocmd: refreshing the token failed', e);
     }
@@ -756,7 +774,11 @@ class Meeting extends Emitter {
  * @property {Participants} participants
  * @property {Logger} log
  * @property {typeof RTCPeerConnection | undefined} RTCPeerConnection absent: no media
+ * @property {() => RTCConfiguration} rtcConfig a new connection's configuration
  */
+
+/** How long an ICE connection may stay disconnected before it restarts (ms). */
+const restartAfter = 2000;
 
 /** @typedef {{mid: string, participant_id: string, user_id: string, kind: 'audio' | 'video', source?: string}} WireTrack */
 
@@ -773,8 +795,39 @@ class Media {
   #wanted = { audio: null, video: null };
   /** @type {Promise<void>} */
   #publishing = Promise.resolve();
+  /** @type {Record<string, string>} the publisher's sources, by mid */
+  #pubSources = {};
   /** @param {MediaDeps} d */
   constructor(d) { this.#d = d; }
+
+  /** Hands both connections the latest ICE servers, for their next restart. */
+  setIceServers() {
+    for (const pc of [this.#pub, this.#sub]) {
+      if (!pc) continue;
+      try { pc.setConfiguration({ ...pc.getConfiguration(), ...this.#d.rtcConfig() }); } catch (e) { this.#d.log.warn('cocmd: updating the ICE servers', e); }
+    }
+  }
+
+  /**
+   * Restarts pc's ICE when it loses its path: at once when it failed, after
+   * restartAfter when it is still disconnected then.
+   * @param {RTCPeerConnection} pc
+   * @param {() => boolean} current whether pc is still in use
+   * @param {() => Promise<void>} restart
+   */
+  #watchIce(pc, current, restart) {
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    const go = () => {
+      timer = undefined;
+      if (!current() || !['disconnected', 'failed'].includes(pc.iceConnectionState)) return;
+      restart().catch((e) => this.#d.log.warn('cocmd: restarting ICE', e));
+    };
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (pc.iceConnectionState === 'failed') { clearTimeout(timer); go(); }
+      else if (pc.iceConnectionState === 'disconnected' && !timer) timer = setTimeout(go, restartAfter);
+    });
+  }
 
   connected() {
     if (!this.#d.RTCPeerConnection) return; // no WebRTC here: the stage only
@@ -860,10 +913,18 @@ class Media {
     const tracks = [this.#wanted.audio, this.#wanted.video].filter((t) => t !== null);
     const PC = this.#d.RTCPeerConnection;
     if (!tracks.length || !self.canPublish || !PC) return;
-    const pc = new PC();
+    const pc = new PC(this.#d.rtcConfig());
     this.#pub = pc;
     /** @type {Record<string, string>} */
     const sources = {};
+    this.#pubSources = sources;
+    // A lost path: a new offer that restarts ICE, same tracks and sources.
+    this.#watchIce(pc, () => this.#pub === pc, async () => {
+      pc.setConfiguration({ ...pc.getConfiguration(), ...this.#d.rtcConfig() });
+      await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      const ans = await call('media.publish', { sdp: pc.localDescription?.sdp, sources: this.#pubSources });
+      if (this.#pub === pc) await pc.setRemoteDescription({ type: 'answer', sdp: ans.sdp });
+    });
     const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly' }));
     pc.onicecandidate = (e) => {
       if (e.candidate && this.#pub === pc) call('media.candidate', { target: 'publisher', candidate: e.candidate.toJSON() }).catch(() => {});
@@ -884,8 +945,13 @@ class Media {
     const { call, participants, log } = this.#d;
     const PC = /** @type {typeof RTCPeerConnection} */ (this.#d.RTCPeerConnection);
     this.#closeSub();
-    const pc = new PC();
+    const pc = new PC(this.#d.rtcConfig());
     this.#sub = pc;
+    // A lost path: the server offers anew, restarting ICE.
+    this.#watchIce(pc, () => this.#sub === pc, async () => {
+      pc.setConfiguration({ ...pc.getConfiguration(), ...this.#d.rtcConfig() });
+      await call('media.restartIce');
+    });
     pc.onicecandidate = (e) => {
       if (e.candidate && this.#sub === pc) call('media.candidate', { target: 'subscriber', candidate: e.candidate.toJSON() }).catch(() => {});
     };
