@@ -1,16 +1,13 @@
 package server
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/cocmd/cocmd/internal/testcert"
 )
 
 // The shared port routes by the first byte: TLS and HTTP to the web, the
@@ -100,8 +97,16 @@ func TestSplitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := selfSigned(t)
-	web, turn := SplitTLS(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}}, time.Second)
+	ca, err := testcert.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ca.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NextProtos = append(cfg.NextProtos, "acme-tls/1")
+	web, turn := SplitTLS(ln, cfg, time.Second)
 	defer web.Close()
 	dial := func(alpn []string, first string) net.Conn {
 		t.Helper()
@@ -170,20 +175,4 @@ func TestSplitTLS(t *testing.T) {
 	defer plain.Close()
 	plain.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	closed(plain, "plain HTTP")
-}
-
-// selfSigned is a throwaway certificate for 127.0.0.1.
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

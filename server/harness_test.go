@@ -152,7 +152,10 @@ func (ts *testServer) start() {
 		}
 		go ts.turn.ServeTCP(routes.TURN)
 		mcfg.Divert = ts.turn
-		ice = server.ICEServers{Secret: turnSecret, UDPPort: udpPort, TCPPort: tcpPort, TLS: ts.opts.tls}
+		ice = server.ICEServers{Secret: turnSecret, UDPPort: udpPort, TCPPort: tcpPort}
+		if ts.opts.tls {
+			ice.TCPPort, ice.TLSPort = 0, tcpPort
+		}
 		if ts.opts.turnURLs != nil {
 			ice.URLs = ts.opts.turnURLs(udpPort, tcpPort)
 		}

@@ -22,13 +22,14 @@ type ICEServers struct {
 	// name of its own. Empty means the embedded server, at the host the
 	// client reached this server at (or PublicURL's), on the ports below.
 	URLs []string
-	// UDPPort is the embedded server's UDP port (the SFU's); 0 for none.
+	// UDPPort is the embedded server's TURN/UDP port (the SFU's); 0 for
+	// none.
 	UDPPort int
-	// TCPPort is its TCP port (the HTTP(S) port); 0 for none. Over TLS
-	// when TLS is set: turns:, which passes firewalls that let only TLS
-	// on 443 through.
+	// TCPPort is its TURN/TCP port (the HTTP(S) port); 0 for none.
 	TCPPort int
-	TLS     bool
+	// TLSPort is its TURN/TLS port (the HTTPS port); 0 for none. TLS on
+	// 443 passes firewalls that let nothing else out.
+	TLSPort int
 }
 
 // mediaConfig is what a connection of claims, reached at host (a request's
@@ -48,11 +49,10 @@ func (s *Server) mediaConfig(host string, c Claims) *protocol.MediaConfig {
 			urls = append(urls, "turn:"+h+":"+strconv.Itoa(ice.UDPPort)+"?transport=udp")
 		}
 		if ice.TCPPort > 0 {
-			scheme := "turn:"
-			if ice.TLS {
-				scheme = "turns:"
-			}
-			urls = append(urls, scheme+h+":"+strconv.Itoa(ice.TCPPort)+"?transport=tcp")
+			urls = append(urls, "turn:"+h+":"+strconv.Itoa(ice.TCPPort)+"?transport=tcp")
+		}
+		if ice.TLSPort > 0 {
+			urls = append(urls, "turns:"+h+":"+strconv.Itoa(ice.TLSPort)+"?transport=tcp")
 		}
 	}
 	user, pass := relay.Credentials(ice.Secret, c.Participant, time.Unix(c.Expires, 0))

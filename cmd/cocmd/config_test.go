@@ -39,6 +39,9 @@ func TestParseConfig(t *testing.T) {
 		{"-domain", "meet.example.com", "-acme-renew-check", "1ms"},
 		{"-media-public-ip", "auto"},
 		{"-api-key-file", "/etc/hostname", "-api-key", "ck_0123456789abcdef"},
+		{"-turn-offer", "udp,sctp"},
+		{"-turn-urls", "turn:turn.example.com:3478"},                                       // no secret
+		{"-turn-urls", "stun:stun.example.com:3478", "-turn-secret-file", "/etc/hostname"}, // not TURN
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", bad)

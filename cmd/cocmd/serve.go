@@ -49,6 +49,7 @@ type config struct {
 	TURN           bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
 	TURNURLs       string // comma-separated URLs of an external TURN server, instead of the embedded one
 	TURNSecretFile string // the TURN REST shared secret; default <data>/turn-secret, created
+	TURNOffer      string // the embedded server's transports clients are told of: udp, tcp, tls; "" for udp and tls (tcp without TLS)
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
 	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
 	TLSKey         string // PEM private key file
@@ -116,6 +117,27 @@ func (c config) turnURLs() []string {
 	return urls
 }
 
+// turnOffer is the set of the embedded TURN server's transports clients
+// are told of, when the server serves TLS or not.
+func (c config) turnOffer(tls bool) (map[string]bool, error) {
+	if c.TURNOffer == "" {
+		if tls {
+			return map[string]bool{"udp": true, "tls": true}, nil
+		}
+		return map[string]bool{"udp": true, "tcp": true}, nil
+	}
+	out := map[string]bool{}
+	for t := range strings.SplitSeq(c.TURNOffer, ",") {
+		switch t = strings.TrimSpace(t); t {
+		case "udp", "tcp", "tls":
+			out[t] = true
+		default:
+			return nil, fmt.Errorf("-turn-offer %q: transports are udp, tcp and tls", t)
+		}
+	}
+	return out, nil
+}
+
 // mediaAddr is the UDP address the media plane listens on.
 func (c config) mediaAddr() string {
 	if c.MediaListen != "" {
@@ -146,6 +168,9 @@ func (c config) Validate() error {
 		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
 			return fmt.Errorf("-turn-urls %q: a TURN URL starts with \"turn:\" or \"turns:\"", u)
 		}
+	}
+	if _, err := c.turnOffer(false); err != nil {
+		return err
 	}
 	if len(c.turnURLs()) > 0 && c.TURNSecretFile == "" {
 		return errors.New("-turn-urls needs the external server's shared secret (-turn-secret-file)")
@@ -289,6 +314,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_TLS_CERT", &c.TLSCert)
 	env("COCMD_TURN_URLS", &c.TURNURLs)
 	env("COCMD_TURN_SECRET_FILE", &c.TURNSecretFile)
+	env("COCMD_TURN_OFFER", &c.TURNOffer)
 	env("COCMD_TLS_KEY", &c.TLSKey)
 	env("COCMD_REDIRECT_HTTP", &c.RedirectHTTP)
 	env("COCMD_DOMAIN", &c.Domain)
@@ -348,6 +374,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.TURN, "turn", c.TURN, "run the embedded TURN server (UDP on the media port; TCP and TLS on the HTTP(S) port) and hand clients credentials for it (env COCMD_TURN)")
 	fs.StringVar(&c.TURNURLs, "turn-urls", c.TURNURLs, "hand clients these TURN URLs (comma-separated; an external server such as coturn with use-auth-secret) instead of the embedded server's (env COCMD_TURN_URLS)")
 	fs.StringVar(&c.TURNSecretFile, "turn-secret-file", c.TURNSecretFile, "file holding the TURN shared secret; default: <data>/turn-secret, created (env COCMD_TURN_SECRET_FILE)")
+	fs.StringVar(&c.TURNOffer, "turn-offer", c.TURNOffer, "which of the embedded TURN server's transports clients are told of, comma-separated: udp, tcp, tls; default udp and tls (udp and tcp without TLS) (env COCMD_TURN_OFFER)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
@@ -666,8 +693,25 @@ func (c config) iceServers(ln net.Listener, udp *net.UDPConn, tls bool) (server.
 	if err != nil {
 		return server.ICEServers{}, nil, err
 	}
-	return server.ICEServers{Secret: secret, UDPPort: udp.LocalAddr().(*net.UDPAddr).Port,
-		TCPPort: ln.Addr().(*net.TCPAddr).Port, TLS: tls}, secret, nil
+	offer, err := c.turnOffer(tls)
+	if err != nil {
+		return server.ICEServers{}, nil, err
+	}
+	if offer["tls"] && !tls {
+		return server.ICEServers{}, nil, errors.New("-turn-offer tls needs HTTPS (-tls-cert and -tls-key, or -domain)")
+	}
+	ice := server.ICEServers{Secret: secret}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if offer["udp"] {
+		ice.UDPPort = udp.LocalAddr().(*net.UDPAddr).Port
+	}
+	if offer["tcp"] {
+		ice.TCPPort = port
+	}
+	if offer["tls"] {
+		ice.TLSPort = port
+	}
+	return ice, secret, nil
 }
 
 // newRelay starts the embedded TURN server on the SFU's socket: it may
