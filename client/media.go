@@ -134,9 +134,19 @@ func (md *Media) lifeWorker() {
 
 // NewWebRTCAPI returns the pion API the client uses when Options.WebRTC is
 // nil: the default codecs and interceptors, no mDNS, and loopback
-// candidates (so a server on 127.0.0.1 is reachable). Pion logs to log
-// (nil discards).
+// candidates (so a server on 127.0.0.1 is reachable), over UDP and TCP.
+// Pion logs to log (nil discards).
 func NewWebRTCAPI(log *slog.Logger) (*webrtc.API, error) {
+	// UDP first; TCP (active candidates, toward the server's ICE-TCP)
+	// when UDP does not get through.
+	return NewWebRTCAPIOn(log, webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+}
+
+// NewWebRTCAPIOn is NewWebRTCAPI with host candidates of the given network
+// types only: a client whose network blocks UDP, say, or a test or a
+// benchmark of one path. (Relay candidates come from the TURN servers,
+// whatever these are.)
+func NewWebRTCAPIOn(log *slog.Logger, networks ...webrtc.NetworkType) (*webrtc.API, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -152,9 +162,7 @@ func NewWebRTCAPI(log *slog.Logger) (*webrtc.API, error) {
 	se.LoggerFactory = pionlog.Factory(log)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
-	// UDP first; TCP (active candidates, toward the server's ICE-TCP)
-	// when UDP does not get through.
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6})
+	se.SetNetworkTypes(networks)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 

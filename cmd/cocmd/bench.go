@@ -127,7 +127,11 @@ func startBenchServer(cpu int, debugAddr string, extra ...string) (*benchServer,
 	if err != nil {
 		return nil, err
 	}
-	return &benchServer{cmd: cmd, base: "http://" + addr, dir: dir}, nil
+	scheme := "http://"
+	if slices.Contains(extra, "-tls-cert") {
+		scheme = "https://"
+	}
+	return &benchServer{cmd: cmd, base: scheme + addr, dir: dir}, nil
 }
 
 // startServe runs argv (a cocmd serve command line) and returns once the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +22,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/client/mediasource"
+	"github.com/cocmd/cocmd/internal/testcert"
 )
 
 // mediaOptions are the settings of one bench media run.
@@ -33,6 +37,50 @@ type mediaOptions struct {
 	dialers   int
 	debugAddr string
 	procs     int
+	path      string // how subscribers reach media: "" (any), udp, ice-tcp, turn-udp, turn-tcp, turn-tls
+	certs     string // with turn-tls: the directory of the test CA's files
+}
+
+// benchPaths are the paths bench media -paths knows: how the subscribers
+// reach media.
+var benchPaths = map[string]string{
+	"udp":      "ICE over UDP (host candidates)",
+	"ice-tcp":  "ICE-TCP on the HTTP port",
+	"turn-udp": "relay only, TURN/UDP on the media port",
+	"turn-tcp": "relay only, TURN/TCP on the HTTP port",
+	"turn-tls": "relay only, TURN/TLS on the HTTPS port",
+}
+
+// subscriberOptions are the SDK options of a subscriber taking path.
+func subscriberOptions(path string) (*client.Options, error) {
+	switch path {
+	case "":
+		return nil, nil
+	case "udp", "ice-tcp":
+		nt := webrtc.NetworkTypeUDP4
+		if path == "ice-tcp" {
+			nt = webrtc.NetworkTypeTCP4
+		}
+		api, err := client.NewWebRTCAPIOn(nil, nt)
+		return &client.Options{WebRTC: api}, err
+	case "turn-udp", "turn-tcp", "turn-tls":
+		return &client.Options{ICETransportPolicy: webrtc.ICETransportPolicyRelay}, nil
+	}
+	return nil, fmt.Errorf("unknown path %q", path)
+}
+
+// serverArgs are the serve flags a path needs: the TURN transport offered
+// (one, so that relay-only clients take that one), HTTPS for TLS.
+func (o mediaOptions) serverArgs() []string {
+	switch o.path {
+	case "turn-udp":
+		return []string{"-turn-offer", "udp"}
+	case "turn-tcp":
+		return []string{"-turn-offer", "tcp"}
+	case "turn-tls":
+		return []string{"-turn-offer", "tls", "-tls-cert", filepath.Join(o.certs, "cert.pem"), "-tls-key", filepath.Join(o.certs, "key.pem")}
+	}
+	return nil
 }
 
 func benchMedia(args []string) error {
@@ -45,6 +93,7 @@ func benchMedia(args []string) error {
 	dial := fs.Int("dialers", 8, "subscribers joining at once")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
 	procs := fs.Int("procs", 1, "load processes the subscribers are spread over (all on the load CPU)")
+	pathList := fs.String("paths", "", "comma-separated paths the subscribers reach media by, each measured at every N: udp, ice-tcp, turn-udp, turn-tcp, turn-tls; default: whatever ICE picks")
 	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -53,21 +102,49 @@ func benchMedia(args []string) error {
 	if err != nil {
 		return err
 	}
+	paths := []string{""}
+	if *pathList != "" {
+		paths = strings.Split(*pathList, ",")
+		for _, p := range paths {
+			if _, ok := benchPaths[p]; !ok {
+				return fmt.Errorf("-paths: unknown path %q", p)
+			}
+		}
+	}
+	o := mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug, procs: *procs}
+	if slices.Contains(paths, "turn-tls") {
+		// A CA of the run's own, trusted by this process and its load
+		// processes (pion verifies a turns: server against the system
+		// roots): set before anything loads them.
+		certs, err := os.MkdirTemp("", "cocmd-bench-ca-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(certs)
+		if _, err := testcert.Write(certs); err != nil {
+			return err
+		}
+		os.Setenv("SSL_CERT_FILE", filepath.Join(certs, "ca.pem"))
+		o.certs = certs
+	}
 	if err := pinLoad(*loadCPU); err != nil {
 		return err
 	}
 	fmt.Printf("cocmd bench media: %d CPUs, server on CPU %d, load (publisher and subscribers, pion) on CPU %d; "+
 		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
-	fmt.Println("| subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, n := range counts {
-		r, err := benchMediaN(n, mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug, procs: *procs})
-		if err != nil {
-			return fmt.Errorf("with %d subscribers: %w", n, err)
+	fmt.Println("| subscribers' path | subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, path := range paths {
+		for _, n := range counts {
+			o.path = path
+			r, err := benchMediaN(n, o)
+			if err != nil {
+				return fmt.Errorf("%s with %d subscribers: %w", cmp.Or(path, "any path"), n, err)
+			}
+			fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", cmp.Or(benchPaths[path], "any (ICE's choice)"), n,
+				r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
+				ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
 		}
-		fmt.Printf("| %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", n,
-			r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
-			ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
 	}
 	return nil
 }
@@ -221,7 +298,7 @@ func (run *mediaRun) start() error {
 	if err != nil {
 		return err
 	}
-	extra := []string{"-media-listen", "127.0.0.1:0"}
+	extra := append([]string{"-media-listen", "127.0.0.1:0"}, run.o.serverArgs()...)
 	if verbose {
 		extra = append(extra, "-log-level", "debug")
 	}
@@ -266,9 +343,9 @@ func (run *mediaRun) joinAudience(n int) error {
 		return err
 	}
 	if run.o.procs > 1 {
-		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers)
+		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers, run.o.path)
 	} else {
-		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers)
+		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path)
 	}
 	return err
 }
@@ -412,13 +489,17 @@ func loadCPU(a audience) time.Duration {
 type localAudience []*subscriber
 
 // joinLocal joins and subscribes one subscriber per token.
-func joinLocal(base string, tokens []string, dialers int) (localAudience, error) {
+func joinLocal(base string, tokens []string, dialers int, path string) (localAudience, error) {
+	opts, err := subscriberOptions(path)
+	if err != nil {
+		return nil, err
+	}
 	subs := make(localAudience, len(tokens))
-	err := parallel(dialers, len(tokens), func(i int) error {
+	err = parallel(dialers, len(tokens), func(i int) error {
 		s := &subscriber{joined: time.Now()}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		m, err := client.Join(ctx, base, tokens[i], nil)
+		m, err := client.Join(ctx, base, tokens[i], opts)
 		if err != nil {
 			return err
 		}
@@ -482,6 +563,7 @@ type loadConfig struct {
 	Base    string   `json:"base"`
 	Tokens  []string `json:"tokens"`
 	Dialers int      `json:"dialers"`
+	Path    string   `json:"path"`
 }
 
 // procAudience spreads the subscribers over load processes.
@@ -489,7 +571,7 @@ type procAudience []*loadProc
 
 // startLoadProcs starts procs load processes (they inherit this process's
 // CPU affinity) and shares the tokens out among them.
-func startLoadProcs(base string, tokens []string, procs, dialers int) (procAudience, error) {
+func startLoadProcs(base string, tokens []string, procs, dialers int, path string) (procAudience, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -514,7 +596,7 @@ func startLoadProcs(base string, tokens []string, procs, dialers int) (procAudie
 		p := &loadProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 		p.out.Buffer(make([]byte, 1<<20), 1<<20)
 		a = append(a, p)
-		if err := json.NewEncoder(in).Encode(loadConfig{Base: base, Tokens: share, Dialers: max(1, dialers/procs)}); err != nil {
+		if err := json.NewEncoder(in).Encode(loadConfig{Base: base, Tokens: share, Dialers: max(1, dialers/procs), Path: path}); err != nil {
 			return a, err
 		}
 	}
@@ -605,7 +687,7 @@ func benchMediaSubscribers() error {
 	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
 		return err
 	}
-	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers)
+	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path)
 	defer subs.close()
 	if err != nil {
 		return reply(nil, err)

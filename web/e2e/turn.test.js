@@ -19,7 +19,7 @@ const repo = join(here, '..', '..');
 const artifacts = join(here, 'artifacts');
 const chromiumPath = ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find(existsSync);
 
-let server, base, browser, home;
+let server, base, port, browser, home;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -47,7 +47,7 @@ before(async () => {
   execFileSync('certutil', ['-d', nss, '-N', '--empty-password']);
   execFileSync('certutil', ['-d', nss, '-A', '-n', 'cocmd-e2e', '-t', 'C,,', '-i', join(certs, 'ca.pem')]);
 
-  const port = await freePort();
+  port = await freePort();
   base = `https://127.0.0.1:${port}`;
   const data = mkdtempSync(join(tmpdir(), 'cocmd-e2e-data-'));
   server = await new Promise((resolve, reject) => {
@@ -74,18 +74,22 @@ after(async () => {
   if (server) await new Promise((resolve) => { server.removeAllListeners('exit'); server.on('exit', resolve); server.kill('SIGTERM'); });
 });
 
-async function page(link, name, relayOnly) {
+// page opens link in a new browser context. relayOnly forces the page's
+// peer connections onto the server's turns: URL, at turnsPort if given (a
+// proxy's).
+async function page(link, name, relayOnly, turnsPort) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
   if (relayOnly) {
     // The firewall, as the page sees it: relay candidates only, through
     // the server's turns: URL only (with the credentials the SDK got from
     // the server). Every peer connection the SDK makes is kept for stats.
-    await ctx.addInitScript(() => {
+    await ctx.addInitScript((viaPort) => {
       const Orig = window.RTCPeerConnection;
+      const via = (u) => (viaPort ? u.replace(/:\d+\?/, `:${viaPort}?`) : u);
       const only = (cfg = {}) => ({
         ...cfg,
         iceTransportPolicy: 'relay',
-        iceServers: (cfg.iceServers || []).map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => u.startsWith('turns:')) }))
+        iceServers: (cfg.iceServers || []).map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => u.startsWith('turns:')).map(via) }))
           .filter((s) => s.urls.length),
       });
       window.__pcs = [];
@@ -98,7 +102,7 @@ async function page(link, name, relayOnly) {
         }
         setConfiguration(cfg) { return super.setConfiguration(only(cfg)); }
       };
-    });
+    }, turnsPort || 0);
   }
   const p = await ctx.newPage();
   p.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
@@ -169,4 +173,56 @@ test('a viewer that can reach TURN over TLS only watches the stage', async () =>
   console.log(`over TURN/TLS: the viewer decoded ${f2 - f1} frames of the host in 1.5 s; paths ${paths.join(', ')}`);
   await viewer.screenshot({ path: join(artifacts, 'viewer-turn-tls.png') });
   for (const p of [host, viewer]) await p.context().close();
+});
+
+// A TCP proxy to the server's port that can cut every connection it carries.
+async function cutProxy() {
+  const conns = new Set();
+  const srv = net.createServer((c) => {
+    const up = net.connect(port, '127.0.0.1');
+    const end = () => { c.destroy(); up.destroy(); conns.delete(c); conns.delete(up); };
+    for (const s of [c, up]) { conns.add(s); s.on('error', end); s.on('close', end); }
+    c.pipe(up);
+    up.pipe(c);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: srv.address().port,
+    cut() { const n = conns.size; for (const s of [...conns]) s.destroy(); return n; },
+    close() { this.cut(); return new Promise((r) => srv.close(r)); },
+  };
+}
+
+test('a viewer whose TURN/TLS path dies restarts ICE and watches on, without reconnecting', async () => {
+  const proxy = await cutProxy();
+  const host = await page(`${base}/`, 'host');
+  const demo = await host.evaluate(async () => (await fetch('/v1/demo/webinars', { method: 'POST' })).json());
+  await host.goto(demo.host.link);
+  const viewer = await page(demo.viewers[0].link, 'viewer', true, proxy.port);
+  for (const p of [host, viewer]) await p.getByRole('heading', { name: 'Stage' }).waitFor();
+  await viewer.evaluate(() => {
+    window.__states = [];
+    window.cocmd.meeting.on('connectionUpdate', (e) => window.__states.push(e.state));
+  });
+  await host.getByRole('button', { name: 'Join the stage' }).click();
+  await host.getByText('You are on stage.').waitFor();
+  const uid = demo.host.user_id;
+  await eventually('the viewer decoding the host through the proxy', async () => (await framesDecoded(viewer, uid)) > 10);
+
+  const cut = proxy.cut();
+  assert.ok(cut > 0, 'the viewer\'s media did not go through the proxy');
+  const atCut = await framesDecoded(viewer, uid);
+  // Decoded frames stall, ICE restarts (2 s after disconnected), a new
+  // TURN/TLS allocation through the proxy, and they grow again.
+  const resumed = await eventually('frames decoded again after the cut', async () => {
+    const f = await framesDecoded(viewer, uid);
+    return f > atCut + 30 && f;
+  }, 45000);
+  const states = await viewer.evaluate(() => window.__states);
+  assert.deepEqual(states, [], `the realtime connection changed state (${states}): ICE should restart on its own`);
+  const paths = await selectedPaths(viewer);
+  assert.ok(paths.length > 0 && paths.every((x) => x === 'relay/tls'), `after the restart the media took ${JSON.stringify(paths)}`);
+  console.log(`ICE restart: ${resumed - atCut} frames decoded after cutting ${cut} TCP connections; paths ${paths.join(', ')}`);
+  for (const p of [host, viewer]) await p.context().close();
+  await proxy.close();
 });
