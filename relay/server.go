@@ -22,9 +22,12 @@ package relay
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -321,4 +324,25 @@ func (c *sharedUDP) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *sharedUDP) Close() error {
 	c.once.Do(func() { close(c.done) })
 	return nil
+}
+
+// WriteMetrics writes the server's counters in the Prometheus text format.
+func (s *Server) WriteMetrics(w io.Writer) error {
+	st := s.Stats()
+	b := &strings.Builder{}
+	b.WriteString("# HELP cocmd_turn_allocations TURN allocations now.\n# TYPE cocmd_turn_allocations gauge\n")
+	fmt.Fprintf(b, "cocmd_turn_allocations %d\n", st.Allocations)
+	b.WriteString("# HELP cocmd_turn_allocations_created_total TURN allocations made, by the client's transport.\n# TYPE cocmd_turn_allocations_created_total counter\n")
+	for t := range numTransports {
+		fmt.Fprintf(b, "cocmd_turn_allocations_created_total{transport=%q} %d\n", t, st.Created[t])
+	}
+	b.WriteString("# HELP cocmd_turn_relayed_datagrams_total Datagrams relayed between clients and the SFU, by the client's transport and direction.\n# TYPE cocmd_turn_relayed_datagrams_total counter\n")
+	for t := range numTransports {
+		fmt.Fprintf(b, "cocmd_turn_relayed_datagrams_total{transport=%q,direction=\"to_media\"} %d\n", t, st.ToMedia[t])
+		fmt.Fprintf(b, "cocmd_turn_relayed_datagrams_total{transport=%q,direction=\"from_media\"} %d\n", t, st.FromMedia[t])
+	}
+	b.WriteString("# HELP cocmd_turn_refused_total TURN requests refused: credentials, quota, or a peer that is not the SFU.\n# TYPE cocmd_turn_refused_total counter\n")
+	fmt.Fprintf(b, "cocmd_turn_refused_total %d\n", st.Refused)
+	_, err := io.WriteString(w, b.String())
+	return err
 }

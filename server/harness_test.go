@@ -45,17 +45,16 @@ const apiKey = "ck_test_key_0123456789"
 
 // testServer is a real cocmd server on a loopback port.
 type testServer struct {
-	t       *testing.T
-	URL     string
-	Dir     string
-	srv     *server.Server
-	reg     *meeting.Registry
-	sfu     *media.SFU
-	turn    *relay.Server // with opts.turn
-	udpPort int
-	db      *sqlite.DB
-	hs      *http.Server
-	opts    testOptions
+	t    *testing.T
+	URL  string
+	Dir  string
+	srv  *server.Server
+	reg  *meeting.Registry
+	sfu  *media.SFU
+	turn *relay.Server // with opts.turn
+	db   *sqlite.DB
+	hs   *http.Server
+	opts testOptions
 }
 
 type testOptions struct {
@@ -140,7 +139,6 @@ func (ts *testServer) start() {
 		t.Fatal(err)
 	}
 	udpPort, tcpPort := udp.LocalAddr().(*net.UDPAddr).Port, ln.Addr().(*net.TCPAddr).Port
-	ts.udpPort = udpPort
 	mcfg := media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log}
 	ice := server.ICEServers{}
 	if ts.opts.turn {
@@ -152,9 +150,9 @@ func (ts *testServer) start() {
 		}
 		go ts.turn.ServeTCP(routes.TURN)
 		mcfg.Divert = ts.turn
-		ice = server.ICEServers{Secret: turnSecret, UDPPort: udpPort, TCPPort: tcpPort}
+		ice = server.ICEServers{Secret: turnSecret, UDPPort: udpPort} // as cocmd serve offers
 		if ts.opts.tls {
-			ice.TCPPort, ice.TLSPort = 0, tcpPort
+			ice = server.ICEServers{Secret: turnSecret, TLSPort: tcpPort}
 		}
 		if ts.opts.turnURLs != nil {
 			ice.URLs = ts.opts.turnURLs(udpPort, tcpPort)
@@ -181,7 +179,7 @@ func (ts *testServer) start() {
 	}
 	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
-		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice}, db, ts.reg, keys)
+		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice, TURN: ts.turn}, db, ts.reg, keys)
 	ts.opts.addr = ln.Addr().String()
 	ts.URL = "http://" + ts.opts.addr
 	ts.db = db
@@ -323,6 +321,3 @@ func webFS(t *testing.T) fs.FS {
 	}
 	return w
 }
-
-// sfuPort is the media plane's UDP port.
-func (ts *testServer) sfuPort() int { return ts.udpPort }

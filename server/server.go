@@ -21,6 +21,7 @@ import (
 	"github.com/cocmd/cocmd/media"
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
 )
@@ -53,6 +54,9 @@ type Config struct {
 	Media *media.SFU
 	// ICE is the TURN servers connections are told about.
 	ICE ICEServers
+	// TURN is the embedded TURN server, if it runs: its figures join the
+	// metrics.
+	TURN *relay.Server
 	// Web holds the browser SDK (sdk/) and the demo app (app/); nil
 	// serves neither.
 	Web fs.FS
@@ -308,8 +312,13 @@ func decode(r *http.Request, v any) error {
 // metrics serves the media plane's figures in the Prometheus text format.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	if s.cfg.Media == nil {
-		return nil
+	if s.cfg.Media != nil {
+		if err := s.cfg.Media.WriteMetrics(w); err != nil {
+			return err
+		}
 	}
-	return s.cfg.Media.WriteMetrics(w)
+	if s.cfg.TURN != nil {
+		return s.cfg.TURN.WriteMetrics(w)
+	}
+	return nil
 }

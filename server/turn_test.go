@@ -81,6 +81,11 @@ func TestMedia_turn(t *testing.T) {
 					t.Errorf("TURN/%s was used (%d allocations); only %s was offered", tr, st.Created[tr], tc.tr)
 				}
 			}
+			metrics := ts.metrics()
+			want := fmt.Sprintf("cocmd_turn_allocations_created_total{transport=%q} %d", tc.tr, st.Created[tc.tr])
+			if !strings.Contains(metrics, want) {
+				t.Errorf("the metrics lack %q:\n%s", want, metrics)
+			}
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.bad > 0 {
@@ -90,8 +95,22 @@ func TestMedia_turn(t *testing.T) {
 	}
 }
 
+// metrics reads GET /metrics.
+func (ts *testServer) metrics() string {
+	ts.t.Helper()
+	req, _ := http.NewRequest("GET", ts.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // The welcome names the embedded TURN server at the host the client
-// reached, over UDP and TLS, with TURN REST credentials of the participant
+// reached, over TLS, with TURN REST credentials of the participant
 // that expire with the token; auth.refresh renews them with the new
 // token's expiry.
 func TestRealtime_iceServers(t *testing.T) {
@@ -121,10 +140,9 @@ func TestRealtime_iceServers(t *testing.T) {
 			t.Fatalf("%s: media config %+v, want one TURN server", what, mc)
 		}
 		s := mc.ICEServers[0]
-		udp := fmt.Sprintf("turn:localhost:%d?transport=udp", ts.sfuPort())
 		tls := "turns:localhost:" + port + "?transport=tcp"
-		if len(s.URLs) != 2 || s.URLs[0] != udp || s.URLs[1] != tls {
-			t.Errorf("%s: URLs %q, want %q and %q (the host the client reached)", what, s.URLs, udp, tls)
+		if len(s.URLs) != 1 || s.URLs[0] != tls {
+			t.Errorf("%s: URLs %q, want %q (the host the client reached)", what, s.URLs, tls)
 		}
 		wantUser := fmt.Sprintf("%d:%s", expires.Unix(), p.Participant.ID)
 		if s.Username != wantUser || s.Credential != relay.Password(turnSecret, wantUser) {

@@ -93,6 +93,7 @@ func benchMedia(args []string) error {
 	dial := fs.Int("dialers", 8, "subscribers joining at once")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
 	procs := fs.Int("procs", 1, "load processes the subscribers are spread over (all on the load CPU)")
+	repeat := fs.Int("repeat", 1, "rounds over the paths (interleaved); from 2, a table of medians follows")
 	pathList := fs.String("paths", "", "comma-separated paths the subscribers reach media by, each measured at every N: udp, ice-tcp, turn-udp, turn-tcp, turn-tls; default: whatever ICE picks")
 	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -101,6 +102,9 @@ func benchMedia(args []string) error {
 	counts, err := parseCounts(*ns, 1)
 	if err != nil {
 		return err
+	}
+	if *repeat < 1 {
+		return fmt.Errorf("-repeat %d: at least 1", *repeat)
 	}
 	paths := []string{""}
 	if *pathList != "" {
@@ -134,20 +138,61 @@ func benchMedia(args []string) error {
 		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
 	fmt.Println("| subscribers' path | subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, path := range paths {
-		for _, n := range counts {
-			o.path = path
-			r, err := benchMediaN(n, o)
-			if err != nil {
-				return fmt.Errorf("%s with %d subscribers: %w", cmp.Or(path, "any path"), n, err)
+	type key struct {
+		path string
+		n    int
+	}
+	runs := map[key][]mediaResult{}
+	// Rounds interleave the paths, so that the machine's drift during the
+	// run does not favour one of them.
+	for range *repeat {
+		for _, path := range paths {
+			for _, n := range counts {
+				o.path = path
+				r, err := benchMediaN(n, o)
+				if err != nil {
+					return fmt.Errorf("%s with %d subscribers: %w", cmp.Or(path, "any path"), n, err)
+				}
+				runs[key{path, n}] = append(runs[key{path, n}], r)
+				fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", pathName(path), n,
+					r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
+					ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
 			}
-			fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", cmp.Or(benchPaths[path], "any (ICE's choice)"), n,
-				r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
-				ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
+		}
+	}
+	if *repeat < 2 {
+		return nil
+	}
+	fmt.Printf("\nMedians of %d runs; the ratio is to the first path's median at the same N.\n\n", *repeat)
+	fmt.Println("| subscribers' path | subscribers | server CPU per forwarded packet | ratio | RSS per subscriber | join → first packet p50 | p99 |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	med := func(rs []mediaResult, f func(mediaResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	for _, n := range counts {
+		base := med(runs[key{paths[0], n}], func(r mediaResult) float64 { return r.cpuPerPacket.Seconds() })
+		for _, path := range paths {
+			rs := runs[key{path, n}]
+			cpu := med(rs, func(r mediaResult) float64 { return r.cpuPerPacket.Seconds() })
+			fmt.Printf("| %s | %d | %.2f µs | %.2f× | %.0f KB | %.1f ms | %.1f ms |\n", pathName(path), n, cpu*1e6, cpu/base,
+				med(rs, func(r mediaResult) float64 { return r.rssPerSub / 1024 }),
+				med(rs, func(r mediaResult) float64 { return float64(r.firstP50) / 1e6 }),
+				med(rs, func(r mediaResult) float64 { return float64(r.firstP99) / 1e6 }))
 		}
 	}
 	return nil
 }
+
+// pathName is how a table names a path.
+func pathName(path string) string { return cmp.Or(benchPaths[path], "any (ICE's choice)") }
 
 type mediaResult struct {
 	cpuPerPacket         time.Duration

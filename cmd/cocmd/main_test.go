@@ -49,21 +49,24 @@ func TestBinary_bench(t *testing.T) {
 }
 
 // TestBinary_benchMedia runs a small media benchmark end to end: a
-// publisher of the test clips, three subscribers in two load processes, a kick.
+// publisher of the test clips, three subscribers in two load processes, a
+// kick; over UDP, then relayed over TURN/TLS (a CA of the run's own).
 func TestBinary_benchMedia(t *testing.T) {
 	bin := binary(t)
 	out, err := exec.Command(bin, "bench", "media", "-n", "3", "-window", "1s", "-procs", "2", "-server-cpu", "-1", "-load-cpu", "-1",
-		"-media", filepath.Join("..", "..", "..", "shared", "media")).CombinedOutput()
+		"-paths", "udp,turn-tls", "-media", filepath.Join("..", "..", "..", "shared", "media")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	var row string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "| 3 |") {
-			row = line
+	for _, path := range []string{benchPaths["udp"], benchPaths["turn-tls"]} {
+		var row string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "| "+path+" | 3 |") {
+				row = line
+			}
 		}
-	}
-	if cells := strings.Split(row, "|"); len(cells) != 14 || !strings.Contains(cells[2], "µs") {
-		t.Fatalf("no result row for 3 subscribers:\n%s", out)
+		if cells := strings.Split(row, "|"); len(cells) != 15 || !strings.Contains(cells[3], "µs") {
+			t.Fatalf("no result row for 3 subscribers over %s:\n%s", path, out)
+		}
 	}
 }

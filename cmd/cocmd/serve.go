@@ -49,7 +49,7 @@ type config struct {
 	TURN           bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
 	TURNURLs       string // comma-separated URLs of an external TURN server, instead of the embedded one
 	TURNSecretFile string // the TURN REST shared secret; default <data>/turn-secret, created
-	TURNOffer      string // the embedded server's transports clients are told of: udp, tcp, tls; "" for udp and tls (tcp without TLS)
+	TURNOffer      string // the embedded server's transports clients are told of: udp, tcp, tls; "": tls with HTTPS, else udp
 	Dev            string // "auto" (on when listening on loopback), "true" or "false"
 	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
 	TLSKey         string // PEM private key file
@@ -121,10 +121,17 @@ func (c config) turnURLs() []string {
 // are told of, when the server serves TLS or not.
 func (c config) turnOffer(tls bool) (map[string]bool, error) {
 	if c.TURNOffer == "" {
+		// Every client allocates a relay on every transport it is told
+		// of, used or not: tell of the one that gets through where
+		// nothing else does. A client that reaches the UDP port needs no
+		// TURN/UDP on that same port (ICE gets there directly), and one
+		// that reaches TCP 443 has ICE-TCP; TLS on 443 passes the
+		// firewalls that let nothing else out. Without HTTPS, TURN/UDP,
+		// the cheapest, for clients that want relays only.
 		if tls {
-			return map[string]bool{"udp": true, "tls": true}, nil
+			return map[string]bool{"tls": true}, nil
 		}
-		return map[string]bool{"udp": true, "tcp": true}, nil
+		return map[string]bool{"udp": true}, nil
 	}
 	out := map[string]bool{}
 	for t := range strings.SplitSeq(c.TURNOffer, ",") {
@@ -374,7 +381,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(&c.TURN, "turn", c.TURN, "run the embedded TURN server (UDP on the media port; TCP and TLS on the HTTP(S) port) and hand clients credentials for it (env COCMD_TURN)")
 	fs.StringVar(&c.TURNURLs, "turn-urls", c.TURNURLs, "hand clients these TURN URLs (comma-separated; an external server such as coturn with use-auth-secret) instead of the embedded server's (env COCMD_TURN_URLS)")
 	fs.StringVar(&c.TURNSecretFile, "turn-secret-file", c.TURNSecretFile, "file holding the TURN shared secret; default: <data>/turn-secret, created (env COCMD_TURN_SECRET_FILE)")
-	fs.StringVar(&c.TURNOffer, "turn-offer", c.TURNOffer, "which of the embedded TURN server's transports clients are told of, comma-separated: udp, tcp, tls; default udp and tls (udp and tcp without TLS) (env COCMD_TURN_OFFER)")
+	fs.StringVar(&c.TURNOffer, "turn-offer", c.TURNOffer, "which of the embedded TURN server's transports clients are told of, comma-separated: udp, tcp, tls; default tls with HTTPS, else udp (env COCMD_TURN_OFFER)")
 	fs.BoolVar(&c.MediaLoopback, "media-loopback", c.MediaLoopback, "offer loopback candidates too, for clients on this machine (env COCMD_MEDIA_LOOPBACK)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "PEM certificate chain: serve HTTPS with it and -tls-key (env COCMD_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "PEM private key of -tls-cert (env COCMD_TLS_KEY)")
@@ -553,7 +560,7 @@ func serve(args []string) error {
 	proxies, _ := cfg.trustedProxies() // checked by Validate
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
-		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice}, db, reg, keys)
+		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, db, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.

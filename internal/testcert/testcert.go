@@ -27,9 +27,10 @@ type CA struct {
 	KeyPEM  []byte // the server's key (PKCS #8)
 }
 
-// Write writes a new CA into dir as ca.pem, cert.pem and key.pem.
-func Write(dir string) (*CA, error) {
-	ca, err := New()
+// Write writes a new CA into dir as ca.pem, cert.pem and key.pem; the
+// server certificate names ips too.
+func Write(dir string, ips ...net.IP) (*CA, error) {
+	ca, err := New(ips...)
 	if err != nil {
 		return nil, err
 	}
@@ -57,8 +58,9 @@ func (c *CA) Pool() *x509.CertPool {
 	return p
 }
 
-// New makes a CA valid from an hour ago for two days.
-func New() (*CA, error) {
+// New makes a CA valid from an hour ago for two days, and a server
+// certificate for localhost, 127.0.0.1, ::1 and ips.
+func New(ips ...net.IP) (*CA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ func New() (*CA, error) {
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(48 * time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, KeyUsage: x509.KeyUsageDigitalSignature,
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
