@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -33,6 +34,11 @@ const (
 type LocalTrack struct {
 	Track  webrtc.TrackLocal
 	Source Source
+	// Layers, if set, are simulcast: the same video at other qualities,
+	// sent beside Track as encodings of one media section. Track and each
+	// layer then need a rid of their own (webrtc.WithRTPStreamID), at most
+	// three in all; the server sends each subscriber the one that suits it.
+	Layers []webrtc.TrackLocal
 	// OnKeyframeRequest, if set, is called when the server asks for a
 	// keyframe (a new subscriber, or one that lost the picture).
 	OnKeyframeRequest func()
@@ -48,6 +54,15 @@ type RemoteTrack struct {
 	Receiver      *webrtc.RTPReceiver
 
 	pc *webrtc.PeerConnection
+	m  *Meeting
+}
+
+// SetSize tells the server the largest size the track is displayed at,
+// in pixels: of a simulcast track, it sends the smallest layer at least
+// that large; at 0x0 (a hidden tile) it sends no video at all, until a
+// size is set again.
+func (t *RemoteTrack) SetSize(ctx context.Context, width, height int) error {
+	return t.m.call(ctx, protocol.MethodSetTrackSize, protocol.TrackSizeParams{TrackID: t.ID(), Width: width, Height: height}, nil)
 }
 
 // RequestKeyframe asks the track's publisher, through the server, for a
@@ -198,31 +213,55 @@ func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
 	}
 	sources := map[int]Source{}
 	var trs []*webrtc.RTPTransceiver
+	var simulcast []ridsOf
 	for i, t := range tracks {
-		tr, err := pc.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		first := t.Track
+		var rids []*ridTrack
+		if len(t.Layers) > 0 {
+			// Simulcast: every packet names its media section and layer.
+			rt := &ridTrack{TrackLocal: t.Track}
+			first, rids = rt, append(rids, rt)
+		}
+		tr, err := pc.AddTransceiverFromTrack(first, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 		if err != nil {
 			pc.Close()
 			return err
 		}
+		for _, l := range t.Layers {
+			rt := &ridTrack{TrackLocal: l}
+			rids = append(rids, rt)
+			if err := tr.Sender().AddEncoding(rt); err != nil {
+				pc.Close()
+				return fmt.Errorf("client: simulcast layer %q: %w", l.RID(), err)
+			}
+		}
+		simulcast = append(simulcast, ridsOf{tr, rids})
 		sources[i] = t.Source
 		trs = append(trs, tr)
 		snd, onKey := tr.Sender(), t.OnKeyframeRequest
-		go func() { // the interceptors (NACK responder, reports) need RTCP read
-			for {
-				pkts, _, err := snd.ReadRTCP()
-				if err != nil {
-					return
-				}
-				for _, p := range pkts {
-					switch p.(type) {
-					case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-						if onKey != nil {
-							onKey()
+		read := []func() ([]rtcp.Packet, error){func() ([]rtcp.Packet, error) { p, _, err := snd.ReadRTCP(); return p, err }}
+		for _, l := range t.Layers {
+			rid := l.RID()
+			read = append(read, func() ([]rtcp.Packet, error) { p, _, err := snd.ReadSimulcastRTCP(rid); return p, err })
+		}
+		for _, readRTCP := range read {
+			go func() { // the interceptors (NACK responder, reports) need RTCP read
+				for {
+					pkts, err := readRTCP()
+					if err != nil {
+						return
+					}
+					for _, p := range pkts {
+						switch p.(type) {
+						case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+							if onKey != nil {
+								onKey()
+							}
 						}
 					}
 				}
-			}
-		}()
+			}()
+		}
 	}
 	offer, err := pc.CreateOffer(nil)
 	if err == nil {
@@ -231,6 +270,11 @@ func (md *Media) Publish(ctx context.Context, tracks ...LocalTrack) error {
 	if err != nil {
 		pc.Close()
 		return err
+	}
+	for _, s := range simulcast { // their mids are known now
+		for _, rt := range s.tracks {
+			rt.setMid(s.tr.Mid())
+		}
 	}
 	p := protocol.PublishParams{SDP: pc.LocalDescription().SDP, Sources: map[string]Source{}}
 	for i, tr := range trs {
@@ -510,7 +554,7 @@ func (md *Media) onTrack(pc *webrtc.PeerConnection, t *webrtc.TrackRemote, r *we
 	if !ok { // not described: take what the msid says
 		d = protocol.MediaTrack{TrackID: t.ID(), ParticipantID: t.StreamID(), Kind: t.Kind().String()}
 	}
-	rt := &RemoteTrack{TrackRemote: t, ParticipantID: d.ParticipantID, UserID: d.UserID, Source: d.Source, Receiver: r, pc: pc}
+	rt := &RemoteTrack{TrackRemote: t, ParticipantID: d.ParticipantID, UserID: d.UserID, Source: d.Source, Receiver: r, pc: pc, m: md.m}
 	if md.remote == nil {
 		md.remote = map[string]*RemoteTrack{}
 	}

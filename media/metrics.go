@@ -35,6 +35,9 @@ func (s *SFU) WriteMetrics(w io.Writer) error {
 		{"cocmd_media_bytes_forwarded_total", "counter", "RTP bytes forwarded to subscribers (before encryption).", func(s Stats) uint64 { return s.BytesOut }},
 		{"cocmd_media_retransmits_total", "counter", "Packets sent again from the cache on a subscriber's NACK.", func(s Stats) uint64 { return s.Retransmits }},
 		{"cocmd_media_keyframe_requests_total", "counter", "Keyframe requests (PLI) sent to publishers.", func(s Stats) uint64 { return s.KeyframeRequests }},
+		{"cocmd_media_layer_switches_total", "counter", "Subscribers moved to another simulcast layer.", func(s Stats) uint64 { return s.LayerSwitches }},
+		{"cocmd_media_simulcast_layers", "gauge", "Simulcast layers received from publishers.", func(s Stats) uint64 { return uint64(s.SimulcastLayers) }},
+		{"cocmd_media_paused_video", "gauge", "Simulcast video tracks a subscriber gets no video of (hidden, or no layer fits).", func(s Stats) uint64 { return uint64(s.PausedDowns) }},
 	}
 	for _, m := range metrics {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.typ); err != nil {

@@ -2,7 +2,9 @@ package media
 
 import (
 	"maps"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -17,6 +19,8 @@ type publisherSide struct {
 	pubPC    *webrtc.PeerConnection
 	pubCands []webrtc.ICECandidateInit // before the publisher's offer
 	sources  map[string]protocol.Source
+	rids     map[string][]string // simulcast rids, by mid: fixed for the connection's life
+	simTrack map[string]*Track   // the simulcast track of a mid, made by its first layer
 }
 
 func (s *Session) publisher() *webrtc.PeerConnection { return s.pub.Load() }
@@ -27,20 +31,22 @@ func (s *Session) publisher() *webrtc.PeerConnection { return s.pub.Load() }
 const maxSections = 16
 
 // sending returns the media sections of an offer the client sends on, by
-// mid, with their sources, or an error naming what is wrong with them.
-func sending(offer *sdp.SessionDescription, named map[string]protocol.Source) (map[string]protocol.Source, error) {
+// mid, with their sources and simulcast rids, or an error naming what is
+// wrong with them.
+func sending(offer *sdp.SessionDescription, named map[string]protocol.Source) (map[string]protocol.Source, map[string][]string, error) {
 	if n := len(offer.MediaDescriptions); n > maxSections {
-		return nil, stage.Errorf(stage.ErrBadRequest, "the offer has "+strconv.Itoa(n)+" media sections, more than "+strconv.Itoa(maxSections))
+		return nil, nil, stage.Errorf(stage.ErrBadRequest, "the offer has "+strconv.Itoa(n)+" media sections, more than "+strconv.Itoa(maxSections))
 	}
 	out := map[string]protocol.Source{}
+	rids := map[string][]string{}
 	count := map[protocol.Source]int{}
 	for _, md := range offer.MediaDescriptions {
 		kind := md.MediaName.Media
 		if kind == "application" {
-			return nil, stage.Errorf(stage.ErrBadRequest, "data channels are not part of the protocol")
+			return nil, nil, stage.Errorf(stage.ErrBadRequest, "data channels are not part of the protocol")
 		}
 		if kind != "audio" && kind != "video" {
-			return nil, stage.Errorf(stage.ErrBadRequest, "media section of kind "+kind+" is not supported")
+			return nil, nil, stage.Errorf(stage.ErrBadRequest, "media section of kind "+kind+" is not supported")
 		}
 		if _, ok := md.Attribute("recvonly"); ok {
 			continue
@@ -50,7 +56,7 @@ func sending(offer *sdp.SessionDescription, named map[string]protocol.Source) (m
 		}
 		mid, _ := md.Attribute("mid")
 		if mid == "" {
-			return nil, stage.Errorf(stage.ErrBadRequest, "a media section has no mid")
+			return nil, nil, stage.Errorf(stage.ErrBadRequest, "a media section has no mid")
 		}
 		src, ok := named[mid]
 		if !ok {
@@ -60,20 +66,59 @@ func sending(offer *sdp.SessionDescription, named map[string]protocol.Source) (m
 			}
 		}
 		if src.Kind() != kind {
-			return nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+" is "+kind+", not "+string(src))
+			return nil, nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+" is "+kind+", not "+string(src))
 		}
 		count[src]++
 		if count[src] > 1 {
-			return nil, stage.Errorf(stage.ErrPermissionDenied, "more than one "+string(src)+" track: a participant publishes at most one of each source")
+			return nil, nil, stage.Errorf(stage.ErrPermissionDenied, "more than one "+string(src)+" track: a participant publishes at most one of each source")
 		}
 		out[mid] = src
+		r, err := simulcastRIDs(md, mid, kind)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(r) > 0 {
+			rids[mid] = r
+		}
 	}
 	for mid := range named {
 		if _, ok := out[mid]; !ok {
-			return nil, stage.Errorf(stage.ErrBadRequest, "sources names mid "+mid+", which the offer does not send on")
+			return nil, nil, stage.Errorf(stage.ErrBadRequest, "sources names mid "+mid+", which the offer does not send on")
 		}
 	}
-	return out, nil
+	return out, rids, nil
+}
+
+// simulcastRIDs returns the rids a media section sends (a=rid:… send):
+// at most maxLayers, distinct, of letters, digits, - and _, on video only.
+func simulcastRIDs(md *sdp.MediaDescription, mid, kind string) ([]string, error) {
+	var rids []string
+	for _, a := range md.Attributes {
+		if a.Key != "rid" {
+			continue
+		}
+		f := strings.Fields(a.Value)
+		if len(f) < 2 || f[1] != "send" {
+			continue
+		}
+		id := f[0]
+		if id == "" || len(id) > 16 || strings.IndexFunc(id, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		}) >= 0 {
+			return nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+": rid "+strconv.Quote(id)+" is not 1-16 letters, digits, - or _")
+		}
+		if slices.Contains(rids, id) {
+			return nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+": rid "+id+" twice")
+		}
+		rids = append(rids, id)
+	}
+	if len(rids) > maxLayers {
+		return nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+": "+strconv.Itoa(len(rids))+" simulcast layers, more than "+strconv.Itoa(maxLayers))
+	}
+	if len(rids) > 0 && kind != "video" {
+		return nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+": simulcast is for video")
+	}
+	return rids, nil
 }
 
 // Publish answers the publisher connection's offer (SDP), if the
@@ -90,7 +135,7 @@ func (s *Session) Publish(offerSDP string, sources map[string]protocol.Source) (
 	if err != nil {
 		return "", stage.Errorf(stage.ErrBadRequest, "malformed sdp: "+err.Error())
 	}
-	srcs, err := sending(parsed, sources)
+	srcs, rids, err := sending(parsed, sources)
 	if err != nil {
 		return "", err
 	}
@@ -99,7 +144,7 @@ func (s *Session) Publish(offerSDP string, sources map[string]protocol.Source) (
 			return "", stage.Errorf(stage.ErrPermissionDenied, "the preset does not allow publishing "+string(src))
 		}
 	}
-	pc, gathered, err := s.answerPublisher(offer, srcs)
+	pc, gathered, err := s.answerPublisher(offer, srcs, rids)
 	if err != nil {
 		return "", err
 	}
@@ -110,13 +155,20 @@ func (s *Session) Publish(offerSDP string, sources map[string]protocol.Source) (
 // answerPublisher applies an offer to the publisher connection (made if
 // there is none) and sets its answer; the answer is complete when gathered
 // is closed.
-func (s *Session) answerPublisher(offer webrtc.SessionDescription, srcs map[string]protocol.Source) (*webrtc.PeerConnection, <-chan struct{}, error) {
+func (s *Session) answerPublisher(offer webrtc.SessionDescription, srcs map[string]protocol.Source, rids map[string][]string) (*webrtc.PeerConnection, <-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, nil, errClosed()
 	}
 	pc, fresh := s.pubPC, s.pubPC == nil
+	if !fresh {
+		for mid, r := range rids {
+			if old, ok := s.rids[mid]; ok && !slices.Equal(old, r) {
+				return nil, nil, stage.Errorf(stage.ErrBadRequest, "mid "+mid+": the simulcast rids changed during the call")
+			}
+		}
+	}
 	if fresh {
 		var err error
 		if pc, err = s.room.sfu.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
@@ -133,7 +185,9 @@ func (s *Session) answerPublisher(offer webrtc.SessionDescription, srcs map[stri
 	if fresh {
 		s.pubPC = pc
 		s.pub.Store(pc)
+		s.rids, s.simTrack = map[string][]string{}, map[string]*Track{}
 	}
+	maps.Copy(s.rids, rids)
 	clear(s.sources)
 	maps.Copy(s.sources, srcs)
 	for _, c := range s.pubCands {
@@ -167,6 +221,10 @@ func (s *Session) watchPublisher(pc *webrtc.PeerConnection) {
 				src = protocol.SourceMicrophone
 			}
 		}
+		if remote.RID() != "" {
+			s.publishLayer(mid, src, remote, recv)
+			return
+		}
 		t := newTrack(s, remote, recv, src)
 		if err := s.room.publish(t); err != nil {
 			s.log.Info("track refused", "source", src, "err", err)
@@ -188,6 +246,47 @@ func (s *Session) watchPublisher(pc *webrtc.PeerConnection) {
 			s.dropPublisher(pc, protocol.StoppedFailed)
 		}
 	})
+}
+
+// publishLayer takes a simulcast layer of media section mid: the first
+// makes (and publishes) the track, the others join it as layers.
+func (s *Session) publishLayer(mid string, src protocol.Source, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	s.mu.Lock()
+	if s.simTrack == nil {
+		s.mu.Unlock()
+		return
+	}
+	t, first := s.simTrack[mid], false
+	if t == nil || t.stopped.Load() {
+		t, first = newTrack(s, remote, recv, src), true
+		s.simTrack[mid] = t
+	}
+	s.mu.Unlock()
+	l := t.addLayer(remote)
+	if l == nil {
+		s.log.Info("simulcast layer refused: too many, or its rid twice", "rid", remote.RID())
+		return
+	}
+	if first {
+		if err := s.room.publish(t); err != nil {
+			s.log.Info("track refused", "source", src, "err", err)
+			t.stop()
+			t.closeCache()
+			recv.Stop()
+			return
+		}
+		s.log.Debug("simulcast track published", "source", src, "codec", t.codec.MimeType)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			t.chooser()
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t.forwardLayer(s.room, l)
+	}()
 }
 
 // dropPublisher closes the publisher connection pc, if it is still the

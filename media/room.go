@@ -38,6 +38,7 @@ type counters struct {
 	packetsOut, bytesOut atomic.Uint64 // forwarded to subscribers
 	retransmits          atomic.Uint64 // sent again on a subscriber's NACK
 	keyframeRequests     atomic.Uint64 // PLIs sent to publishers
+	layerSwitches        atomic.Uint64 // a subscriber moved to another simulcast layer
 }
 
 func (c *counters) add(o *counters) {
@@ -47,6 +48,7 @@ func (c *counters) add(o *counters) {
 	c.bytesOut.Add(o.bytesOut.Load())
 	c.retransmits.Add(o.retransmits.Load())
 	c.keyframeRequests.Add(o.keyframeRequests.Load())
+	c.layerSwitches.Add(o.layerSwitches.Load())
 }
 
 func newRoom(s *SFU, id string) *Room {
@@ -245,6 +247,9 @@ type Stats struct {
 	PacketsOut, BytesOut uint64
 	Retransmits          uint64
 	KeyframeRequests     uint64
+	LayerSwitches        uint64
+	SimulcastLayers      int // layers received of the simulcast tracks
+	PausedDowns          int // simulcast tracks a subscriber receives no video of
 }
 
 func (r *Room) stats() Stats {
@@ -255,8 +260,23 @@ func (r *Room) stats() Stats {
 		c.add(&t.counters)
 	}
 	st := Stats{Tracks: len(r.tracks)}
+	tracks := slices.Clone(r.tracks)
 	sessions := r.others(nil)
 	r.mu.Unlock()
+	st.LayerSwitches = c.layerSwitches.Load()
+	for _, t := range tracks {
+		if !t.simulcast {
+			continue
+		}
+		t.layersMu.Lock()
+		st.SimulcastLayers += len(t.layers)
+		t.layersMu.Unlock()
+		for _, d := range *t.downs.Load() {
+			if d.sim.cur.Load() < 0 {
+				st.PausedDowns++
+			}
+		}
+	}
 	st.PacketsIn, st.BytesIn = c.packetsIn.Load(), c.bytesIn.Load()
 	st.PacketsOut, st.BytesOut = c.packetsOut.Load(), c.bytesOut.Load()
 	st.Retransmits, st.KeyframeRequests = c.retransmits.Load(), c.keyframeRequests.Load()

@@ -26,6 +26,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/internal/pionlog"
@@ -146,8 +147,11 @@ var videoFeedback = []webrtc.RTCPFeedback{
 
 // mediaEngine lists the codecs the SFU forwards. Publisher and subscribers
 // negotiate from the same list, so a track's codec is always one every
-// subscriber accepts. No header extensions are negotiated: their ids are
-// per connection, and the SFU forwards packets without them.
+// subscriber accepts. The header extensions negotiated are those that name
+// a packet's media section and simulcast layer (mid, rid, repaired rid):
+// pion needs them to tell a publisher's layers apart. Their ids are per
+// connection, so the SFU strips the publisher's extensions before it
+// forwards a packet.
 func mediaEngine() (*webrtc.MediaEngine, error) {
 	m := &webrtc.MediaEngine{}
 	codecs := []struct {
@@ -168,6 +172,20 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 	for _, c := range codecs {
 		if err := m.RegisterCodec(c.RTPCodecParameters, c.kind); err != nil {
 			return nil, fmt.Errorf("media: registering %s: %w", c.MimeType, err)
+		}
+	}
+	exts := []struct {
+		uri  string
+		kind webrtc.RTPCodecType
+	}{
+		{sdp.SDESMidURI, webrtc.RTPCodecTypeVideo},
+		{sdp.SDESMidURI, webrtc.RTPCodecTypeAudio},
+		{sdp.SDESRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
+		{sdp.SDESRepairRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
+	}
+	for _, e := range exts {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: e.uri}, e.kind); err != nil {
+			return nil, fmt.Errorf("media: registering header extension %s: %w", e.uri, err)
 		}
 	}
 	return m, nil

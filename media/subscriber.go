@@ -1,6 +1,7 @@
 package media
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -86,6 +87,9 @@ func (s *Session) send(t *Track) {
 		return
 	}
 	d := &downTrack{t: t}
+	if t.simulcast {
+		d.sim = newSimState()
+	}
 	sender, err := s.sub.AddTrack(d)
 	if err != nil {
 		s.log.Warn("adding a track to a subscriber", "err", err)
@@ -116,6 +120,34 @@ func (s *Session) stopSending(t *Track) {
 		s.sub.RemoveTrack(d.sender)
 		s.renegotiate()
 	}
+}
+
+// SetTrackSize records the largest size the subscriber displays track id
+// at: it receives the smallest simulcast layer at least that large, and no
+// video at all at 0x0 (a hidden tile). A track of one layer is sent or,
+// at 0x0, not.
+func (s *Session) SetTrackSize(id string, width, height int) error {
+	s.mu.Lock()
+	var d *downTrack
+	for t, dt := range s.downs {
+		if t.id == id {
+			d = dt
+		}
+	}
+	s.mu.Unlock()
+	if d == nil {
+		return stage.Errorf(stage.ErrNotFound, "no track "+strconv.Quote(id)+" is being received")
+	}
+	hidden := width == 0 && height == 0
+	if d.sim != nil {
+		d.sim.want.Store(uint64(width)<<32 | uint64(height))
+		d.t.choose(time.Now().UnixNano())
+		return nil
+	}
+	if d.paused.Swap(hidden) && !hidden {
+		d.t.requestKeyframe() // shown again: start on a keyframe
+	}
+	return nil
 }
 
 // RestartICE sends the subscriber connection a new offer that restarts

@@ -27,8 +27,16 @@ type Track struct {
 	source protocol.Source
 	kind   webrtc.RTPCodecType
 	codec  webrtc.RTPCodecParameters
-	remote *webrtc.TrackRemote
+	remote *webrtc.TrackRemote // nil for a simulcast track: see layers
 	recv   *webrtc.RTPReceiver
+
+	// A simulcast track has its layers instead of one remote track; each
+	// subscriber receives one of them at a time (simulcast.go).
+	simulcast bool
+	layersMu  sync.Mutex
+	layers    []*layer
+	done      chan struct{} // closed by stop
+	stopOnce  sync.Once
 
 	stopped atomic.Bool
 	downsMu sync.Mutex                   // serializes writers of downs
@@ -44,7 +52,13 @@ type Track struct {
 
 func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, src protocol.Source) *Track {
 	t := &Track{sess: s, pid: s.pid, uid: s.uid, source: src, kind: remote.Kind(), codec: remote.Codec(),
-		remote: remote, recv: recv, id: s.pid + ":" + string(src), batch: s.room.sfu.batch}
+		remote: remote, recv: recv, id: s.pid + ":" + string(src), batch: s.room.sfu.batch, done: make(chan struct{})}
+	if remote.RID() != "" {
+		t.simulcast, t.remote = true, nil
+		t.cache = newPacketCache(1) // unused: each layer has its own
+		t.downs.Store(&[]*downTrack{})
+		return t
+	}
 	t.downs.Store(&[]*downTrack{})
 	size := 128 // 2.5 s of Opus
 	if t.kind == webrtc.RTPCodecTypeVideo {
@@ -57,9 +71,11 @@ func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, 
 // addDown adds a subscriber to the forwarding list.
 func (t *Track) addDown(d *downTrack) {
 	t.downsMu.Lock()
-	defer t.downsMu.Unlock()
 	downs := append(append([]*downTrack(nil), *t.downs.Load()...), d)
 	t.downs.Store(&downs)
+	t.downsMu.Unlock()
+	// A simulcast subscriber gets its layer at the next choice, or when
+	// pion binds its track (Bind asks for a keyframe).
 }
 
 // removeDown takes a subscriber off the forwarding list.
@@ -77,7 +93,14 @@ func (t *Track) removeDown(d *downTrack) {
 }
 
 // stop ends forwarding at once; the goroutine drains what still arrives.
-func (t *Track) stop() { t.stopped.Store(true) }
+func (t *Track) stop() {
+	t.stopped.Store(true)
+	t.stopOnce.Do(func() {
+		if t.done != nil {
+			close(t.done)
+		}
+	})
+}
 
 // forward is the track's one goroutine: read a packet, keep it for
 // retransmission, write it to every subscriber. It allocates nothing per
@@ -141,6 +164,10 @@ func (t *Track) requestKeyframe() {
 	if t.kind != webrtc.RTPCodecTypeVideo || t.stopped.Load() {
 		return
 	}
+	if t.simulcast {
+		t.choose(time.Now().UnixNano()) // asks for the keyframes subscribers wait for
+		return
+	}
 	t.kfMu.Lock()
 	defer t.kfMu.Unlock()
 	if t.kfPending {
@@ -166,8 +193,15 @@ func (t *Track) requestKeyframe() {
 	pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
 }
 
-// closeCache frees the packet cache of an unpublished track.
-func (t *Track) closeCache() { t.cache.reset() }
+// closeCache frees the packet caches of an unpublished track.
+func (t *Track) closeCache() {
+	t.cache.reset()
+	t.layersMu.Lock()
+	for _, l := range t.layers {
+		l.cache.reset()
+	}
+	t.layersMu.Unlock()
+}
 
 // maxPacket is the largest RTP packet the SFU handles.
 const maxPacket = 1500
@@ -222,6 +256,8 @@ type downTrack struct {
 	t      *Track
 	sender *webrtc.RTPSender
 	b      atomic.Pointer[binding]
+	sim    *simState   // of a simulcast track, else nil
+	paused atomic.Bool // of a track of one layer: the subscriber hides it
 }
 
 // binding is what a bound downTrack writes with.
@@ -273,7 +309,7 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 // write sends one packet of the track to the subscriber; h is rewritten.
 func (d *downTrack) write(h *rtp.Header, payload []byte) bool {
 	b := d.b.Load()
-	if b == nil {
+	if b == nil || d.paused.Load() {
 		return false
 	}
 	h.SSRC, h.PayloadType = b.ssrc, b.pt
@@ -295,11 +331,19 @@ func (d *downTrack) readRTCP() {
 		for _, p := range pkts {
 			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				d.t.requestKeyframe()
+				if d.sim != nil {
+					d.t.requestLayerKeyframe(d.t.layer(max(d.sim.cur.Load(), d.sim.target.Load())))
+				} else {
+					d.t.requestKeyframe()
+				}
 			case *rtcp.TransportLayerNack:
 				for _, pair := range p.Nacks {
 					for _, seq := range pair.PacketList() {
-						d.resend(seq, buf, &h)
+						if d.sim != nil {
+							d.resendLayer(seq, buf, &h)
+						} else {
+							d.resend(seq, buf, &h)
+						}
 					}
 				}
 			}

@@ -25,7 +25,22 @@ const (
 	// subscriber connection's ICE, when the client lost its path. (The
 	// publisher connection restarts with a new MethodPublish offer.)
 	MethodRestartICE = "media.restartIce"
+	// MethodSetTrackSize says the largest size the client displays a
+	// track it receives at (TrackSizeParams): the server sends the
+	// smallest simulcast layer at least that large, and no video at all
+	// for 0x0 (a hidden tile).
+	MethodSetTrackSize = "media.setTrackSize"
 )
+
+// MaxTrackSize bounds the width and height of media.setTrackSize.
+const MaxTrackSize = 16384
+
+// TrackSizeParams is the params of media.setTrackSize.
+type TrackSizeParams struct {
+	TrackID string `json:"track_id"`
+	Width   int    `json:"width"`
+	Height  int    `json:"height"`
+}
 
 // IsMedia reports whether method is one of the media methods.
 func IsMedia(method string) bool { return strings.HasPrefix(method, "media.") }
@@ -162,6 +177,18 @@ func decodeMedia(r Request) (any, error) {
 			return nil, err
 		}
 		return p, checkSDP(p.SDP)
+	case MethodSetTrackSize:
+		var p TrackSizeParams
+		if err := strict(r.Params, &p); err != nil {
+			return nil, err
+		}
+		if p.TrackID == "" || len(p.TrackID) > 256 {
+			return nil, badRequest("%s needs a track_id of at most 256 bytes", r.Method)
+		}
+		if p.Width < 0 || p.Height < 0 || p.Width > MaxTrackSize || p.Height > MaxTrackSize {
+			return nil, badRequest("size %dx%d: width and height are 0 to %d", p.Width, p.Height, MaxTrackSize)
+		}
+		return p, nil
 	case MethodCandidate:
 		var p CandidateParams
 		if err := strict(r.Params, &p); err != nil {

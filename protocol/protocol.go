@@ -328,7 +328,7 @@ func DecodeRequest(b []byte) (Request, any, error) {
 			return r, nil, badRequest("%s needs a token of at most 1024 bytes", r.Method)
 		}
 		return r, p, nil
-	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate, MethodRestartICE:
+	case MethodPublish, MethodUnpublish, MethodSubscribe, MethodAnswer, MethodCandidate, MethodRestartICE, MethodSetTrackSize:
 		p, err := decodeMedia(r)
 		return r, p, err
 	case "":

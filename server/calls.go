@@ -98,6 +98,14 @@ var methods = map[string]method{
 		}
 		return protocol.Empty{}, sess.RestartICE()
 	}},
+	protocol.MethodSetTrackSize: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
+		sess, err := w.mediaSession()
+		if err != nil {
+			return nil, err
+		}
+		p := params.(protocol.TrackSizeParams)
+		return protocol.Empty{}, sess.SetTrackSize(p.TrackID, p.Width, p.Height)
+	}},
 	protocol.MethodCandidate: {run: func(_ context.Context, w *wsConn, params any) (any, error) {
 		sess, err := w.mediaSession()
 		if err != nil {

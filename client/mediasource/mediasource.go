@@ -50,10 +50,14 @@ type Source struct {
 // New returns a source playing frames with codec c. id and streamID name
 // the track (any non-empty strings).
 func New(c webrtc.RTPCodecCapability, id, streamID string, frames []Frame) (*Source, error) {
+	return newSource(c, id, streamID, frames)
+}
+
+func newSource(c webrtc.RTPCodecCapability, id, streamID string, frames []Frame, opts ...func(*webrtc.TrackLocalStaticRTP)) (*Source, error) {
 	if len(frames) == 0 {
 		return nil, errors.New("mediasource: no frames")
 	}
-	t, err := webrtc.NewTrackLocalStaticSample(c, id, streamID)
+	t, err := webrtc.NewTrackLocalStaticSample(c, id, streamID, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -117,6 +121,17 @@ func (s *Source) Play(ctx context.Context, loop bool) error {
 
 // OpenIVF reads a VP8 IVF file.
 func OpenIVF(path string) (*Source, error) {
+	frames, err := readIVF(path)
+	if err != nil {
+		return nil, err
+	}
+	return New(vp8, "video", "mediasource", frames)
+}
+
+var vp8 = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+
+// readIVF reads the frames of a VP8 IVF file.
+func readIVF(path string) ([]Frame, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -141,7 +156,115 @@ func OpenIVF(path string) (*Source, error) {
 		// VP8 frame tag (RFC 6386 section 9.1): bit 0 clear on keyframes.
 		frames = append(frames, Frame{Data: data, Duration: tick, Keyframe: len(data) > 0 && data[0]&1 == 0})
 	}
-	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", "mediasource", frames)
+	return frames, nil
+}
+
+// Simulcast is the same video at several qualities, played in lockstep as
+// the layers of one simulcast track.
+type Simulcast struct {
+	// Layers are the qualities, lowest first, with rids q, h and f.
+	Layers []*Source
+
+	keyframe atomic.Bool
+	muted    [3]atomic.Bool
+}
+
+// SimulcastRIDs are the rids of a Simulcast's layers, lowest first.
+var SimulcastRIDs = []string{"q", "h", "f"}
+
+// OpenSimulcastIVF reads VP8 IVF files of the same video at different
+// sizes, lowest first (one to three), with the same frames and keyframes
+// at the same places, as ../shared/media's simulcast clips are.
+func OpenSimulcastIVF(paths ...string) (*Simulcast, error) {
+	if len(paths) == 0 || len(paths) > len(SimulcastRIDs) {
+		return nil, fmt.Errorf("mediasource: %d simulcast layers; 1 to %d", len(paths), len(SimulcastRIDs))
+	}
+	s := &Simulcast{}
+	for i, p := range paths {
+		frames, err := readIVF(p)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			first := s.Layers[0].frames
+			if len(frames) != len(first) {
+				return nil, fmt.Errorf("mediasource: %s has %d frames, %s %d: the layers must be the same video", p, len(frames), paths[0], len(first))
+			}
+			for j := range frames {
+				if frames[j].Keyframe != first[j].Keyframe {
+					return nil, fmt.Errorf("mediasource: %s: frame %d is a keyframe in one layer only", p, j)
+				}
+			}
+		}
+		src, err := newSource(vp8, "video", "mediasource", frames, webrtc.WithRTPStreamID(SimulcastRIDs[i]))
+		if err != nil {
+			return nil, err
+		}
+		s.Layers = append(s.Layers, src)
+	}
+	return s, nil
+}
+
+// LocalTrack returns the layers as one simulcast track to publish as src.
+func (s *Simulcast) LocalTrack(src client.Source) client.LocalTrack {
+	lt := client.LocalTrack{Track: s.Layers[0].Track, Source: src, OnKeyframeRequest: s.RequestKeyframe}
+	for _, l := range s.Layers[1:] {
+		lt.Layers = append(lt.Layers, l.Track)
+	}
+	return lt
+}
+
+// RequestKeyframe makes the next frame of every layer a keyframe.
+func (s *Simulcast) RequestKeyframe() { s.keyframe.Store(true) }
+
+// Mute stops sending layer i (as an encoder that drops a layer does), or
+// starts again.
+func (s *Simulcast) Mute(i int, muted bool) { s.muted[i].Store(muted) }
+
+// Play writes the layers' frames in lockstep, in real time, until ctx ends,
+// or until the last one when loop is false.
+func (s *Simulcast) Play(ctx context.Context, loop bool) error {
+	frames := s.Layers[0].frames
+	next := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i := 0; ; i++ {
+		if i == len(frames) {
+			if !loop {
+				return nil
+			}
+			i = 0
+		}
+		if s.keyframe.Swap(false) {
+			for !frames[i].Keyframe {
+				i = (i + 1) % len(frames)
+			}
+		}
+		if d := time.Until(next); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for j, l := range s.Layers {
+			if s.muted[j].Load() {
+				continue
+			}
+			f := l.frames[i]
+			if err := l.Track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+				return err
+			}
+			l.Frames.Add(1)
+			if f.Keyframe {
+				l.Keyframes.Add(1)
+			}
+		}
+		next = next.Add(frames[i].Duration)
+	}
 }
 
 // OpenH264 reads an H.264 Annex-B stream of fps frames a second.

@@ -1,0 +1,393 @@
+package media
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// maxLayers is the most simulcast layers a track may have.
+const maxLayers = 3
+
+// layerTimeout is how long a layer may send nothing before its subscribers
+// move to another.
+const layerTimeout = time.Second
+
+// chooseInterval is how often a simulcast track chooses its subscribers'
+// layers.
+const chooseInterval = 200 * time.Millisecond
+
+// layer is one simulcast encoding of a track, as the publisher sends it
+// (its rid), with a packet cache of its own.
+type layer struct {
+	idx    int
+	rid    string
+	remote *webrtc.TrackRemote
+	cache  *packetCache
+
+	width, height atomic.Int32 // from its last keyframe; 0 until one came
+	lastAt        atomic.Int64 // unix ns of its last packet
+
+	kfMu      sync.Mutex
+	kfLast    time.Time
+	kfPending bool
+}
+
+// simState is a subscriber's place in a simulcast track: the layer it
+// receives, the one it should, and the rewriting that makes one stream of
+// them.
+type simState struct {
+	cur    atomic.Int32 // the layer forwarded; -1: none (paused, or waiting for a first keyframe)
+	target atomic.Int32 // the layer wanted; -1: none (paused)
+
+	want     atomic.Uint64 // width<<32 | height the subscriber displays the track at; all ones: not said
+	switches atomic.Uint64
+
+	mu sync.Mutex // the rewriter: one layer's goroutine at a time, and retransmissions
+	rw rewriter
+}
+
+// wantUnset is simState.want before the subscriber said a size.
+const wantUnset = ^uint64(0)
+
+func newSimState() *simState {
+	s := &simState{}
+	s.cur.Store(-1)
+	s.target.Store(-1)
+	s.want.Store(wantUnset)
+	return s
+}
+
+// rewriter makes the layers a subscriber receives in turn one continuous
+// stream: sequence numbers, timestamps and VP8 picture ids go on from
+// where the last layer left them. It is pure state; simState.mu guards it.
+type rewriter struct {
+	started  bool
+	seqOff   uint16
+	tsOff    uint32
+	picOff   uint16
+	tl0Off   uint8
+	segStart uint16 // the first sequence number sent from the current layer
+
+	lastSeq uint16
+	lastTs  uint32
+	lastPic uint16
+	lastTL0 uint8
+	lastAt  int64 // unix ns of the last packet sent
+}
+
+// switchTo aligns the output on h, the first packet of a keyframe of the
+// layer switched to, at time now (unix ns).
+func (r *rewriter) switchTo(h *rtp.Header, d *vp8Desc, now int64) {
+	if !r.started {
+		r.started = true
+		r.seqOff, r.tsOff, r.picOff, r.tl0Off = 0, 0, 0, 0
+	} else {
+		r.seqOff = r.lastSeq + 1 - h.SequenceNumber
+		gap := uint32(1)
+		if el := now - r.lastAt; el > 0 {
+			gap = max(1, uint32(el*90/int64(time.Millisecond))) // 90 kHz
+		}
+		r.tsOff = r.lastTs + gap - h.Timestamp
+		if d.picLen > 0 {
+			r.picOff = r.lastPic + 1 - d.picID
+		}
+		if d.tl0Off > 0 {
+			r.tl0Off = r.lastTL0 + 1 - d.tl0
+		}
+	}
+	r.segStart = h.SequenceNumber + r.seqOff
+	r.lastSeq = r.segStart - 1
+	r.lastAt = now
+}
+
+// rewrite rewrites h and payload (described by d) in place for the
+// output. Only packets newer than the last one move the state on (a
+// retransmission does not).
+func (r *rewriter) rewrite(h *rtp.Header, d *vp8Desc, payload []byte, now int64) {
+	h.SequenceNumber += r.seqOff
+	h.Timestamp += r.tsOff
+	newer := int16(h.SequenceNumber-r.lastSeq) > 0
+	if d.picLen > 0 {
+		pic := (d.picID + r.picOff) & 0x7fff
+		d.setPictureID(payload, pic)
+		if newer {
+			r.lastPic = pic
+		}
+	}
+	if d.tl0Off > 0 {
+		tl0 := d.tl0 + r.tl0Off
+		d.setTL0(payload, tl0)
+		if newer {
+			r.lastTL0 = tl0
+		}
+	}
+	if newer {
+		r.lastSeq, r.lastTs, r.lastAt = h.SequenceNumber, h.Timestamp, now
+	}
+}
+
+// inSegment reports whether output sequence number seq was sent from the
+// current layer, and the layer's own sequence number for it.
+func (r *rewriter) inSegment(seq uint16) (uint16, bool) {
+	if !r.started || int16(seq-r.segStart) < 0 || int16(r.lastSeq-seq) < 0 {
+		return 0, false
+	}
+	return seq - r.seqOff, true
+}
+
+// addLayer adds a simulcast layer the publisher sends, with its rid; it
+// returns nil when the track has maxLayers already or has this rid.
+func (t *Track) addLayer(remote *webrtc.TrackRemote) *layer {
+	t.layersMu.Lock()
+	defer t.layersMu.Unlock()
+	if len(t.layers) >= maxLayers {
+		return nil
+	}
+	for _, l := range t.layers {
+		if l.rid == remote.RID() {
+			return nil
+		}
+	}
+	l := &layer{idx: len(t.layers), rid: remote.RID(), remote: remote, cache: newPacketCache(1024)}
+	t.layers = append(t.layers, l)
+	return l
+}
+
+// layer returns layer i, or nil.
+func (t *Track) layer(i int32) *layer {
+	if i < 0 {
+		return nil
+	}
+	t.layersMu.Lock()
+	defer t.layersMu.Unlock()
+	if int(i) >= len(t.layers) {
+		return nil
+	}
+	return t.layers[i]
+}
+
+// forwardLayer is a layer's goroutine: it reads the layer's packets and
+// forwards each to the subscribers on the layer, or switching to it on a
+// keyframe. It returns when the publisher's connection ends, and
+// unpublishes the track.
+func (t *Track) forwardLayer(r *Room, l *layer) {
+	defer r.unpublish(t)
+	buf := make([]byte, maxPacket)
+	var h rtp.Header
+	for {
+		n, _, err := l.remote.Read(buf)
+		if err != nil {
+			return
+		}
+		t.handleLayer(l, buf[:n], &h)
+	}
+}
+
+// handleLayer forwards packet p of layer l.
+func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
+	if t.stopped.Load() {
+		return
+	}
+	hl, err := h.Unmarshal(p)
+	if err != nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	l.lastAt.Store(now)
+	t.packetsIn.Add(1)
+	t.bytesIn.Add(uint64(len(p)))
+	l.cache.put(h.SequenceNumber, p)
+	payload := p[hl:]
+	d, ok := parseVP8(payload)
+	if !ok {
+		return
+	}
+	if d.keyframe && d.width > 0 {
+		l.width.Store(int32(d.width))
+		l.height.Store(int32(d.height))
+	}
+	stripExtensions(h)
+	seq, ts := h.SequenceNumber, h.Timestamp
+	idx := int32(l.idx)
+	downs := *t.downs.Load()
+	if t.batch != nil && len(downs) > 1 {
+		t.batch.begin()
+		defer t.batch.end()
+	}
+	sent := 0
+	for _, dt := range downs {
+		s := dt.sim
+		cur := s.cur.Load()
+		if cur != idx && !(d.keyframe && s.target.Load() == idx) {
+			continue
+		}
+		s.mu.Lock()
+		if d.keyframe && s.target.Load() == idx && s.cur.Load() != idx {
+			s.rw.switchTo(h, &d, now)
+			s.cur.Store(idx)
+			s.switches.Add(1)
+			t.layerSwitches.Add(1)
+		}
+		if s.cur.Load() == idx {
+			h.SequenceNumber, h.Timestamp = seq, ts
+			s.rw.rewrite(h, &d, payload, now)
+			if dt.write(h, payload) {
+				sent++
+			}
+		}
+		s.mu.Unlock()
+	}
+	if sent > 0 {
+		t.packetsOut.Add(uint64(sent))
+		t.bytesOut.Add(uint64(sent * (h.MarshalSize() + len(payload))))
+	}
+}
+
+// resendLayer retransmits output sequence number seq to d from its
+// current layer's cache, if it was sent from that layer.
+func (d *downTrack) resendLayer(seq uint16, buf []byte, h *rtp.Header) {
+	s := d.sim
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := d.t.layer(s.cur.Load())
+	if l == nil {
+		return
+	}
+	orig, ok := s.rw.inSegment(seq)
+	if !ok {
+		return
+	}
+	n := l.cache.get(orig, buf)
+	if n == 0 {
+		return
+	}
+	hl, err := h.Unmarshal(buf[:n])
+	if err != nil {
+		return
+	}
+	desc, ok := parseVP8(buf[hl:n])
+	if !ok {
+		return
+	}
+	stripExtensions(h)
+	s.rw.rewrite(h, &desc, buf[hl:n], time.Now().UnixNano())
+	if d.write(h, buf[hl:n]) {
+		d.t.retransmits.Add(1)
+	}
+}
+
+// requestLayerKeyframe asks the publisher for a keyframe of layer l, at
+// most once per keyframeInterval; a request within it is sent at its end.
+func (t *Track) requestLayerKeyframe(l *layer) {
+	if l == nil || t.stopped.Load() {
+		return
+	}
+	l.kfMu.Lock()
+	defer l.kfMu.Unlock()
+	if l.kfPending {
+		return
+	}
+	wait := keyframeInterval - time.Since(l.kfLast)
+	if wait > 0 {
+		l.kfPending = true
+		time.AfterFunc(wait, func() {
+			l.kfMu.Lock()
+			l.kfPending = false
+			l.kfMu.Unlock()
+			t.requestLayerKeyframe(l)
+		})
+		return
+	}
+	l.kfLast = time.Now()
+	pc := t.sess.publisher()
+	if pc == nil {
+		return
+	}
+	t.keyframeRequests.Add(1)
+	pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(l.remote.SSRC())}})
+}
+
+// layerView is a layer as the choice sees it.
+type layerView struct {
+	idx           int32
+	width, height int32
+}
+
+// liveLayers returns the layers that sent a keyframe (their size is
+// known) and a packet within layerTimeout, smallest first.
+func (t *Track) liveLayers(now int64) []layerView {
+	t.layersMu.Lock()
+	defer t.layersMu.Unlock()
+	out := make([]layerView, 0, len(t.layers))
+	for _, l := range t.layers {
+		w, h := l.width.Load(), l.height.Load()
+		if w == 0 || now-l.lastAt.Load() > int64(layerTimeout) {
+			continue
+		}
+		out = append(out, layerView{idx: int32(l.idx), width: w, height: h})
+	}
+	slices.SortFunc(out, func(a, b layerView) int { return int(a.width*a.height - b.width*b.height) })
+	return out
+}
+
+// chooseLayer is the layer a subscriber should receive among live (smallest
+// first): the smallest at least as large as the size it displays the track
+// at (want: width<<32|height; wantUnset: the largest), the largest if none
+// is; -1 (no video) when it displays the track at 0x0, or no layer is live.
+func chooseLayer(live []layerView, want uint64) int32 {
+	if len(live) == 0 {
+		return -1
+	}
+	if want == wantUnset {
+		return live[len(live)-1].idx
+	}
+	w, h := int32(want>>32), int32(want&0xffffffff)
+	if w == 0 && h == 0 {
+		return -1
+	}
+	for _, l := range live {
+		if l.width >= w && l.height >= h {
+			return l.idx
+		}
+	}
+	return live[len(live)-1].idx
+}
+
+// choose sets every subscriber's target layer and asks for the keyframes
+// the switches wait for; it stops, at once, the video of a subscriber
+// that should have none.
+func (t *Track) choose(now int64) {
+	live := t.liveLayers(now)
+	for _, d := range *t.downs.Load() {
+		s := d.sim
+		target := chooseLayer(live, s.want.Load())
+		s.target.Store(target)
+		cur := s.cur.Load()
+		switch {
+		case target < 0 && cur >= 0:
+			s.cur.Store(-1) // paused: nothing more is sent
+		case target >= 0 && target != cur:
+			t.requestLayerKeyframe(t.layer(target))
+		}
+	}
+}
+
+// chooser runs choose every chooseInterval until the track stops.
+func (t *Track) chooser() {
+	tick := time.NewTicker(chooseInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+			t.choose(time.Now().UnixNano())
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package media
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// vp8Payload builds a VP8 payload: a descriptor with a 15-bit PictureID and
+// a TL0PICIDX, and, for a keyframe, the frame tag, start code and size.
+func vp8Payload(start, key bool, pic uint16, tl0 uint8, w, h int) []byte {
+	b0 := byte(0x80) // X
+	if start {
+		b0 |= 0x10
+	}
+	p := []byte{b0, 0xc0, 0, 0, tl0} // I and L
+	binary.BigEndian.PutUint16(p[2:], 0x8000|pic)
+	if key {
+		f := []byte{0x00, 0, 0, 0x9d, 0x01, 0x2a, 0, 0, 0, 0}
+		binary.LittleEndian.PutUint16(f[6:], uint16(w))
+		binary.LittleEndian.PutUint16(f[8:], uint16(h))
+		return append(p, f...)
+	}
+	return append(p, 0x01, 0, 0, 1, 2, 3)
+}
+
+func TestParseVP8(t *testing.T) {
+	d, ok := parseVP8(vp8Payload(true, true, 1234, 7, 640, 360))
+	if !ok || !d.start || !d.keyframe || d.picLen != 2 || d.picID != 1234 || d.tl0 != 7 || d.width != 640 || d.height != 360 {
+		t.Fatalf("keyframe: %+v %v", d, ok)
+	}
+	d, ok = parseVP8(vp8Payload(true, false, 1, 1, 0, 0))
+	if !ok || d.keyframe || !d.start {
+		t.Fatalf("delta frame: %+v", d)
+	}
+	d, ok = parseVP8([]byte{0x90, 0x80, 0x05, 0x00}) // a 7-bit PictureID
+	if !ok || d.picLen != 1 || d.picID != 5 || !d.keyframe {
+		t.Fatalf("7-bit PictureID: %+v", d)
+	}
+	d, ok = parseVP8([]byte{0x10, 0x01}) // no extension, not a keyframe
+	if !ok || d.picLen != 0 || d.keyframe {
+		t.Fatalf("bare descriptor: %+v", d)
+	}
+	for _, bad := range [][]byte{nil, {0x80}, {0x80, 0x80}, {0x80, 0x80, 0x80}, {0x80, 0x40}} {
+		if _, ok := parseVP8(bad); ok {
+			t.Errorf("%x parsed", bad)
+		}
+	}
+	p := vp8Payload(false, false, 10, 3, 0, 0)
+	d, _ = parseVP8(p)
+	d.setPictureID(p, 0x7fff+5) // wraps at 15 bits
+	d.setTL0(p, 9)
+	if d2, _ := parseVP8(p); d2.picID != 4 || d2.tl0 != 9 {
+		t.Fatalf("rewritten ids: %+v", d2)
+	}
+}
+
+// Across a switch the output goes on one after the other: sequence numbers
+// one apart, timestamps forward by the time that passed, picture ids and
+// TL0PICIDX one apart; a retransmission is rewritten the same way without
+// moving the state; a sequence number from before the switch is not the
+// current layer's.
+func TestRewriter_switch(t *testing.T) {
+	var r rewriter
+	now := time.Now().UnixNano()
+	send := func(seq uint16, ts uint32, start, key bool, pic uint16, tl0 uint8) (rtp.Header, vp8Desc) {
+		h := rtp.Header{SequenceNumber: seq, Timestamp: ts}
+		p := vp8Payload(start, key, pic, tl0, 320, 180)
+		d, _ := parseVP8(p)
+		if key && !r.started || key && seq >= 5000 && r.segStart < 40000 {
+			r.switchTo(&h, &d, now)
+		}
+		r.rewrite(&h, &d, p, now)
+		out, _ := parseVP8(p)
+		return h, out
+	}
+	var last rtp.Header
+	var lastD vp8Desc
+	for i := range uint16(6) { // layer A
+		last, lastD = send(100+i, 1000+uint32(i)*3000, i == 0, i == 0, 50+i, 2)
+	}
+	if last.SequenceNumber != 105 || lastD.picID != 55 {
+		t.Fatalf("the first layer is sent as it is: %+v %+v", last, lastD)
+	}
+	now += int64(33 * time.Millisecond)
+	h, d := send(5000, 900000, true, true, 7000, 40) // layer B's keyframe
+	if h.SequenceNumber != 106 || d.picID != 56 || d.tl0 != 3 {
+		t.Fatalf("after the switch: seq %d pic %d tl0 %d, want 106 56 3", h.SequenceNumber, d.picID, d.tl0)
+	}
+	if gap := h.Timestamp - last.Timestamp; gap < 2900 || gap > 3100 {
+		t.Fatalf("timestamp gap %d over 33 ms, want about 2970", gap)
+	}
+	h2, _ := send(5001, 900000, false, false, 7000, 40)
+	if h2.SequenceNumber != 107 || h2.Timestamp != h.Timestamp {
+		t.Fatalf("the next packet: %+v", h2)
+	}
+	if orig, ok := r.inSegment(107); !ok || orig != 5001 {
+		t.Fatalf("NACK of 107: %d %v, want layer B's 5001", orig, ok)
+	}
+	if _, ok := r.inSegment(104); ok {
+		t.Fatal("104 was sent from the first layer, not the current one")
+	}
+	if _, ok := r.inSegment(200); ok {
+		t.Fatal("200 was never sent")
+	}
+	// A retransmission of 5000 comes out as 106 again and leaves the state.
+	rh := rtp.Header{SequenceNumber: 5000, Timestamp: 900000}
+	rp := vp8Payload(true, true, 7000, 40, 320, 180)
+	rd, _ := parseVP8(rp)
+	r.rewrite(&rh, &rd, rp, now)
+	if rh.SequenceNumber != 106 || r.lastSeq != 107 {
+		t.Fatalf("retransmission: %d, state %d", rh.SequenceNumber, r.lastSeq)
+	}
+}
+
+func TestChooseLayer(t *testing.T) {
+	live := []layerView{{0, 320, 180}, {1, 640, 360}, {2, 1280, 720}}
+	size := func(w, h uint64) uint64 { return w<<32 | h }
+	for _, c := range []struct {
+		name string
+		live []layerView
+		want uint64
+		got  int32
+	}{
+		{"nothing said: the largest", live, wantUnset, 2},
+		{"hidden: none", live, size(0, 0), -1},
+		{"tiny tile", live, size(100, 60), 0},
+		{"exactly the middle", live, size(640, 360), 1},
+		{"just over the middle", live, size(641, 360), 2},
+		{"wider than all", live, size(3840, 2160), 2},
+		{"tall and narrow", live, size(100, 300), 1},
+		{"no layer live", nil, wantUnset, -1},
+		{"the largest gone", live[:2], size(1280, 720), 1},
+	} {
+		if got := chooseLayer(c.live, c.want); got != c.got {
+			t.Errorf("%s: layer %d, want %d", c.name, got, c.got)
+		}
+	}
+}
+
+// Bad simulcast offers: rids that are not tokens, twice, more than three,
+// on audio.
+func TestSimulcastRIDs(t *testing.T) {
+	md := func(kind string, rids ...string) *sdp.MediaDescription {
+		m := &sdp.MediaDescription{MediaName: sdp.MediaName{Media: kind}}
+		for _, r := range rids {
+			m.Attributes = append(m.Attributes, sdp.Attribute{Key: "rid", Value: r})
+		}
+		return m
+	}
+	if r, err := simulcastRIDs(md("video", "q send", "h send", "f send", "x recv"), "0", "video"); err != nil || strings.Join(r, ",") != "q,h,f" {
+		t.Fatalf("three layers: %v %v", r, err)
+	}
+	for name, m := range map[string]*sdp.MediaDescription{
+		"twice":      md("video", "q send", "q send"),
+		"four":       md("video", "a send", "b send", "c send", "d send"),
+		"not tokens": md("video", "q;h send"),
+		"too long":   md("video", strings.Repeat("r", 17)+" send"),
+		"on audio":   md("audio", "q send", "h send"),
+	} {
+		if _, err := simulcastRIDs(m, "0", m.MediaName.Media); stage.CodeOf(err) != stage.CodeBadRequest {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// A publisher's rids are fixed for its connection's life: a renegotiation
+// that changes them is refused, and changes nothing.
+func TestSession_ridsChangeRefused(t *testing.T) {
+	s := newSFU(t, Config{Loopback: true})
+	s.Allow("m", "p", stage.Media{Audio: true, Video: true}, true)
+	sess := s.NewSession("m", "p", "u", func(string, any) {})
+	defer sess.Close()
+	offerWith := func(rids ...string) string {
+		pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		var tracks []*webrtc.TrackLocalStaticRTP
+		for _, r := range rids {
+			tr, _ := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8}, "v", "s", webrtc.WithRTPStreamID(r))
+			tracks = append(tracks, tr)
+		}
+		x, err := pc.AddTransceiverFromTrack(tracks[0], webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range tracks[1:] {
+			if err := x.Sender().AddEncoding(tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o, err := pc.CreateOffer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.SDP
+	}
+	cam := map[string]protocol.Source{"0": protocol.SourceCamera}
+	if _, err := sess.Publish(offerWith("q", "h", "f"), cam); err != nil {
+		t.Fatalf("a simulcast offer: %v", err)
+	}
+	if _, err := sess.Publish(offerWith("q", "h"), cam); stage.CodeOf(err) != stage.CodeBadRequest || !strings.Contains(err.Error(), "rids changed") {
+		t.Fatalf("rids changed mid-call: %v", err)
+	}
+	if _, err := sess.Publish(offerWith("l", "m", "h", "x"), cam); stage.CodeOf(err) != stage.CodeBadRequest {
+		t.Fatalf("four layers: %v", err)
+	}
+}

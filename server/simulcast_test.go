@@ -1,0 +1,243 @@
+package server_test
+
+import (
+	"context"
+	"encoding/binary"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/client/mediasource"
+)
+
+// vp8Watch reads a received VP8 track: the width of each keyframe, and
+// whether the stream stayed one stream (sequence numbers one apart,
+// timestamps never going back).
+type vp8Watch struct {
+	mu        sync.Mutex
+	packets   int
+	widths    []int // of the keyframes, in order
+	seqBreaks int   // a sequence number not one after the last
+	tsBack    int   // a timestamp before the last
+	last      time.Time
+	lastSeq   uint16
+	lastTs    uint32
+	started   bool
+}
+
+func watchVP8(rt *client.RemoteTrack) *vp8Watch {
+	w := &vp8Watch{}
+	go func() {
+		buf := make([]byte, 1500)
+		var p rtp.Packet
+		for {
+			n, _, err := rt.Read(buf)
+			if err != nil {
+				return
+			}
+			if p.Unmarshal(buf[:n]) != nil {
+				continue
+			}
+			w.add(&p)
+		}
+	}()
+	return w
+}
+
+func (w *vp8Watch) add(p *rtp.Packet) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		if p.SequenceNumber != w.lastSeq+1 {
+			w.seqBreaks++
+		}
+		if int32(p.Timestamp-w.lastTs) < 0 {
+			w.tsBack++
+		}
+	}
+	w.started, w.lastSeq, w.lastTs, w.last = true, p.SequenceNumber, p.Timestamp, time.Now()
+	w.packets++
+	if width := keyframeWidth(p.Payload); width > 0 {
+		w.widths = append(w.widths, width)
+	}
+}
+
+// keyframeWidth is the width of the keyframe payload p starts, or 0.
+func keyframeWidth(p []byte) int {
+	if len(p) < 1 || p[0]&0x10 == 0 || p[0]&0x0f != 0 {
+		return 0
+	}
+	i := 1
+	if p[0]&0x80 != 0 {
+		x := p[1]
+		i = 2
+		if x&0x80 != 0 {
+			if p[i]&0x80 != 0 {
+				i += 2
+			} else {
+				i++
+			}
+		}
+		if x&0x40 != 0 {
+			i++
+		}
+		if x&0x30 != 0 {
+			i++
+		}
+	}
+	f := p[i:]
+	if len(f) < 10 || f[0]&1 != 0 || f[3] != 0x9d || f[4] != 0x01 || f[5] != 0x2a {
+		return 0
+	}
+	return int(binary.LittleEndian.Uint16(f[6:]) & 0x3fff)
+}
+
+func (w *vp8Watch) lastWidth() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.widths) == 0 {
+		return 0
+	}
+	return w.widths[len(w.widths)-1]
+}
+
+func (w *vp8Watch) snapshot() (packets, seqBreaks, tsBack int, last time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.packets, w.seqBreaks, w.tsBack, w.last
+}
+
+func eventuallyWidth(t *testing.T, w *vp8Watch, want int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.lastWidth() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: keyframes %d wide, want %d", what, w.lastWidth(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A simulcast publisher (three layers of the test clip: 320, 640 and 1280
+// wide) and its viewers: each receives the layer that suits the size it
+// displays the track at — the largest when it says nothing, the smallest
+// at least as large as what it says —, moves when it says another size,
+// gets no video when it hides the track and gets it back when it shows it,
+// and moves to another layer within a second of its layer stopping. Through
+// every move its stream stays one stream: sequence numbers one apart,
+// timestamps never going back.
+func TestMedia_simulcast(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "simulcast", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	dir := filepath.Join("..", "..", "shared", "media")
+	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
+		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	if err := host.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	playCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go sim.Play(playCtx, true)
+	if err := host.Media.Publish(ctx, sim.LocalTrack(client.SourceCamera)); err != nil {
+		t.Fatal(err)
+	}
+	viewer := func(uid string) *client.RemoteTrack {
+		m := ts.join(ts.participant(mid, uid, "webinar_viewer"))
+		if err := m.Media.Subscribe(ctx); err != nil {
+			t.Fatal(err)
+		}
+		added := make(chan *client.RemoteTrack, 4)
+		pump(t, m, nil, added, nil) // the track's one reader is watchVP8
+		return recvTrack(t, added, uid+"'s track")
+	}
+	bigTrack, smallTrack := viewer("big"), viewer("small")
+	if err := smallTrack.SetSize(ctx, 300, 170); err != nil {
+		t.Fatal(err)
+	}
+	bw, sw := watchVP8(bigTrack), watchVP8(smallTrack)
+	eventuallyWidth(t, bw, 1280, "a viewer that said no size")
+	eventuallyWidth(t, sw, 320, "a viewer that displays the track at 300x170")
+
+	// Larger: the next layer up; the largest.
+	if err := smallTrack.SetSize(ctx, 600, 340); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyWidth(t, sw, 640, "at 600x340")
+	if err := smallTrack.SetSize(ctx, 1920, 1080); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyWidth(t, sw, 1280, "at 1920x1080 (larger than any layer)")
+
+	// Hidden: no video; shown: video again.
+	if err := smallTrack.SetSize(ctx, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // what was in flight
+	n0, _, _, _ := sw.snapshot()
+	time.Sleep(time.Second)
+	if n1, _, _, _ := sw.snapshot(); n1 != n0 {
+		t.Fatalf("a hidden track received %d packets in a second", n1-n0)
+	}
+	if err := smallTrack.SetSize(ctx, 320, 180); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n, _, _, _ := sw.snapshot(); n < n0+30; n, _, _, _ = sw.snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatal("video did not come back when the track was shown again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The largest layer stops: its viewer moves to the next within a
+	// second or so (layerTimeout, then a keyframe).
+	sim.Mute(2, true)
+	eventuallyWidth(t, bw, 640, "the largest layer stopped")
+	sim.Mute(2, false)
+	eventuallyWidth(t, bw, 1280, "the largest layer back")
+
+	for _, w := range []struct {
+		name string
+		w    *vp8Watch
+	}{{"big", bw}, {"small", sw}} {
+		n, breaks, back, _ := w.w.snapshot()
+		if breaks > 0 || back > 0 {
+			t.Errorf("%s: %d sequence breaks and %d timestamps going back in %d packets", w.name, breaks, back, n)
+		}
+	}
+	if st := ts.sfu.Stats(mid); st.LayerSwitches < 6 || st.SimulcastLayers != 3 {
+		t.Errorf("stats %+v: want 3 layers and the switches counted", st)
+	}
+}
+
+// media.setTrackSize for a track the client does not receive, or with a
+// size out of range, is refused and changes nothing.
+func TestMedia_setTrackSizeRefused(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "sizes", "type": "WEBINAR"})
+	r := newRawPeer(t, ts, ts.participant(mid, "v", "webinar_viewer"))
+	for _, c := range []struct {
+		params any
+		code   string
+	}{
+		{map[string]any{"track_id": "nobody:camera", "width": 320, "height": 180}, "NOT_FOUND"},
+		{map[string]any{"track_id": "x", "width": -1, "height": 180}, "BAD_REQUEST"},
+		{map[string]any{"track_id": "x", "width": 320, "height": 99999}, "BAD_REQUEST"},
+		{map[string]any{"width": 320, "height": 180}, "BAD_REQUEST"},
+		{map[string]any{"track_id": "x", "width": 1, "height": 1, "depth": 3}, "BAD_REQUEST"},
+	} {
+		m := r.call("media.setTrackSize", c.params)
+		if m.Error == nil || string(m.Error.Code) != c.code {
+			t.Errorf("%v: %+v, want %s", c.params, m.Error, c.code)
+		}
+	}
+}
