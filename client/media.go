@@ -14,6 +14,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/internal/pionlog"
@@ -79,6 +80,17 @@ type TrackAdded struct{ Track *RemoteTrack }
 // kicked, stopped publishing or left); no more of its packets arrive.
 type TrackRemoved struct{ Track *RemoteTrack }
 
+// ActiveSpeaker: who speaks changed. ParticipantID is the active speaker
+// (the loudest who speaks, held for a second against others), Speaking
+// everyone who speaks now.
+type ActiveSpeaker struct {
+	ParticipantID string
+	Speaking      []string
+}
+
+// Name implements Event.
+func (ActiveSpeaker) Name() string { return "activeSpeaker" }
+
 // PublishingStopped: the server stopped tracks this participant published,
 // because of Reason (protocol.StoppedStage: no longer on stage;
 // StoppedPermissions: the preset changed; StoppedFailed: the connection
@@ -110,6 +122,7 @@ type Media struct {
 	subscribed bool
 	described  map[string]protocol.MediaTrack // track id -> description, from the last offer
 	remote     map[string]*RemoteTrack        // track id -> track
+	speaker    protocol.ActiveSpeaker         // the last media.activeSpeaker
 	offers     chan protocol.MediaOffer
 	stop       chan struct{} // closed when the subscription ends
 	stopCtx    context.CancelFunc
@@ -178,6 +191,11 @@ func NewWebRTCAPIOn(log *slog.Logger, networks ...webrtc.NetworkType) (*webrtc.A
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes(networks)
+	// Audio levels (a publisher that sets them tells the server who
+	// speaks; mediasource.OpenOggLevels does).
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -492,7 +510,32 @@ func (md *Media) event(msg protocol.Message) {
 			go pc.Close()
 		}
 		md.m.events.push(PublishingStopped{Reason: s.Reason, Sources: s.Sources})
+	case protocol.EventActiveSpeaker:
+		var a protocol.ActiveSpeaker
+		if err := json.Unmarshal(msg.Data, &a); err != nil {
+			return
+		}
+		md.mu.Lock()
+		md.speaker = a
+		md.mu.Unlock()
+		md.m.events.push(ActiveSpeaker{ParticipantID: a.ParticipantID, Speaking: a.Speaking})
 	}
+}
+
+// ActiveSpeaker returns the active speaker's participant id ("" before
+// anyone spoke) and who speaks now, as the server last told (at most four
+// times a second).
+func (md *Media) ActiveSpeaker() (active string, speaking []string) {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	return md.speaker.ParticipantID, slices.Clone(md.speaker.Speaking)
+}
+
+// Speaking reports whether participant pid speaks now.
+func (md *Media) Speaking(pid string) bool {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	return slices.Contains(md.speaker.Speaking, pid)
 }
 
 // answerOffers answers the server's offers for the subscriber connection.

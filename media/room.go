@@ -30,6 +30,11 @@ type Room struct {
 
 	// Counters of tracks that ended; live tracks keep their own.
 	ended counters
+
+	speakerRunning bool          // watchSpeakers runs
+	spk            speakers      // its state: only watchSpeakers touches it
+	done           chan struct{} // closed by close
+	doneOnce       sync.Once
 }
 
 // counters are a track's, or a room's, running totals.
@@ -52,7 +57,8 @@ func (c *counters) add(o *counters) {
 }
 
 func newRoom(s *SFU, id string) *Room {
-	return &Room{sfu: s, id: id, work: worker{wg: &s.wg}, allowed: map[string]stage.Media{}, sessions: map[string]*Session{}}
+	return &Room{sfu: s, id: id, work: worker{wg: &s.wg}, allowed: map[string]stage.Media{}, sessions: map[string]*Session{},
+		done: make(chan struct{})}
 }
 
 // allows reports whether m permits a track of source src.
@@ -145,6 +151,15 @@ func (r *Room) publish(t *Track) error {
 	}
 	r.tracks = append(r.tracks, t)
 	subs := r.others(s)
+	if t.levels.ext != 0 && !r.speakerRunning {
+		select {
+		case <-r.done:
+		default:
+			r.speakerRunning = true
+			r.sfu.wg.Add(1)
+			go r.watchSpeakers()
+		}
+	}
 	r.mu.Unlock()
 	for _, sub := range subs {
 		sub.send(t)
@@ -227,6 +242,7 @@ func (r *Room) stopOwn(s *Session) {
 
 // close closes every session of the room, on the room's worker.
 func (r *Room) close() {
+	r.doneOnce.Do(func() { close(r.done) })
 	r.mu.Lock()
 	sessions := slices.Collect(maps.Values(r.sessions))
 	r.mu.Unlock()

@@ -149,7 +149,8 @@ var videoFeedback = []webrtc.RTCPFeedback{
 // negotiate from the same list, so a track's codec is always one every
 // subscriber accepts. The header extensions negotiated are those that name
 // a packet's media section and simulcast layer (mid, rid, repaired rid):
-// pion needs them to tell a publisher's layers apart. Their ids are per
+// pion needs them to tell a publisher's layers apart; and the audio level
+// (ssrc-audio-level), for the active speaker. Their ids are per
 // connection, so the SFU strips the publisher's extensions before it
 // forwards a packet.
 func mediaEngine() (*webrtc.MediaEngine, error) {
@@ -182,6 +183,7 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 		{sdp.SDESMidURI, webrtc.RTPCodecTypeAudio},
 		{sdp.SDESRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{sdp.SDESRepairRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
+		{sdp.AudioLevelURI, webrtc.RTPCodecTypeAudio},
 	}
 	for _, e := range exts {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: e.uri}, e.kind); err != nil {

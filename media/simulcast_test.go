@@ -216,3 +216,46 @@ func TestSession_ridsChangeRefused(t *testing.T) {
 		t.Fatalf("four layers: %v", err)
 	}
 }
+
+// Who speaks, and the active speaker: the loudest who speaks takes over at
+// once from one who stopped, after speakerHold from one who still speaks;
+// nobody speaking keeps the last; a change is reported once.
+func TestSpeakers_decide(t *testing.T) {
+	var sp speakers
+	now := time.Unix(0, 0)
+	step := func(lv map[string]float64, d time.Duration) bool {
+		now = now.Add(d)
+		return sp.decide(lv, now)
+	}
+	if step(map[string]float64{"a": 127, "b": 127}, 0) || sp.active != "" {
+		t.Fatalf("silence: %+v", sp)
+	}
+	if !step(map[string]float64{"a": 30, "b": 127}, 250*time.Millisecond) || sp.active != "a" || !sp.speaking["a"] {
+		t.Fatalf("a speaks: %+v", sp)
+	}
+	if step(map[string]float64{"a": 31, "b": 127}, 250*time.Millisecond) {
+		t.Fatal("nothing changed, yet a change was reported")
+	}
+	// b louder while a still speaks: after speakerHold only.
+	if !step(map[string]float64{"a": 40, "b": 20}, 250*time.Millisecond) || sp.active != "a" {
+		t.Fatalf("b starts speaking: %+v", sp)
+	}
+	step(map[string]float64{"a": 40, "b": 20}, 500*time.Millisecond)
+	if sp.active != "a" {
+		t.Fatalf("b took over before the hold: %+v", sp)
+	}
+	if !step(map[string]float64{"a": 40, "b": 20}, 600*time.Millisecond) || sp.active != "b" {
+		t.Fatalf("b louder for over a second: %+v", sp)
+	}
+	// b stops, a speaks: a at once.
+	if !step(map[string]float64{"a": 30, "b": 127}, 250*time.Millisecond) || sp.active != "a" {
+		t.Fatalf("the active speaker stopped: %+v", sp)
+	}
+	// Nobody speaks: the last stays.
+	if !step(map[string]float64{"a": 127, "b": 127}, 250*time.Millisecond) || sp.active != "a" || len(sp.speaking) != 0 {
+		t.Fatalf("silence again: %+v", sp)
+	}
+	if e := sp.event(); e.ParticipantID != "a" || len(e.Speaking) != 0 {
+		t.Fatalf("event %+v", e)
+	}
+}

@@ -38,6 +38,8 @@ type Track struct {
 	done      chan struct{} // closed by stop
 	stopOnce  sync.Once
 
+	levels levels // of an audio track: its speaking levels
+
 	stopped atomic.Bool
 	downsMu sync.Mutex                   // serializes writers of downs
 	downs   atomic.Pointer[[]*downTrack] // copy on write: the forwarding loop reads it without a lock
@@ -60,6 +62,9 @@ func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, 
 		return t
 	}
 	t.downs.Store(&[]*downTrack{})
+	if t.kind == webrtc.RTPCodecTypeAudio && recv != nil {
+		t.levels.ext = audioLevelExt(recv)
+	}
 	size := 128 // 2.5 s of Opus
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		size = 1024 // about 4 s of 1 Mbit/s video; NACKs older than that are useless anyway
@@ -131,6 +136,7 @@ func (t *Track) handle(p []byte, h *rtp.Header) {
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	t.cache.put(h.SequenceNumber, p)
+	t.levels.add(h)
 	stripExtensions(h)
 	payload := p[hl:]
 	sent := 0

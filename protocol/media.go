@@ -54,7 +54,18 @@ const (
 	// EventMediaStopped tells a publisher that the server stopped its
 	// tracks (MediaStopped).
 	EventMediaStopped = "media.stopped"
+	// EventActiveSpeaker tells who speaks (ActiveSpeaker), when it
+	// changes: at most four times a second.
+	EventActiveSpeaker = "media.activeSpeaker"
 )
+
+// ActiveSpeaker is media.activeSpeaker: the active speaker (the loudest
+// who speaks, held for a second against others; "" before anyone spoke)
+// and everyone who speaks now, by participant id.
+type ActiveSpeaker struct {
+	ParticipantID string   `json:"participant_id"`
+	Speaking      []string `json:"speaking"`
+}
 
 // Source is what a published track carries.
 type Source string

@@ -11,19 +11,23 @@ package mediasource
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 
 	"github.com/cocmd/cocmd/client"
 )
@@ -33,6 +37,10 @@ type Frame struct {
 	Data     []byte
 	Duration time.Duration
 	Keyframe bool // a video frame that decodes on its own
+	// Level is an audio frame's level for the ssrc-audio-level header
+	// extension, plus one: 1 (0 dBov, the loudest) to 128 (127, silence);
+	// 0 sends no level.
+	Level uint8
 }
 
 // Source is a sequence of frames played into a track.
@@ -43,6 +51,8 @@ type Source struct {
 	frames    []Frame
 	keyframe  atomic.Bool // a subscriber asked for one
 	hasKeys   bool
+	hasLevels bool
+	level     atomic.Uint32 // the level of the frame being written, as Frame.Level
 	Frames    atomic.Uint64 // frames written so far
 	Keyframes atomic.Uint64 // keyframes written so far
 }
@@ -64,6 +74,7 @@ func newSource(c webrtc.RTPCodecCapability, id, streamID string, frames []Frame,
 	s := &Source{Track: t, frames: frames}
 	for _, f := range frames {
 		s.hasKeys = s.hasKeys || f.Keyframe
+		s.hasLevels = s.hasLevels || f.Level > 0
 	}
 	return s, nil
 }
@@ -72,7 +83,11 @@ func newSource(c webrtc.RTPCodecCapability, id, streamID string, frames []Frame,
 // subscriber's keyframe request makes the source skip ahead to its next
 // keyframe.
 func (s *Source) LocalTrack(src client.Source) client.LocalTrack {
-	return client.LocalTrack{Track: s.Track, Source: src, OnKeyframeRequest: s.RequestKeyframe}
+	var t webrtc.TrackLocal = s.Track
+	if s.hasLevels {
+		t = &levelTrack{TrackLocal: s.Track, level: &s.level}
+	}
+	return client.LocalTrack{Track: t, Source: src, OnKeyframeRequest: s.RequestKeyframe}
 }
 
 // RequestKeyframe makes the next frame played a keyframe (the next one in
@@ -108,6 +123,7 @@ func (s *Source) Play(ctx context.Context, loop bool) error {
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		s.level.Store(uint32(f.Level))
 		if err := s.Track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
 			return err
 		}
@@ -303,36 +319,151 @@ func OpenH264(path string, fps int) (*Source, error) {
 		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "mediasource", frames)
 }
 
-// OpenOgg reads an Opus Ogg file.
+// OpenOggLevels reads an Opus Ogg file and the audio level of each of its
+// packets from a text file: one level per line (-dBov, 0 the loudest, 127
+// silence; lines starting with # are comments), as ../shared/media's
+// speaker clips have. The levels go in the ssrc-audio-level header
+// extension, as a browser sends them.
+func OpenOggLevels(path, levelsPath string) (*Source, error) {
+	src, err := OpenOgg(path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(levelsPath)
+	if err != nil {
+		return nil, err
+	}
+	i := 0
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		n, err := strconv.Atoi(line)
+		if err != nil || n < 0 || n > 127 {
+			return nil, fmt.Errorf("mediasource: %s: level %q: want 0 to 127", levelsPath, line)
+		}
+		if i < len(src.frames) {
+			src.frames[i].Level = uint8(n) + 1
+		}
+		i++
+	}
+	src.hasLevels = i > 0
+	return src, nil
+}
+
+// levelTrack adds each packet's audio level (ssrc-audio-level) to what the
+// wrapped track writes.
+type levelTrack struct {
+	webrtc.TrackLocal
+	level *atomic.Uint32
+}
+
+// Bind implements webrtc.TrackLocal.
+func (t *levelTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	w := &levelWriter{TrackLocalWriter: ctx.WriteStream(), level: t.level}
+	for _, e := range ctx.HeaderExtensions() {
+		if e.URI == sdp.AudioLevelURI {
+			w.id = uint8(e.ID)
+		}
+	}
+	return t.TrackLocal.Bind(&levelContext{TrackLocalContext: ctx, w: w})
+}
+
+type levelContext struct {
+	webrtc.TrackLocalContext
+	w webrtc.TrackLocalWriter
+}
+
+// WriteStream implements webrtc.TrackLocalContext.
+func (c *levelContext) WriteStream() webrtc.TrackLocalWriter { return c.w }
+
+type levelWriter struct {
+	webrtc.TrackLocalWriter
+	id    uint8
+	level *atomic.Uint32
+}
+
+// WriteRTP implements webrtc.TrackLocalWriter: the level, with the voice
+// activity bit set when it is not silence.
+func (w *levelWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	if l := w.level.Load(); l > 0 && w.id != 0 {
+		v := byte(l - 1)
+		if v < 127 {
+			v |= 0x80
+		}
+		h.SetExtension(w.id, []byte{v})
+	}
+	return w.TrackLocalWriter.WriteRTP(h, payload)
+}
+
+// OpenOgg reads an Opus Ogg file: one frame per Opus packet (a page may
+// hold many), each lasting its share of its page's granule positions.
 func OpenOgg(path string) (*Source, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	r, _, err := oggreader.NewWith(bytes.NewReader(b))
+	frames, err := oggPackets(b)
 	if err != nil {
 		return nil, fmt.Errorf("mediasource: %s: %w", path, err)
-	}
-	var frames []Frame
-	var last uint64
-	for {
-		data, ph, err := r.ParseNextPage()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("mediasource: %s: %w", path, err)
-		}
-		if bytes.HasPrefix(data, []byte("OpusTags")) || ph.GranulePosition <= last {
-			continue
-		}
-		samples := ph.GranulePosition - last
-		last = ph.GranulePosition
-		frames = append(frames, Frame{Data: data, Duration: time.Duration(samples) * time.Second / 48000})
 	}
 	// Opus in RTP is always signalled as two channels (RFC 7587 section 7),
 	// whatever the stream holds.
 	return New(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "mediasource", frames)
+}
+
+// oggPackets splits an Ogg Opus stream (RFC 3533, RFC 7845) into its audio
+// packets, skipping the OpusHead and OpusTags headers.
+func oggPackets(b []byte) ([]Frame, error) {
+	var frames []Frame
+	var partial []byte
+	var last uint64
+	for len(b) > 0 {
+		if len(b) < 27 || string(b[:4]) != "OggS" {
+			return nil, errors.New("not an Ogg page")
+		}
+		granule := binary.LittleEndian.Uint64(b[6:14])
+		nseg := int(b[26])
+		if len(b) < 27+nseg {
+			return nil, errors.New("a truncated Ogg page")
+		}
+		lacing := b[27 : 27+nseg]
+		data := b[27+nseg:]
+		var packets [][]byte
+		off := 0
+		for _, l := range lacing {
+			if off+int(l) > len(data) {
+				return nil, errors.New("a truncated Ogg page")
+			}
+			partial = append(partial, data[off:off+int(l)]...)
+			off += int(l)
+			if l < 255 { // the packet ends here; 255: it goes on
+				packets = append(packets, partial)
+				partial = nil
+			}
+		}
+		b = data[off:]
+		var audio [][]byte
+		for _, p := range packets {
+			if bytes.HasPrefix(p, []byte("OpusHead")) || bytes.HasPrefix(p, []byte("OpusTags")) {
+				continue
+			}
+			audio = append(audio, p)
+		}
+		if len(audio) == 0 || granule == ^uint64(0) || granule <= last {
+			continue
+		}
+		each := time.Duration(granule-last) * time.Second / 48000 / time.Duration(len(audio))
+		last = granule
+		for _, p := range audio {
+			frames = append(frames, Frame{Data: p, Duration: each})
+		}
+	}
+	if len(frames) == 0 {
+		return nil, errors.New("no Opus packets")
+	}
+	return frames, nil
 }
 
 // Synthetic returns a VP8 source of fps frames a second of about

@@ -155,7 +155,7 @@ class Room {
     };
 
     const render = () => this.render();
-    m.participants.on('update', render).on('mediaUpdate', render);
+    m.participants.on('update', render).on('mediaUpdate', render).on('activeSpeaker', render);
     m.stage.on('stageStatusUpdate', ({ status, oldStatus }) => {
       if (status === StageStatus.ON_STAGE && oldStatus !== StageStatus.ON_STAGE) this.startMedia();
       render();
@@ -205,7 +205,7 @@ class Room {
     this.render();
   }
 
-  tile(key, name, stream, { self = false, userId, kick } = {}) {
+  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false } = {}) {
     let t = this.tiles.get(key);
     if (!t) {
       const video = h('video', { autoplay: true, playsinline: true, class: self ? 'local' : 'remote' });
@@ -223,6 +223,10 @@ class Room {
     t.avatar.hidden = hasVideo;
     t.avatar.textContent = (name || '?').slice(0, 1).toUpperCase();
     t.label.textContent = self ? `${name} (you)` : name;
+    // Who speaks: a green frame; the active speaker large (speaker view).
+    t.el.classList.toggle('speaking', speaking);
+    t.el.classList.toggle('active-speaker', active);
+    t.el.dataset.speaking = String(speaking);
     replaceKeepingFocus(t.actions, kick ? [h('button.btn.btn-danger.btn-small', { type: 'button', 'aria-label': `Kick ${name} off the stage`, dataset: { key: `kick:${userId}` }, onclick: kick }, 'Kick')] : []);
     return t.el;
   }
@@ -238,12 +242,13 @@ class Room {
       const local = s.videoTrack ? (this.localStream ||= new MediaStream()) : null;
       if (local) { for (const t of local.getTracks()) if (t !== s.videoTrack) local.removeTrack(t); if (!local.getTracks().length) local.addTrack(s.videoTrack); }
       else this.localStream = null;
-      els.push(this.tile('self', s.name, local, { self: true, userId: s.userId }));
+      els.push(this.tile('self', s.name, local, { self: true, userId: s.userId, speaking: s.speaking }));
     }
+    const active = m.participants.activeSpeaker;
     for (const p of onStage) {
       keep.add(p.id);
       const kick = s.permissions.kickParticipant ? () => this.act(() => m.stage.kick([p.userId])) : null;
-      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick }));
+      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick, speaking: p.speaking, active: p === active && onStage.length > 1 }));
     }
     for (const k of this.tiles.keys()) if (!keep.has(k)) this.tiles.delete(k);
     replaceKeepingFocus(this.stageGrid, els.length ? els : [h('div.empty', {}, 'Nobody is on stage yet.')]);

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, copyFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -63,15 +63,32 @@ before(async () => {
   base = `http://127.0.0.1:${port}`;
   dataDir = mkdtempSync(join(tmpdir(), 'cocmd-e2e-data-'));
   server = await startServer();
+  // The fake microphone plays a steady tone (Chromium's default beeps once a
+  // second, which is not speech): the server hears whoever is on stage speak.
+  const tone = join(mkdtempSync(join(tmpdir(), 'cocmd-e2e-tone-')), 'tone.wav');
+  writeFileSync(tone, toneWAV(330, 1));
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
     args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
       '--autoplay-policy=no-user-gesture-required', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      `--use-file-for-fake-audio-capture=${tone}`],
   });
 });
+
+// toneWAV is a 16-bit mono 48 kHz WAV of a sine at freq Hz, seconds long.
+function toneWAV(freq, seconds) {
+  const rate = 48000, n = rate * seconds;
+  const b = Buffer.alloc(44 + n * 2);
+  b.write('RIFF', 0); b.writeUInt32LE(36 + n * 2, 4); b.write('WAVE', 8);
+  b.write('fmt ', 12); b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22);
+  b.writeUInt32LE(rate, 24); b.writeUInt32LE(rate * 2, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34);
+  b.write('data', 36); b.writeUInt32LE(n * 2, 40);
+  for (let i = 0; i < n; i++) b.writeInt16LE(Math.round(Math.sin(2 * Math.PI * freq * i / rate) * 12000), 44 + i * 2);
+  return b;
+}
 
 after(async () => {
   await browser?.close();
@@ -189,6 +206,10 @@ test('the webinar story in three browsers', async (t) => {
     console.log(`B decoded ${f2 - f1} frames of A in 1.5 s; ${(lit * 100).toFixed(0)} % of the picture is lit`);
     assert.ok(await pb.locator(`#stage .tile[data-user="${a.user_id}"] video`).isVisible(), 'A\'s video is not shown at B');
     await pb.locator(`#stage .tile[data-user="${a.user_id}"] .avatar`).waitFor({ state: 'hidden' });
+    // The fake microphone plays a tone: the server hears A speak from the
+    // levels Chromium puts in its packets, and B's tile of A says so.
+    await pb.locator(`#stage .tile[data-user="${a.user_id}"][data-speaking="true"]`).waitFor({ timeout: 15000 });
+    assert.equal(await pb.evaluate((uid) => window.cocmd.meeting.participants.byUserId(uid)?.speaking, a.user_id), true);
     await host.locator(`#stage .tile[data-user="${a.user_id}"] video`).waitFor();
     await eventually('the host decoding A', async () => (await litShare(host, a.user_id)) > 0.1);
     await checkA11y(pa, 'viewer, on stage');

@@ -91,6 +91,8 @@ export interface Participant {
   readonly connected: boolean;
   /** The participant's media as received, for a <video>; null when none. */
   readonly stream: MediaStream | null;
+  /** Whether the participant speaks now (from the audio levels its browser sends). */
+  readonly speaking: boolean;
 }
 
 export interface StageEvents {
@@ -119,6 +121,11 @@ export interface Stage extends Emitter<StageEvents> {
 export interface ParticipantsEvents {
   update: undefined;
   mediaUpdate: { participant: Participant; kind?: 'audio' | 'video'; source?: string; removed?: boolean };
+  /**
+   * Who speaks changed (at most four times a second): the active speaker (null when it is
+   * this participant — then self is true — or before anyone spoke) and everyone else who speaks.
+   */
+  activeSpeaker: { participant: Participant | null; self: boolean; speaking: Participant[] };
 }
 
 export interface Participants extends Emitter<ParticipantsEvents> {
@@ -126,6 +133,8 @@ export interface Participants extends Emitter<ParticipantsEvents> {
   /** Pending stage requests, oldest first (hosts). */
   readonly requests: StageRequest[];
   readonly count: number;
+  /** The active speaker among the others; null when it is this participant, or before anyone spoke. */
+  readonly activeSpeaker: Participant | null;
   all(): Participant[];
   onStage(): Participant[];
   viewers(): Participant[];
@@ -150,6 +159,8 @@ export interface Self extends Emitter<SelfEvents> {
   readonly videoEnabled: boolean;
   readonly audioEnabled: boolean;
   readonly canPublish: boolean;
+  /** Whether this participant speaks now, as the server hears it. */
+  readonly speaking: boolean;
   enableVideo(constraints?: boolean | MediaTrackConstraints): Promise<void>;
   disableVideo(): Promise<void>;
   enableAudio(constraints?: boolean | MediaTrackConstraints): Promise<void>;

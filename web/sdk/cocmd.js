@@ -232,6 +232,8 @@ class Participant {
      * @type {MediaStream | null}
      */
     this.stream = null;
+    /** Whether the participant speaks now (media.activeSpeaker). */
+    this.speaking = false;
   }
 }
 
@@ -264,6 +266,12 @@ class Participants extends Emitter {
     this.requests = [];
     /** How many participants are connected. */
     this.count = 0;
+    /**
+     * The active speaker: the loudest who speaks, held for a second against
+     * others; the last one while nobody speaks; null before anyone spoke.
+     * @type {Participant | null}
+     */
+    this.activeSpeaker = null;
   }
   /** Everyone known, self excluded. */
   all() { return [...this.joined.values()]; }
@@ -347,6 +355,8 @@ class Self extends Emitter {
     this.#info = info;
     this.#media = media;
     this.id = ''; this.userId = ''; this.name = ''; this.preset = '';
+    /** Whether this participant speaks now, as the server hears it. */
+    this.speaking = false;
     /** @type {StageStatusValue} */
     this.stageStatus = StageStatus.OFF_STAGE;
     /** @type {Permissions} */
@@ -988,6 +998,19 @@ class Media {
    */
   async event(name, d) {
     const { call, self, participants, log } = this.#d;
+    if (name === 'media.activeSpeaker') {
+      /** @type {string[]} */
+      const ids = d.speaking || [];
+      for (const p of participants.joined.values()) p.speaking = ids.includes(p.id);
+      self.speaking = ids.includes(self.id);
+      participants.activeSpeaker = participants.joined.get(d.participant_id) || null;
+      emit(participants, 'activeSpeaker', {
+        participant: participants.activeSpeaker,
+        self: d.participant_id !== '' && d.participant_id === self.id,
+        speaking: ids.map((id) => participants.joined.get(id)).filter((p) => p !== undefined),
+      });
+      return;
+    }
     if (name === 'media.stopped') {
       if (!d.sources?.length || d.reason !== 'permissions') {
         this.#stopLocal('audio');
