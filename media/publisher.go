@@ -171,7 +171,7 @@ func (s *Session) answerPublisher(offer webrtc.SessionDescription, srcs map[stri
 	}
 	if fresh {
 		var err error
-		if pc, err = s.room.sfu.api.NewPeerConnection(webrtc.Configuration{}); err != nil {
+		if pc, err = s.room.sfu.pubAPI.NewPeerConnection(webrtc.Configuration{}); err != nil {
 			return nil, nil, stage.Errorf(stage.ErrInternal, "creating a peer connection: "+err.Error())
 		}
 		s.watchPublisher(pc)

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
@@ -58,7 +60,8 @@ type Config struct {
 // SFU is the media plane of one server. Its methods are safe for
 // concurrent use.
 type SFU struct {
-	api    *webrtc.API
+	api    *webrtc.API // subscriber connections
+	pubAPI *webrtc.API // publisher connections: with transport-wide congestion control feedback
 	mux    ice.UDPMux
 	tcpMux ice.TCPMux // nil without ICE-TCP
 	batch  *batchConn // nil if the socket is not a *net.UDPConn
@@ -93,11 +96,19 @@ func New(cfg Config) (*SFU, error) {
 		batch.divert = cfg.Divert
 		conn = batch
 	}
-	me, err := mediaEngine()
+	me, err := mediaEngine(false)
 	if err != nil {
 		return nil, err
 	}
-	ir, err := interceptors()
+	ir, err := interceptors(false)
+	if err != nil {
+		return nil, err
+	}
+	pubME, err := mediaEngine(true)
+	if err != nil {
+		return nil, err
+	}
+	pubIR, err := interceptors(true)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +145,8 @@ func New(cfg Config) (*SFU, error) {
 		}
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	return &SFU{api: api, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
+	pubAPI := webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se))
+	return &SFU{api: api, pubAPI: pubAPI, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
 }
 
 // videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it
@@ -152,8 +164,12 @@ var videoFeedback = []webrtc.RTCPFeedback{
 // pion needs them to tell a publisher's layers apart; and the audio level
 // (ssrc-audio-level), for the active speaker. Their ids are per
 // connection, so the SFU strips the publisher's extensions before it
-// forwards a packet.
-func mediaEngine() (*webrtc.MediaEngine, error) {
+// forwards a packet. For publishers (withTWCC) it also negotiates
+// transport-wide congestion control (its header extension and
+// transport-cc feedback), so that the SFU's feedback lets a publisher's
+// browser adapt its sending rate, and so its simulcast layers, to its
+// uplink.
+func mediaEngine(withTWCC bool) (*webrtc.MediaEngine, error) {
 	m := &webrtc.MediaEngine{}
 	codecs := []struct {
 		webrtc.RTPCodecParameters
@@ -171,6 +187,9 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"}}, webrtc.RTPCodecTypeVideo},
 	}
 	for _, c := range codecs {
+		if withTWCC && c.kind == webrtc.RTPCodecTypeVideo {
+			c.RTCPFeedback = append(slices.Clone(c.RTCPFeedback), webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC})
+		}
 		if err := m.RegisterCodec(c.RTPCodecParameters, c.kind); err != nil {
 			return nil, fmt.Errorf("media: registering %s: %w", c.MimeType, err)
 		}
@@ -185,6 +204,12 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 		{sdp.SDESRepairRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{sdp.AudioLevelURI, webrtc.RTPCodecTypeAudio},
 	}
+	if withTWCC {
+		exts = append(exts, struct {
+			uri  string
+			kind webrtc.RTPCodecType
+		}{sdp.TransportCCURI, webrtc.RTPCodecTypeVideo})
+	}
 	for _, e := range exts {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: e.uri}, e.kind); err != nil {
 			return nil, fmt.Errorf("media: registering header extension %s: %w", e.uri, err)
@@ -197,8 +222,17 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 // receiver reports to publishers, sender reports to subscribers. NACKs
 // from subscribers are answered by the SFU's own per-track cache, not by a
 // cache per subscriber.
-func interceptors() (*interceptor.Registry, error) {
+func interceptors(twccFeedback bool) (*interceptor.Registry, error) {
 	ir := &interceptor.Registry{}
+	if twccFeedback {
+		// Transport-wide congestion control feedback to publishers (a
+		// goroutine per connection, so on publishers' connections only).
+		fb, err := twcc.NewSenderInterceptor()
+		if err != nil {
+			return nil, err
+		}
+		ir.Add(fb)
+	}
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
 		return nil, err

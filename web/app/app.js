@@ -205,7 +205,7 @@ class Room {
     this.render();
   }
 
-  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false } = {}) {
+  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false, participant = null } = {}) {
     let t = this.tiles.get(key);
     if (!t) {
       const video = h('video', { autoplay: true, playsinline: true, class: self ? 'local' : 'remote' });
@@ -215,9 +215,13 @@ class Room {
       const actions = h('div.tile-actions');
       t = { el: h('article.tile', { dataset: { user: userId || '' }, 'aria-label': name }, video, avatar, label, actions), video, avatar, label, actions };
       if (self) t.el.classList.add('self');
+      // A remote tile: the SDK keeps its video's stream, and tells the
+      // server the size it is shown at (the layer it sends).
+      if (participant) t.detach = this.m.participants.attach(participant, video);
       this.tiles.set(key, t);
     }
-    if (t.video.srcObject !== stream) { t.video.srcObject = stream; if (stream) t.video.play().catch(() => {}); }
+    if (t.video.srcObject !== stream) t.video.srcObject = stream;
+    if (stream && t.video.paused) t.video.play().catch(() => {});
     const hasVideo = !!stream?.getVideoTracks().length;
     t.video.hidden = !hasVideo;
     t.avatar.hidden = hasVideo;
@@ -248,9 +252,9 @@ class Room {
     for (const p of onStage) {
       keep.add(p.id);
       const kick = s.permissions.kickParticipant ? () => this.act(() => m.stage.kick([p.userId])) : null;
-      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick, speaking: p.speaking, active: p === active && onStage.length > 1 }));
+      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick, speaking: p.speaking, active: p === active && onStage.length > 1, participant: p }));
     }
-    for (const k of this.tiles.keys()) if (!keep.has(k)) this.tiles.delete(k);
+    for (const [k, t] of this.tiles) if (!keep.has(k)) { t.detach?.(); this.tiles.delete(k); }
     replaceKeepingFocus(this.stageGrid, els.length ? els : [h('div.empty', {}, 'Nobody is on stage yet.')]);
     const n = onStage.length + (s.stageStatus === StageStatus.ON_STAGE ? 1 : 0);
     this.counts.textContent = `${n} on stage · ${m.participants.count} in the meeting`;

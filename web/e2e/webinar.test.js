@@ -212,6 +212,31 @@ test('the webinar story in three browsers', async (t) => {
     assert.equal(await pb.evaluate((uid) => window.cocmd.meeting.participants.byUserId(uid)?.speaking, a.user_id), true);
     await host.locator(`#stage .tile[data-user="${a.user_id}"] video`).waitFor();
     await eventually('the host decoding A', async () => (await litShare(host, a.user_id)) > 0.1);
+    // Simulcast and adaptive stream: A's browser sends its 720p camera as
+    // simulcast layers; B's tile of A is small, so B gets a small layer;
+    // hidden, it gets no video, shown again, video again.
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${apiKey}` } })).text();
+    const layers = Number(metrics.match(new RegExp(`cocmd_media_simulcast_layers\\{meeting="${demo.meeting_id}"\\} (\\d+)`))?.[1] || 0);
+    assert.ok(layers >= 2, `simulcast layers received: ${layers}`);
+    // B's tile of A made small: the smallest layer (a quarter of 720p);
+    // large again: a larger one.
+    const size = (width) => pb.evaluate(([uid, w]) => {
+      const t = document.querySelector(`#stage .tile[data-user="${uid}"]`);
+      t.style.width = w;
+      const v = t.querySelector('video');
+      return { tile: Math.round(v.clientWidth * devicePixelRatio), got: v.videoWidth };
+    }, [a.user_id, width]);
+    const small = await eventually('B receiving the small layer in a small tile', async () => { const r = await size('160px'); return r.got > 0 && r.got <= 320 && r; });
+    const large = await eventually('B receiving a larger layer in a large tile', async () => { const r = await size(''); return r.got > small.got && r; });
+    console.log(`A sends ${layers} simulcast layers (with the host's); B's tile of A at ${small.tile} px receives ${small.got} px, at ${large.tile} px ${large.got} px`);
+    await pb.evaluate((uid) => { document.querySelector(`#stage .tile[data-user="${uid}"]`).style.display = 'none'; }, a.user_id);
+    await new Promise((r) => setTimeout(r, 1500));
+    const h1 = await framesDecoded(pb, a.user_id);
+    await new Promise((r) => setTimeout(r, 1500));
+    const h2 = await framesDecoded(pb, a.user_id);
+    assert.ok(h2 - h1 <= 2, `a hidden tile decoded ${h2 - h1} frames in 1.5 s`);
+    await pb.evaluate((uid) => { document.querySelector(`#stage .tile[data-user="${uid}"]`).style.display = ''; }, a.user_id);
+    await eventually('B decoding A again once shown', async () => (await framesDecoded(pb, a.user_id)) > h2 + 10);
     await checkA11y(pa, 'viewer, on stage');
     await checkA11y(host, 'host, a viewer on stage');
     await shot(host, 'host-view');

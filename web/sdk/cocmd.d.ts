@@ -139,6 +139,13 @@ export interface Participants extends Emitter<ParticipantsEvents> {
   onStage(): Participant[];
   viewers(): Participant[];
   byUserId(userId: string): Participant | undefined;
+  /**
+   * Shows a participant's media in a <video> (srcObject, kept up to date) and keeps the server
+   * told the size it is displayed at: of a simulcast camera the server sends the smallest layer
+   * at least that large, and no video while the element is hidden, off screen or in a background
+   * tab. Returns a function that stops watching the element.
+   */
+  attach(participant: Participant, video: HTMLVideoElement): () => void;
 }
 
 export interface SelfEvents {

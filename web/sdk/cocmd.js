@@ -254,9 +254,14 @@ function updateParticipant(p, w) {
  * @implements {ParticipantsAPI}
  */
 class Participants extends Emitter {
-  /** @param {Logger} log */
-  constructor(log) {
+  #setSize;
+  /**
+   * @param {Logger} log
+   * @param {(trackId: string, width: number, height: number) => Promise<unknown>} setSize tells the server a track's displayed size
+   */
+  constructor(log, setSize) {
     super(log);
+    this.#setSize = setSize;
     /** @type {Map<string, Participant>} by participant id, self excluded */
     this.joined = new Map();
     /**
@@ -281,6 +286,56 @@ class Participants extends Emitter {
   viewers() { return this.all().filter((p) => p.stageStatus !== StageStatus.ON_STAGE && p.connected); }
   /** @param {string} userId the participant with this user id */
   byUserId(userId) { return this.all().find((p) => p.userId === userId); }
+
+  /**
+   * Shows participant's media in video, and keeps the server told the size
+   * it is displayed at: of a simulcast camera it then sends the smallest
+   * layer at least that large, and no video at all while the element is
+   * hidden, off screen or in a background tab. Returns a function that
+   * stops watching the element.
+   * @param {Participant} participant
+   * @param {HTMLVideoElement} video
+   * @returns {() => void}
+   */
+  attach(participant, video) {
+    /** @type {MediaStreamTrack | null} */
+    let sentTrack = null;
+    let sentSize = '';
+    let onScreen = true;
+    const update = () => {
+      if (video.srcObject !== participant.stream) video.srcObject = participant.stream;
+      const track = participant.stream?.getVideoTracks()[0] || null;
+      if (!track) { sentTrack = null; return; }
+      const dpr = globalThis.devicePixelRatio || 1;
+      const shown = onScreen && !globalThis.document?.hidden && video.isConnected && video.clientWidth > 0;
+      // Rounded up to 16 pixels: a resize by a few pixels says nothing new.
+      const q = (/** @type {number} */ n) => Math.ceil(n * dpr / 16) * 16;
+      const size = shown ? `${q(video.clientWidth)}x${q(video.clientHeight)}` : '0x0';
+      if (track === sentTrack && size === sentSize) return;
+      sentTrack = track; sentSize = size;
+      const [w, h] = size.split('x').map(Number);
+      this.#setSize(track.id, w, h).catch(() => { sentTrack = null; });
+    };
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    const later = () => { clearTimeout(timer); timer = setTimeout(update, 100); };
+    const resize = typeof ResizeObserver === 'function' ? new ResizeObserver(later) : null;
+    resize?.observe(video);
+    const seen = typeof IntersectionObserver === 'function'
+      ? new IntersectionObserver((entries) => { onScreen = entries.some((e) => e.isIntersecting); later(); }) : null;
+    seen?.observe(video);
+    const onMedia = (/** @type {{participant: Participant}} */ e) => { if (e.participant === participant) later(); };
+    this.on('mediaUpdate', onMedia);
+    globalThis.document?.addEventListener('visibilitychange', later);
+    update();
+    return () => {
+      resize?.disconnect();
+      seen?.disconnect();
+      this.off('mediaUpdate', onMedia);
+      globalThis.document?.removeEventListener('visibilitychange', later);
+      clearTimeout(timer);
+    };
+  }
 }
 
 /** @typedef {(method: string, params?: object) => Promise<any>} Call */
@@ -454,7 +509,7 @@ class Meeting extends Emitter {
     const call = /** @type {Call} */ ((method, params) => this.#call(method, params));
     this.self = new Self(o.log, () => this.info, () => this.#media);
     this.stage = new Stage(o.log, call, this.self);
-    this.participants = new Participants(o.log);
+    this.participants = new Participants(o.log, (trackId, width, height) => call('media.setTrackSize', { track_id: trackId, width, height }));
     /** @type {ConnectionState} */
     this.connectionState = 'new';
     const rtcConfig = () => ({ iceServers: this.#iceServers, iceTransportPolicy: o.iceTransportPolicy });
@@ -787,6 +842,24 @@ class Meeting extends Emitter {
  * @property {() => RTCConfiguration} rtcConfig a new connection's configuration
  */
 
+/**
+ * The simulcast layers a camera track is sent as: three (a quarter, half
+ * and full size) from 960 pixels wide, two from 480, else one; the server
+ * sends each viewer the one that suits it. Undefined: one encoding.
+ * @param {MediaStreamTrack} track
+ * @returns {RTCRtpEncodingParameters[] | undefined}
+ */
+function simulcastEncodings(track) {
+  if (track.kind !== 'video') return undefined;
+  const width = track.getSettings?.().width || 0;
+  if (width >= 960) {
+    return [{ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }, { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+      { rid: 'f', maxBitrate: 1_500_000 }];
+  }
+  if (width >= 480) return [{ rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 150_000 }, { rid: 'h', maxBitrate: 600_000 }];
+  return undefined;
+}
+
 /** How long an ICE connection may stay disconnected before it restarts (ms). */
 const restartAfter = 2000;
 
@@ -887,7 +960,11 @@ class Media {
       if (!self.permissions.media[kind]) {
         throw new CocmdError('PERMISSION_DENIED', `the preset does not allow ${kind === 'audio' ? 'a microphone' : 'a camera'}`);
       }
-      if (!(kind === 'audio' ? self.audioTrack : self.videoTrack)) ask[kind] = wanted[kind];
+      if (!(kind === 'audio' ? self.audioTrack : self.videoTrack)) {
+        // A camera asked for without constraints: 720p, the size simulcast
+        // makes three layers of.
+        ask[kind] = kind === 'video' && wanted[kind] === true ? { width: { ideal: 1280 }, height: { ideal: 720 } } : wanted[kind];
+      }
     }
     if (!Object.keys(ask).length) return;
     const stream = await navigator.mediaDevices.getUserMedia(ask);
@@ -935,7 +1012,7 @@ class Media {
       const ans = await call('media.publish', { sdp: pc.localDescription?.sdp, sources: this.#pubSources });
       if (this.#pub === pc) await pc.setRemoteDescription({ type: 'answer', sdp: ans.sdp });
     });
-    const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly' }));
+    const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly', sendEncodings: simulcastEncodings(t) }));
     pc.onicecandidate = (e) => {
       if (e.candidate && this.#pub === pc) call('media.candidate', { target: 'publisher', candidate: e.candidate.toJSON() }).catch(() => {});
     };
