@@ -205,7 +205,7 @@ class Room {
     this.render();
   }
 
-  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false, participant = null } = {}) {
+  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false, participant = null, source = 'camera' } = {}) {
     let t = this.tiles.get(key);
     if (!t) {
       const video = h('video', { autoplay: true, playsinline: true, class: self ? 'local' : 'remote' });
@@ -217,7 +217,7 @@ class Room {
       if (self) t.el.classList.add('self');
       // A remote tile: the SDK keeps its video's stream, and tells the
       // server the size it is shown at (the layer it sends).
-      if (participant) t.detach = this.m.participants.attach(participant, video);
+      if (participant) t.detach = this.m.participants.attach(participant, video, source);
       this.tiles.set(key, t);
     }
     if (t.video.srcObject !== stream) t.video.srcObject = stream;
@@ -247,6 +247,22 @@ class Room {
       if (local) { for (const t of local.getTracks()) if (t !== s.videoTrack) local.removeTrack(t); if (!local.getTracks().length) local.addTrack(s.videoTrack); }
       else this.localStream = null;
       els.push(this.tile('self', s.name, local, { self: true, userId: s.userId, speaking: s.speaking }));
+    }
+    // Screen shares first, large: a screen is what everyone should read.
+    if (s.screenShareTrack) {
+      keep.add('self:screen');
+      const local = (this.localScreen ||= new MediaStream());
+      if (!local.getTracks().includes(s.screenShareTrack)) { for (const t of local.getTracks()) local.removeTrack(t); local.addTrack(s.screenShareTrack); }
+      const t = this.tile('self:screen', `${s.name}'s screen`, local, { self: true, userId: `${s.userId}:screen` });
+      t.classList.add('screen');
+      els.unshift(t);
+    } else this.localScreen = null;
+    for (const p of onStage) {
+      if (!p.screenStream) continue;
+      keep.add(`${p.id}:screen`);
+      const t = this.tile(`${p.id}:screen`, `${p.name}'s screen`, p.screenStream, { userId: `${p.userId}:screen`, participant: p, source: 'screenshare' });
+      t.classList.add('screen');
+      els.unshift(t);
     }
     const active = m.participants.activeSpeaker;
     for (const p of onStage) {
@@ -290,6 +306,7 @@ class Room {
       c.push(h('span.badge.live', {}, 'LIVE'), h('span.status', {}, 'You are on stage.'));
       if (perms.media.video) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'camera' }, 'aria-pressed': String(s.videoEnabled), onclick: () => this.act(() => s.videoEnabled ? s.disableVideo() : s.enableVideo()) }, s.videoEnabled ? 'Camera on' : 'Camera off'));
       if (perms.media.audio) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'mic' }, 'aria-pressed': String(s.audioEnabled), onclick: () => this.act(() => s.audioEnabled ? s.disableAudio() : s.enableAudio()) }, s.audioEnabled ? 'Mic on' : 'Mic off'));
+      if (perms.media.screenshare && navigator.mediaDevices?.getDisplayMedia) c.push(h('button.btn.toggle', { type: 'button', dataset: { key: 'screen' }, 'aria-pressed': String(s.screenShareEnabled), onclick: () => this.act(() => s.screenShareEnabled ? s.disableScreenShare() : s.enableScreenShare()) }, s.screenShareEnabled ? 'Stop sharing' : 'Share screen'));
       c.push(h('button.btn.btn-danger', { type: 'button', dataset: { key: 'leave' }, onclick: () => this.act(() => m.stage.leave()) }, 'Leave the stage'));
     } else if (st === StageStatus.ACCEPTED_TO_JOIN_STAGE) {
       c.push(h('span.status', {}, 'You are invited to the stage.'),

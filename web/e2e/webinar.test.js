@@ -289,6 +289,24 @@ test('the webinar story in three browsers', async (t) => {
     await pb.getByRole('button', { name: 'Camera off' }).click();
     await host.locator(`#stage .tile[data-user="${b.user_id}"] .avatar`).waitFor({ state: 'hidden' });
     await eventually('the host decoding B again', async () => (await litShare(host, b.user_id)) > 0.1);
+    // The host shares a screen (Chromium's fake one): B sees it large, first
+    // on the stage, and it goes when the host stops.
+    await host.getByRole('button', { name: 'Share screen' }).click();
+    await host.getByRole('button', { name: 'Stop sharing' }).waitFor();
+    const hostUID = demo.host.user_id;
+    const screen = pb.locator(`#stage .tile.screen[data-user="${hostUID}:screen"]`);
+    await screen.locator('video').waitFor();
+    await eventually('B decoding the host\'s screen', async () => (await litShare(pb, `${hostUID}:screen`)) > 0.1);
+    const layout = await pb.evaluate((uid) => {
+      const tiles = [...document.querySelectorAll('#stage .tile')];
+      const s = document.querySelector(`#stage .tile[data-user="${uid}:screen"]`);
+      return { first: tiles[0] === s, wide: s.getBoundingClientRect().width >= Math.max(...tiles.map((t) => t.getBoundingClientRect().width)) };
+    }, hostUID);
+    assert.deepEqual(layout, { first: true, wide: true }, 'the screen share is not first and largest');
+    await checkA11y(host, 'host, sharing a screen');
+    await shot(pb, 'viewer-screen-share');
+    await host.getByRole('button', { name: 'Stop sharing' }).click();
+    await screen.waitFor({ state: 'detached' });
   });
 
   await t.test('a viewer calling host methods is refused, and is not offered them', async () => {

@@ -91,6 +91,8 @@ export interface Participant {
   readonly connected: boolean;
   /** The participant's media as received, for a <video>; null when none. */
   readonly stream: MediaStream | null;
+  /** The screen the participant shares, for a <video>; null when none. */
+  readonly screenStream: MediaStream | null;
   /** Whether the participant speaks now (from the audio levels its browser sends). */
   readonly speaking: boolean;
 }
@@ -145,11 +147,11 @@ export interface Participants extends Emitter<ParticipantsEvents> {
    * at least that large, and no video while the element is hidden, off screen or in a background
    * tab. Returns a function that stops watching the element.
    */
-  attach(participant: Participant, video: HTMLVideoElement): () => void;
+  attach(participant: Participant, video: HTMLVideoElement, source?: 'camera' | 'screenshare'): () => void;
 }
 
 export interface SelfEvents {
-  mediaUpdate: { kind: 'audio' | 'video'; enabled: boolean; track?: MediaStreamTrack };
+  mediaUpdate: { kind: 'audio' | 'video'; enabled: boolean; track?: MediaStreamTrack; source?: 'screenshare' };
   publishingStopped: { reason: 'stage' | 'permissions' | 'failed' | string; sources: string[] };
   permissionsUpdate: { preset: string; permissions: Permissions };
 }
@@ -163,6 +165,9 @@ export interface Self extends Emitter<SelfEvents> {
   readonly permissions: Permissions;
   readonly videoTrack: MediaStreamTrack | null;
   readonly audioTrack: MediaStreamTrack | null;
+  /** The screen being shared, while it is. */
+  readonly screenShareTrack: MediaStreamTrack | null;
+  readonly screenShareEnabled: boolean;
   readonly videoEnabled: boolean;
   readonly audioEnabled: boolean;
   readonly canPublish: boolean;
@@ -174,6 +179,10 @@ export interface Self extends Emitter<SelfEvents> {
   disableAudio(): Promise<void>;
   /** Camera and microphone together, as the preset allows: one prompt, one publication. */
   enableMedia(kinds?: { audio?: boolean | MediaTrackConstraints; video?: boolean | MediaTrackConstraints }): Promise<void>;
+  /** Share a screen (the browser asks which), as the screenshare source: only on stage, if the preset allows it. */
+  enableScreenShare(): Promise<void>;
+  /** Stop sharing (also done when the user stops it from the browser). */
+  disableScreenShare(): Promise<void>;
 }
 
 export interface MeetingInfo {

@@ -232,6 +232,11 @@ class Participant {
      * @type {MediaStream | null}
      */
     this.stream = null;
+    /**
+     * The screen the participant shares, for a <video>, or null.
+     * @type {MediaStream | null}
+     */
+    this.screenStream = null;
     /** Whether the participant speaks now (media.activeSpeaker). */
     this.speaking = false;
   }
@@ -295,16 +300,19 @@ class Participants extends Emitter {
    * stops watching the element.
    * @param {Participant} participant
    * @param {HTMLVideoElement} video
+   * @param {'camera' | 'screenshare'} [source] which of its videos: the camera's (with its microphone), or the screen
    * @returns {() => void}
    */
-  attach(participant, video) {
+  attach(participant, video, source = 'camera') {
+    const stream = () => (source === 'screenshare' ? participant.screenStream : participant.stream);
     /** @type {MediaStreamTrack | null} */
     let sentTrack = null;
     let sentSize = '';
     let onScreen = true;
     const update = () => {
-      if (video.srcObject !== participant.stream) video.srcObject = participant.stream;
-      const track = participant.stream?.getVideoTracks()[0] || null;
+      const st = stream();
+      if (video.srcObject !== st) video.srcObject = st;
+      const track = st?.getVideoTracks()[0] || null;
       if (!track) { sentTrack = null; return; }
       const dpr = globalThis.devicePixelRatio || 1;
       const shown = onScreen && !globalThis.document?.hidden && video.isConnected && video.clientWidth > 0;
@@ -423,9 +431,15 @@ class Self extends Emitter {
     this.videoTrack = null;
     /** @type {MediaStreamTrack | null} */
     this.audioTrack = null;
+    /**
+     * The screen being shared, while it is, else null.
+     * @type {MediaStreamTrack | null}
+     */
+    this.screenShareTrack = null;
   }
   get videoEnabled() { return !!this.videoTrack; }
   get audioEnabled() { return !!this.audioTrack; }
+  get screenShareEnabled() { return !!this.screenShareTrack; }
   /** Whether this participant may publish now (on stage, or no stage at all). */
   get canPublish() {
     const p = this.permissions;
@@ -449,6 +463,10 @@ class Self extends Emitter {
   }
   /** Turn the microphone off. */
   disableAudio() { return this.#media().disable('audio'); }
+  /** Share a screen (the browser asks which), as the screenshare source; only on stage, if the preset allows it. */
+  enableScreenShare() { return this.#media().enableScreen(); }
+  /** Stop sharing the screen (also when the user stops it from the browser). */
+  disableScreenShare() { return this.#media().disable('screen'); }
 }
 
 /**
@@ -874,8 +892,8 @@ class Media {
   #pub = null;
   /** @type {Map<string, WireTrack>} by mid */
   #tracks = new Map();
-  /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null}} */
-  #wanted = { audio: null, video: null };
+  /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null, screen: MediaStreamTrack | null}} */
+  #wanted = { audio: null, video: null, screen: null };
   /** @type {Promise<void>} */
   #publishing = Promise.resolve();
   /** @type {Record<string, string>} the publisher's sources, by mid */
@@ -927,25 +945,47 @@ class Media {
     this.disconnected();
     this.#stopLocal('audio');
     this.#stopLocal('video');
+    this.#stopLocal('screen');
   }
 
   statusChanged() {
     if (this.#d.self.canPublish) return;
     this.#stopLocal('audio');
     this.#stopLocal('video');
+    this.#stopLocal('screen');
     if (this.#pub) { this.#pub.close(); this.#pub = null; }
   }
 
-  /** @param {'audio' | 'video'} kind */
+  /** @param {'audio' | 'video' | 'screen'} kind */
   #stopLocal(kind) {
     const self = this.#d.self;
-    const t = kind === 'audio' ? self.audioTrack : self.videoTrack;
+    const t = kind === 'audio' ? self.audioTrack : kind === 'video' ? self.videoTrack : self.screenShareTrack;
     if (t) {
       t.stop();
-      if (kind === 'audio') self.audioTrack = null; else self.videoTrack = null;
-      emit(self, 'mediaUpdate', { kind, enabled: false });
+      if (kind === 'audio') self.audioTrack = null;
+      else if (kind === 'video') self.videoTrack = null;
+      else self.screenShareTrack = null;
+      emit(self, 'mediaUpdate', kind === 'screen' ? { kind: 'video', source: 'screenshare', enabled: false } : { kind, enabled: false });
     }
     this.#wanted[kind] = null;
+  }
+
+  async enableScreen() {
+    const self = this.#d.self;
+    if (!this.#d.RTCPeerConnection) throw new CocmdError('UNAVAILABLE', 'this environment has no WebRTC');
+    if (!self.canPublish) throw new CocmdError('INVALID_STAGE_STATUS', 'only participants on the stage publish media');
+    if (!self.permissions.media.screenshare) throw new CocmdError('PERMISSION_DENIED', 'the preset does not allow sharing a screen');
+    if (self.screenShareTrack) return;
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw new CocmdError('UNAVAILABLE', 'no screen was shared');
+    track.contentHint = 'detail';
+    // Stopped from the browser's own "Stop sharing": as disableScreenShare.
+    track.addEventListener('ended', () => { if (this.#wanted.screen === track) this.disable('screen'); });
+    self.screenShareTrack = track;
+    this.#wanted.screen = track;
+    emit(self, 'mediaUpdate', { kind: 'video', source: 'screenshare', enabled: true, track });
+    await this.#republish();
   }
 
   /** @param {{audio?: boolean | MediaTrackConstraints, video?: boolean | MediaTrackConstraints}} wanted */
@@ -977,7 +1017,7 @@ class Media {
     await this.#republish();
   }
 
-  /** @param {'audio' | 'video'} kind */
+  /** @param {'audio' | 'video' | 'screen'} kind */
   async disable(kind) {
     this.#stopLocal(kind);
     await this.#republish();
@@ -997,7 +1037,8 @@ class Media {
       this.#pub = null;
       await call('media.unpublish').catch(() => {});
     }
-    const tracks = [this.#wanted.audio, this.#wanted.video].filter((t) => t !== null);
+    const tracks = [this.#wanted.audio, this.#wanted.video, this.#wanted.screen].filter((t) => t !== null);
+    const screen = this.#wanted.screen;
     const PC = this.#d.RTCPeerConnection;
     if (!tracks.length || !self.canPublish || !PC) return;
     const pc = new PC(this.#d.rtcConfig());
@@ -1012,12 +1053,12 @@ class Media {
       const ans = await call('media.publish', { sdp: pc.localDescription?.sdp, sources: this.#pubSources });
       if (this.#pub === pc) await pc.setRemoteDescription({ type: 'answer', sdp: ans.sdp });
     });
-    const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly', sendEncodings: simulcastEncodings(t) }));
+    const trs = tracks.map((t) => pc.addTransceiver(t, { direction: 'sendonly', sendEncodings: t === screen ? undefined : simulcastEncodings(t) }));
     pc.onicecandidate = (e) => {
       if (e.candidate && this.#pub === pc) call('media.candidate', { target: 'publisher', candidate: e.candidate.toJSON() }).catch(() => {});
     };
     await pc.setLocalDescription(await pc.createOffer());
-    trs.forEach((tr, i) => { if (tr.mid) sources[tr.mid] = tracks[i].kind === 'audio' ? 'microphone' : 'camera'; });
+    trs.forEach((tr, i) => { if (tr.mid) sources[tr.mid] = tracks[i] === screen ? 'screenshare' : tracks[i].kind === 'audio' ? 'microphone' : 'camera'; });
     try {
       const ans = await call('media.publish', { sdp: pc.localDescription?.sdp, sources });
       if (this.#pub !== pc) return;
@@ -1051,9 +1092,13 @@ class Media {
         participants.joined.set(pid, p);
       }
       if (!p) return;
-      if (!p.stream) p.stream = new MediaStream();
-      for (const t of p.stream.getTracks()) if (t.kind === e.track.kind) p.stream.removeTrack(t);
-      p.stream.addTrack(e.track);
+      if (d?.source === 'screenshare') {
+        p.screenStream = new MediaStream([e.track]);
+      } else {
+        if (!p.stream) p.stream = new MediaStream();
+        for (const t of p.stream.getTracks()) if (t.kind === e.track.kind) p.stream.removeTrack(t);
+        p.stream.addTrack(e.track);
+      }
       emit(participants, 'mediaUpdate', { participant: p, kind: e.track.kind === 'audio' ? 'audio' : 'video', source: d?.source });
     };
     call('media.subscribe').catch((e) => log.warn('cocmd: subscribing', e));
@@ -1065,7 +1110,7 @@ class Media {
     this.#sub = null;
     this.#tracks.clear();
     for (const p of this.#d.participants.joined.values()) {
-      if (p.stream) { p.stream = null; emit(this.#d.participants, 'mediaUpdate', { participant: p }); }
+      if (p.stream || p.screenStream) { p.stream = null; p.screenStream = null; emit(this.#d.participants, 'mediaUpdate', { participant: p }); }
     }
   }
 
@@ -1092,7 +1137,11 @@ class Media {
       if (!d.sources?.length || d.reason !== 'permissions') {
         this.#stopLocal('audio');
         this.#stopLocal('video');
+        this.#stopLocal('screen');
         if (this.#pub) { this.#pub.close(); this.#pub = null; }
+      } else {
+        const kinds = /** @type {Record<string, 'audio' | 'video' | 'screen'>} */ ({ microphone: 'audio', camera: 'video', screenshare: 'screen' });
+        for (const src of d.sources) if (kinds[src]) this.#stopLocal(kinds[src]);
       }
       emit(self, 'publishingStopped', { reason: d.reason, sources: d.sources || [] });
       return;
@@ -1105,7 +1154,10 @@ class Media {
     for (const [mid, t] of this.#tracks) {
       if (now.has(mid)) continue;
       const p = participants.joined.get(t.participant_id);
-      if (p?.stream) {
+      if (p && t.source === 'screenshare') {
+        p.screenStream = null;
+        emit(participants, 'mediaUpdate', { participant: p, kind: t.kind, source: t.source, removed: true });
+      } else if (p?.stream) {
         for (const tr of pc.getTransceivers()) {
           if (tr.mid === mid && tr.receiver.track) p.stream.removeTrack(tr.receiver.track);
         }
