@@ -40,6 +40,11 @@ type LocalTrack struct {
 	// layer then need a rid of their own (webrtc.WithRTPStreamID), at most
 	// three in all; the server sends each subscriber the one that suits it.
 	Layers []webrtc.TrackLocal
+	// OnLayers, if set, is called with the rids of the layers someone
+	// receives when that changes: the others may stop being encoded until
+	// they are needed again (dynacast). It runs on the client's reader:
+	// it must not block.
+	OnLayers func(active []string)
 	// OnKeyframeRequest, if set, is called when the server asks for a
 	// keyframe (a new subscriber, or one that lost the picture).
 	OnKeyframeRequest func()
@@ -79,6 +84,16 @@ type TrackAdded struct{ Track *RemoteTrack }
 // TrackRemoved: a track stopped (its participant left the stage, was
 // kicked, stopped publishing or left); no more of its packets arrive.
 type TrackRemoved struct{ Track *RemoteTrack }
+
+// LayersUpdate: of this participant's simulcast track of Source, the
+// layers (rids) someone receives changed; the others are not needed now.
+type LayersUpdate struct {
+	Source Source
+	Active []string
+}
+
+// Name implements Event.
+func (LayersUpdate) Name() string { return "layersUpdate" }
 
 // ActiveSpeaker: who speaks changed. ParticipantID is the active speaker
 // (the loudest who speaks, held for a second against others), Speaking
@@ -510,6 +525,23 @@ func (md *Media) event(msg protocol.Message) {
 			go pc.Close()
 		}
 		md.m.events.push(PublishingStopped{Reason: s.Reason, Sources: s.Sources})
+	case protocol.EventMediaLayers:
+		var l protocol.MediaLayers
+		if err := json.Unmarshal(msg.Data, &l); err != nil {
+			return
+		}
+		md.mu.Lock()
+		var on func([]string)
+		for _, t := range md.local {
+			if t.Source == l.Source {
+				on = t.OnLayers
+			}
+		}
+		md.mu.Unlock()
+		if on != nil {
+			on(l.Active)
+		}
+		md.m.events.push(LayersUpdate{Source: l.Source, Active: l.Active})
 	case protocol.EventActiveSpeaker:
 		var a protocol.ActiveSpeaker
 		if err := json.Unmarshal(msg.Data, &a); err != nil {

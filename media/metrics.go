@@ -37,6 +37,7 @@ func (s *SFU) WriteMetrics(w io.Writer) error {
 		{"cocmd_media_keyframe_requests_total", "counter", "Keyframe requests (PLI) sent to publishers.", func(s Stats) uint64 { return s.KeyframeRequests }},
 		{"cocmd_media_layer_switches_total", "counter", "Subscribers moved to another simulcast layer.", func(s Stats) uint64 { return s.LayerSwitches }},
 		{"cocmd_media_simulcast_layers", "gauge", "Simulcast layers received from publishers.", func(s Stats) uint64 { return uint64(s.SimulcastLayers) }},
+		{"cocmd_media_simulcast_layers_paused", "gauge", "Simulcast layers publishers were told to pause: nobody receives them (dynacast).", func(s Stats) uint64 { return uint64(s.PausedLayers) }},
 		{"cocmd_media_paused_video", "gauge", "Simulcast video tracks a subscriber gets no video of (hidden, or no layer fits).", func(s Stats) uint64 { return uint64(s.PausedDowns) }},
 	}
 	for _, m := range metrics {

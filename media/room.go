@@ -265,6 +265,7 @@ type Stats struct {
 	KeyframeRequests     uint64
 	LayerSwitches        uint64
 	SimulcastLayers      int // layers received of the simulcast tracks
+	PausedLayers         int // of those, layers the publisher was told to pause (dynacast)
 	PausedDowns          int // simulcast tracks a subscriber receives no video of
 }
 
@@ -286,6 +287,11 @@ func (r *Room) stats() Stats {
 		}
 		t.layersMu.Lock()
 		st.SimulcastLayers += len(t.layers)
+		for _, l := range t.layers {
+			if l.paused.Load() {
+				st.PausedLayers++
+			}
+		}
 		t.layersMu.Unlock()
 		for _, d := range *t.downs.Load() {
 			if d.sim.cur.Load() < 0 {

@@ -9,6 +9,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/cocmd/cocmd/protocol"
 )
 
 // maxLayers is the most simulcast layers a track may have.
@@ -32,6 +34,12 @@ type layer struct {
 
 	width, height atomic.Int32 // from its last keyframe; 0 until one came
 	lastAt        atomic.Int64 // unix ns of its last packet
+
+	// Dynacast: the publisher was told to stop sending this layer
+	// (nobody received it for dynacastDelay); it stays a candidate.
+	paused     atomic.Bool
+	pausedLive atomic.Bool  // it was sending when paused: it can come back
+	neededAt   atomic.Int64 // unix ns when someone last received or wanted it
 
 	kfMu      sync.Mutex
 	kfLast    time.Time
@@ -320,14 +328,16 @@ type layerView struct {
 }
 
 // liveLayers returns the layers that sent a keyframe (their size is
-// known) and a packet within layerTimeout, smallest first.
+// known) and a packet within layerTimeout, or that were sending when the
+// publisher was told to pause them (they come back when chosen), smallest
+// first.
 func (t *Track) liveLayers(now int64) []layerView {
 	t.layersMu.Lock()
 	defer t.layersMu.Unlock()
 	out := make([]layerView, 0, len(t.layers))
 	for _, l := range t.layers {
 		w, h := l.width.Load(), l.height.Load()
-		if w == 0 || now-l.lastAt.Load() > int64(layerTimeout) {
+		if w == 0 || !(l.paused.Load() && l.pausedLive.Load()) && now-l.lastAt.Load() > int64(layerTimeout) {
 			continue
 		}
 		out = append(out, layerView{idx: int32(l.idx), width: w, height: h})
@@ -369,12 +379,56 @@ func (t *Track) choose(now int64) {
 		target := chooseLayer(live, s.want.Load())
 		s.target.Store(target)
 		cur := s.cur.Load()
+		for _, i := range []int32{cur, target} {
+			if l := t.layer(i); l != nil {
+				l.neededAt.Store(now)
+			}
+		}
 		switch {
 		case target < 0 && cur >= 0:
 			s.cur.Store(-1) // paused: nothing more is sent
 		case target >= 0 && target != cur:
 			t.requestLayerKeyframe(t.layer(target))
 		}
+	}
+	t.dynacast(now)
+}
+
+// dynacastDelay is how long nobody must receive a layer before the
+// publisher is told to stop sending it: a tile resized back and forth
+// does not make its encoder stop and start.
+const dynacastDelay = 2 * time.Second
+
+// dynacast tells the publisher which layers are needed when that changes:
+// a layer comes back at once when someone wants it, and goes after
+// dynacastDelay without anyone.
+func (t *Track) dynacast(now int64) {
+	t.layersMu.Lock()
+	changed := false
+	var active []string
+	for _, l := range t.layers {
+		needed := now-l.neededAt.Load() < int64(dynacastDelay)
+		if l.neededAt.Load() == 0 { // never chosen yet: the first subscriber comes
+			needed = now-t.since < int64(dynacastDelay)
+		}
+		if needed == l.paused.Load() {
+			if needed {
+				l.lastAt.Store(now) // live while the publisher resumes it
+			} else {
+				// A layer that had stopped by itself (the publisher's
+				// encoder dropped it) is no candidate while paused.
+				l.pausedLive.Store(now-l.lastAt.Load() <= int64(layerTimeout))
+			}
+			l.paused.Store(!needed)
+			changed = true
+		}
+		if needed {
+			active = append(active, l.rid)
+		}
+	}
+	t.layersMu.Unlock()
+	if changed {
+		t.sess.signal(protocol.EventMediaLayers, protocol.MediaLayers{Source: t.source, Active: active})
 	}
 }
 

@@ -37,6 +37,7 @@ type Track struct {
 	layers    []*layer
 	done      chan struct{} // closed by stop
 	stopOnce  sync.Once
+	since     int64 // unix ns the track was published
 
 	levels levels // of an audio track: its speaking levels
 
@@ -56,7 +57,7 @@ func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, 
 	t := &Track{sess: s, pid: s.pid, uid: s.uid, source: src, kind: remote.Kind(), codec: remote.Codec(),
 		remote: remote, recv: recv, id: s.pid + ":" + string(src), batch: s.room.sfu.batch, done: make(chan struct{})}
 	if remote.RID() != "" {
-		t.simulcast, t.remote = true, nil
+		t.simulcast, t.remote, t.since = true, nil, time.Now().UnixNano()
 		t.cache = newPacketCache(1) // unused: each layer has its own
 		t.downs.Store(&[]*downTrack{})
 		return t

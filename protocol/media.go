@@ -57,7 +57,18 @@ const (
 	// EventActiveSpeaker tells who speaks (ActiveSpeaker), when it
 	// changes: at most four times a second.
 	EventActiveSpeaker = "media.activeSpeaker"
+	// EventMediaLayers tells a simulcast publisher which layers of a
+	// track someone receives (MediaLayers): it may stop encoding the
+	// others until they are needed again (dynacast).
+	EventMediaLayers = "media.layers"
 )
+
+// MediaLayers is media.layers: of the publisher's Source track, the rids
+// someone receives or is about to; the others are not needed now.
+type MediaLayers struct {
+	Source Source   `json:"source"`
+	Active []string `json:"active"`
+}
 
 // ActiveSpeaker is media.activeSpeaker: the active speaker (the loudest
 // who speaks, held for a second against others; "" before anyone spoke)

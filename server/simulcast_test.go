@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,9 +201,9 @@ func TestMedia_simulcast(t *testing.T) {
 
 	// The largest layer stops: its viewer moves to the next within a
 	// second or so (layerTimeout, then a keyframe).
-	sim.Mute(2, true)
+	sim.Drop(2, true)
 	eventuallyWidth(t, bw, 640, "the largest layer stopped")
-	sim.Mute(2, false)
+	sim.Drop(2, false)
 	eventuallyWidth(t, bw, 1280, "the largest layer back")
 
 	for _, w := range []struct {
@@ -239,5 +240,78 @@ func TestMedia_setTrackSizeRefused(t *testing.T) {
 		if m.Error == nil || string(m.Error.Code) != c.code {
 			t.Errorf("%v: %+v, want %s", c.params, m.Error, c.code)
 		}
+	}
+}
+
+// Dynacast: a layer nobody receives for two seconds is paused at the
+// publisher (told in media.layers; mediasource stops sending it), and
+// comes back when a subscriber wants it: the subscriber then gets it.
+func TestMedia_dynacast(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "dynacast", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	dir := filepath.Join("..", "..", "shared", "media")
+	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
+		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	if err := host.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	layers := make(chan []string, 16)
+	go func() {
+		for e := range host.Events() {
+			if l, ok := e.(client.LayersUpdate); ok && l.Source == client.SourceCamera {
+				layers <- l.Active
+			}
+		}
+	}()
+	playCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go sim.Play(playCtx, true)
+	if err := host.Media.Publish(ctx, sim.LocalTrack(client.SourceCamera)); err != nil {
+		t.Fatal(err)
+	}
+	m := ts.join(ts.participant(mid, "v", "webinar_viewer"))
+	if err := m.Media.Subscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	added := make(chan *client.RemoteTrack, 4)
+	pump(t, m, nil, added, nil)
+	track := recvTrack(t, added, "the viewer's track")
+	if err := track.SetSize(ctx, 300, 170); err != nil {
+		t.Fatal(err)
+	}
+	w := watchVP8(track)
+	eventuallyWidth(t, w, 320, "a small tile")
+	want := func(active string, within time.Duration) {
+		t.Helper()
+		deadline := time.After(within)
+		for {
+			select {
+			case l := <-layers:
+				if strings.Join(l, ",") == active {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("the publisher was never told to send %q", active)
+			}
+		}
+	}
+	want("q", 6*time.Second)
+	f0 := sim.Layers[2].Frames.Load()
+	time.Sleep(500 * time.Millisecond)
+	if f := sim.Layers[2].Frames.Load(); f != f0 {
+		t.Fatalf("the paused layer still sends: %d frames in 0.5 s", f-f0)
+	}
+	if err := track.SetSize(ctx, 1280, 720); err != nil {
+		t.Fatal(err)
+	}
+	want("q,f", 3*time.Second)
+	eventuallyWidth(t, w, 1280, "a large tile, after the layer came back")
+	if _, breaks, back, _ := w.snapshot(); breaks > 0 || back > 0 {
+		t.Errorf("%d sequence breaks, %d timestamps back", breaks, back)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -182,7 +183,8 @@ type Simulcast struct {
 	Layers []*Source
 
 	keyframe atomic.Bool
-	muted    [3]atomic.Bool
+	muted    [3]atomic.Bool // by the server's dynacast
+	dropped  [3]atomic.Bool // by Drop
 }
 
 // SimulcastRIDs are the rids of a Simulcast's layers, lowest first.
@@ -223,19 +225,31 @@ func OpenSimulcastIVF(paths ...string) (*Simulcast, error) {
 
 // LocalTrack returns the layers as one simulcast track to publish as src.
 func (s *Simulcast) LocalTrack(src client.Source) client.LocalTrack {
-	lt := client.LocalTrack{Track: s.Layers[0].Track, Source: src, OnKeyframeRequest: s.RequestKeyframe}
+	lt := client.LocalTrack{Track: s.Layers[0].Track, Source: src, OnKeyframeRequest: s.RequestKeyframe, OnLayers: s.SetActive}
 	for _, l := range s.Layers[1:] {
 		lt.Layers = append(lt.Layers, l.Track)
 	}
 	return lt
 }
 
+// SetActive sends the layers of these rids and mutes the others: what the
+// server's dynacast asks for (LocalTrack.OnLayers).
+func (s *Simulcast) SetActive(rids []string) {
+	for i := range s.Layers {
+		s.Mute(i, !slices.Contains(rids, SimulcastRIDs[i]))
+	}
+}
+
 // RequestKeyframe makes the next frame of every layer a keyframe.
 func (s *Simulcast) RequestKeyframe() { s.keyframe.Store(true) }
 
-// Mute stops sending layer i (as an encoder that drops a layer does), or
-// starts again.
+// Mute stops sending layer i, or starts again: what the server's dynacast
+// asks for (SetActive).
 func (s *Simulcast) Mute(i int, muted bool) { s.muted[i].Store(muted) }
+
+// Drop stops sending layer i whatever the server asks, as an encoder that
+// drops a layer for want of bandwidth does, or starts again.
+func (s *Simulcast) Drop(i int, dropped bool) { s.dropped[i].Store(dropped) }
 
 // Play writes the layers' frames in lockstep, in real time, until ctx ends,
 // or until the last one when loop is false.
@@ -267,7 +281,7 @@ func (s *Simulcast) Play(ctx context.Context, loop bool) error {
 			return ctx.Err()
 		}
 		for j, l := range s.Layers {
-			if s.muted[j].Load() {
+			if s.muted[j].Load() || s.dropped[j].Load() {
 				continue
 			}
 			f := l.frames[i]

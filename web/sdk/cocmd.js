@@ -1120,6 +1120,16 @@ class Media {
    */
   async event(name, d) {
     const { call, self, participants, log } = this.#d;
+    if (name === 'media.layers') {
+      // Dynacast: encode only the layers someone receives.
+      const pc = this.#pub;
+      const tr = pc?.getTransceivers().find((t) => t.mid && this.#pubSources[t.mid] === d.source);
+      if (!tr) return;
+      const params = tr.sender.getParameters();
+      for (const e of params.encodings || []) if (e.rid) e.active = d.active.includes(e.rid);
+      tr.sender.setParameters(params).catch((e) => log.warn('cocmd: pausing simulcast layers', e));
+      return;
+    }
     if (name === 'media.activeSpeaker') {
       /** @type {string[]} */
       const ids = d.speaking || [];
