@@ -93,3 +93,14 @@ func (d *vp8Desc) setTL0(p []byte, v uint8) {
 		p[d.tl0Off] = v
 	}
 }
+
+// VP8KeyframeSize returns the picture size of a VP8 RTP payload that
+// starts a keyframe; ok is false for any other payload. Receivers use it to
+// tell which simulcast layer they get.
+func VP8KeyframeSize(payload []byte) (width, height int, ok bool) {
+	d, valid := parseVP8(payload)
+	if !valid || !d.keyframe || d.width == 0 {
+		return 0, 0, false
+	}
+	return d.width, d.height, true
+}

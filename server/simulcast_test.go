@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/binary"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/client/mediasource"
+	"github.com/cocmd/cocmd/media"
 )
 
 // vp8Watch reads a received VP8 track: the width of each keyframe, and
@@ -69,32 +69,8 @@ func (w *vp8Watch) add(p *rtp.Packet) {
 
 // keyframeWidth is the width of the keyframe payload p starts, or 0.
 func keyframeWidth(p []byte) int {
-	if len(p) < 1 || p[0]&0x10 == 0 || p[0]&0x0f != 0 {
-		return 0
-	}
-	i := 1
-	if p[0]&0x80 != 0 {
-		x := p[1]
-		i = 2
-		if x&0x80 != 0 {
-			if p[i]&0x80 != 0 {
-				i += 2
-			} else {
-				i++
-			}
-		}
-		if x&0x40 != 0 {
-			i++
-		}
-		if x&0x30 != 0 {
-			i++
-		}
-	}
-	f := p[i:]
-	if len(f) < 10 || f[0]&1 != 0 || f[3] != 0x9d || f[4] != 0x01 || f[5] != 0x2a {
-		return 0
-	}
-	return int(binary.LittleEndian.Uint16(f[6:]) & 0x3fff)
+	w, _, _ := media.VP8KeyframeSize(p)
+	return w
 }
 
 func (w *vp8Watch) lastWidth() int {

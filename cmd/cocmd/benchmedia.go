@@ -22,11 +22,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/client/mediasource"
 	"github.com/cocmd/cocmd/internal/testcert"
+	"github.com/cocmd/cocmd/media"
 )
 
 // mediaOptions are the settings of one bench media run.
@@ -39,7 +41,12 @@ type mediaOptions struct {
 	procs     int
 	path      string // how subscribers reach media: "" (any), udp, ice-tcp, turn-udp, turn-tcp, turn-tls
 	certs     string // with turn-tls: the directory of the test CA's files
+	simulcast bool   // the publisher sends three layers; subscribers show it at three sizes, a third each
 }
+
+// simulcastSizes are the sizes simulcast subscribers show the track at, by
+// subscriber index modulo 3: one per layer.
+var simulcastSizes = [3][2]int{{320, 180}, {640, 360}, {1280, 720}}
 
 // benchPaths are the paths bench media -paths knows: how the subscribers
 // reach media.
@@ -93,6 +100,7 @@ func benchMedia(args []string) error {
 	dial := fs.Int("dialers", 8, "subscribers joining at once")
 	debug := fs.String("server-debug-addr", "", "passed to the server's -debug-addr, to profile it during the run")
 	procs := fs.Int("procs", 1, "load processes the subscribers are spread over (all on the load CPU)")
+	pubList := fs.String("publishers", "single", "comma-separated publisher kinds, each measured: single (one VP8 layer, 640x360 ~1 Mbit/s) or simulcast (three layers of the simulcast clips, subscribers showing it at 320, 640 and 1280 wide, a third each)")
 	repeat := fs.Int("repeat", 1, "rounds over the paths (interleaved); from 2, a table of medians follows")
 	pathList := fs.String("paths", "", "comma-separated paths the subscribers reach media by, each measured at every N: udp, ice-tcp, turn-udp, turn-tcp, turn-tls; default: whatever ICE picks")
 	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
@@ -113,6 +121,12 @@ func benchMedia(args []string) error {
 			if _, ok := benchPaths[p]; !ok {
 				return fmt.Errorf("-paths: unknown path %q", p)
 			}
+		}
+	}
+	pubs := strings.Split(*pubList, ",")
+	for _, p := range pubs {
+		if p != "single" && p != "simulcast" {
+			return fmt.Errorf("-publishers: unknown publisher kind %q", p)
 		}
 	}
 	o := mediaOptions{cpu: *serverCPU, window: *window, mediaDir: *dir, dialers: *dial, debugAddr: *debug, procs: *procs}
@@ -139,26 +153,36 @@ func benchMedia(args []string) error {
 	fmt.Println("| subscribers' path | subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	type key struct {
-		path string
-		n    int
+		pub, path string
+		n         int
 	}
 	runs := map[key][]mediaResult{}
+	var switches []string
 	// Rounds interleave the paths, so that the machine's drift during the
 	// run does not favour one of them.
 	for range *repeat {
-		for _, path := range paths {
-			for _, n := range counts {
-				o.path = path
-				r, err := benchMediaN(n, o)
-				if err != nil {
-					return fmt.Errorf("%s with %d subscribers: %w", cmp.Or(path, "any path"), n, err)
+		for _, pub := range pubs {
+			for _, path := range paths {
+				for _, n := range counts {
+					o.path, o.simulcast = path, pub == "simulcast"
+					r, err := benchMediaN(n, o)
+					if err != nil {
+						return fmt.Errorf("%s with %d subscribers: %w", cmp.Or(path, "any path"), n, err)
+					}
+					runs[key{pub, path, n}] = append(runs[key{pub, path, n}], r)
+					fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", rowName(pub, path), n,
+						r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
+						ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
+					if r.switched > 0 {
+						switches = append(switches, fmt.Sprintf("- %d subscribers, %d of them moved from the 320 to the 1280 layer: setTrackSize → first packet of the new layer p50 %s, p99 %s",
+							n, r.switched, ms(r.switchP50), ms(r.switchP99)))
+					}
 				}
-				runs[key{path, n}] = append(runs[key{path, n}], r)
-				fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", pathName(path), n,
-					r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
-					ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
 			}
 		}
+	}
+	if len(switches) > 0 {
+		fmt.Printf("\nLayer switches (simulcast publisher):\n%s\n", strings.Join(switches, "\n"))
 	}
 	if *repeat < 2 {
 		return nil
@@ -178,11 +202,11 @@ func benchMedia(args []string) error {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	for _, n := range counts {
-		base := med(runs[key{paths[0], n}], func(r mediaResult) float64 { return r.cpuPerPacket.Seconds() })
-		for _, path := range paths {
-			rs := runs[key{path, n}]
+		base := med(runs[key{pubs[0], paths[0], n}], func(r mediaResult) float64 { return r.cpuPerPacket.Seconds() })
+		for _, rk := range rowKeys(pubs, paths) {
+			rs := runs[key{rk[0], rk[1], n}]
 			cpu := med(rs, func(r mediaResult) float64 { return r.cpuPerPacket.Seconds() })
-			fmt.Printf("| %s | %d | %.2f µs | %.2f× | %.0f KB | %.1f ms | %.1f ms |\n", pathName(path), n, cpu*1e6, cpu/base,
+			fmt.Printf("| %s | %d | %.2f µs | %.2f× | %.0f KB | %.1f ms | %.1f ms |\n", rowName(rk[0], rk[1]), n, cpu*1e6, cpu/base,
 				med(rs, func(r mediaResult) float64 { return r.rssPerSub / 1024 }),
 				med(rs, func(r mediaResult) float64 { return float64(r.firstP50) / 1e6 }),
 				med(rs, func(r mediaResult) float64 { return float64(r.firstP99) / 1e6 }))
@@ -194,6 +218,25 @@ func benchMedia(args []string) error {
 // pathName is how a table names a path.
 func pathName(path string) string { return cmp.Or(benchPaths[path], "any (ICE's choice)") }
 
+// rowName names a table's row: the path, and a simulcast publisher.
+func rowName(pub, path string) string {
+	if pub == "simulcast" {
+		return pathName(path) + "; simulcast publisher, subscribers at 320/640/1280"
+	}
+	return pathName(path)
+}
+
+// rowKeys are the (publisher, path) pairs of a run, in table order.
+func rowKeys(pubs, paths []string) [][2]string {
+	var out [][2]string
+	for _, pub := range pubs {
+		for _, path := range paths {
+			out = append(out, [2]string{pub, path})
+		}
+	}
+	return out
+}
+
 type mediaResult struct {
 	cpuPerPacket         time.Duration
 	serverLoad, loadLoad float64 // share of one core
@@ -203,6 +246,8 @@ type mediaResult struct {
 	firstP50, firstP99   time.Duration
 	kickToLast           time.Duration // negative: the last packet arrived before the kick was sent
 	afterKick            uint64        // packets that arrived at any subscriber after the kick was sent
+	switched             int           // subscribers measured moving layer (simulcast)
+	switchP50, switchP99 time.Duration // setTrackSize → first packet of the new layer
 }
 
 // seqCounter follows one received track: packets and the highest extended
@@ -237,6 +282,11 @@ type subscriber struct {
 	mu      sync.Mutex
 	tracks  []*seqCounter
 	readers sync.WaitGroup
+
+	size     [2]int // shows the video at this size; zero: says nothing
+	video    atomic.Pointer[client.RemoteTrack]
+	watch    atomic.Int32 // a keyframe width to wait for
+	switched atomic.Int64 // unix ns of the first keyframe of that width
 }
 
 func (s *subscriber) run() {
@@ -250,9 +300,15 @@ func (s *subscriber) run() {
 		s.tracks = append(s.tracks, c)
 		s.mu.Unlock()
 		s.readers.Add(1)
+		video := ta.Track.Kind() == webrtc.RTPCodecTypeVideo
+		if video && s.size != [2]int{} {
+			s.video.Store(ta.Track)
+			go ta.Track.SetSize(context.Background(), s.size[0], s.size[1])
+		}
 		go func(rt *client.RemoteTrack) {
 			defer s.readers.Done()
 			buf := make([]byte, 1500)
+			var h rtp.Header
 			for {
 				n, _, err := rt.Read(buf)
 				if err != nil {
@@ -264,6 +320,13 @@ func (s *subscriber) run() {
 				now := time.Now().UnixNano()
 				s.first.CompareAndSwap(0, now)
 				c.add(uint16(buf[2])<<8|uint16(buf[3]), now)
+				if w := s.watch.Load(); video && w > 0 {
+					if hl, err := h.Unmarshal(buf[:n]); err == nil {
+						if kw, _, ok := media.VP8KeyframeSize(buf[hl:n]); ok && int32(kw) == w {
+							s.switched.CompareAndSwap(0, now)
+						}
+					}
+				}
 			}
 		}(ta.Track)
 	}
@@ -315,7 +378,48 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 		return r, err
 	}
 	r.rssPerSub = (r.rss - rss0) / float64(n)
+	if local, ok := run.aud.(localAudience); ok && run.o.simulcast {
+		if err := local.switchUp(&r); err != nil {
+			return r, err
+		}
+	}
 	return r, run.kick(&r)
+}
+
+// switchUp moves the subscribers that show the video at 320 wide to 1280
+// and measures from the call to the first packet of the 1280 layer.
+func (a localAudience) switchUp(r *mediaResult) error {
+	var movers []*subscriber
+	for _, s := range a {
+		if s.size == simulcastSizes[0] && s.video.Load() != nil {
+			movers = append(movers, s)
+		}
+	}
+	starts := make([]int64, len(movers))
+	for i, s := range movers {
+		s.switched.Store(0)
+		s.watch.Store(int32(simulcastSizes[2][0]))
+		starts[i] = time.Now().UnixNano()
+		if err := s.video.Load().SetSize(context.Background(), simulcastSizes[2][0], simulcastSizes[2][1]); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var took []time.Duration
+	for i, s := range movers {
+		for s.switched.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if at := s.switched.Load(); at != 0 {
+			took = append(took, time.Duration(at-starts[i]))
+		}
+	}
+	if len(took) == 0 {
+		return errors.New("no subscriber moved to the 1280 layer")
+	}
+	slices.Sort(took)
+	r.switched, r.switchP50, r.switchP99 = len(took), took[len(took)/2], took[min(len(took)-1, len(took)*99/100)]
+	return nil
 }
 
 // join adds a participant to the meeting and joins it with the Go SDK.
@@ -335,9 +439,21 @@ func (run *mediaRun) join(uid, preset string) (*client.Meeting, error) {
 
 // start starts the server and puts a publisher of the test clips on stage.
 func (run *mediaRun) start() error {
-	video, err := mediasource.OpenIVF(filepath.Join(run.o.mediaDir, "testsrc-640x360-30fps-vp8.ivf"))
-	if err != nil {
-		return err
+	var camera client.LocalTrack
+	var play func(context.Context, bool) error
+	if run.o.simulcast {
+		sim, err := mediasource.OpenSimulcastIVF(filepath.Join(run.o.mediaDir, "simulcast-q-320x180-30fps-vp8.ivf"),
+			filepath.Join(run.o.mediaDir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(run.o.mediaDir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+		if err != nil {
+			return err
+		}
+		camera, play = sim.LocalTrack(client.SourceCamera), sim.Play
+	} else {
+		video, err := mediasource.OpenIVF(filepath.Join(run.o.mediaDir, "testsrc-640x360-30fps-vp8.ivf"))
+		if err != nil {
+			return err
+		}
+		camera, play = video.LocalTrack(client.SourceCamera), video.Play
 	}
 	audio, err := mediasource.OpenOgg(filepath.Join(run.o.mediaDir, "sine-440hz-opus.ogg"))
 	if err != nil {
@@ -364,9 +480,9 @@ func (run *mediaRun) start() error {
 	if err := run.pub.Stage.Join(run.ctx); err != nil {
 		return fmt.Errorf("joining the stage: %w", err)
 	}
-	go video.Play(run.ctx, true)
+	go play(run.ctx, true)
 	go audio.Play(run.ctx, true)
-	if err := run.pub.Media.Publish(run.ctx, video.LocalTrack(client.SourceCamera), audio.LocalTrack(client.SourceMicrophone)); err != nil {
+	if err := run.pub.Media.Publish(run.ctx, camera, audio.LocalTrack(client.SourceMicrophone)); err != nil {
 		return fmt.Errorf("publishing: %w", err)
 	}
 	time.Sleep(time.Second)
@@ -388,9 +504,9 @@ func (run *mediaRun) joinAudience(n int) error {
 		return err
 	}
 	if run.o.procs > 1 {
-		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers, run.o.path)
+		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers, run.o.path, run.o.simulcast)
 	} else {
-		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path)
+		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path, run.o.simulcast, 0)
 	}
 	return err
 }
@@ -534,7 +650,7 @@ func loadCPU(a audience) time.Duration {
 type localAudience []*subscriber
 
 // joinLocal joins and subscribes one subscriber per token.
-func joinLocal(base string, tokens []string, dialers int, path string) (localAudience, error) {
+func joinLocal(base string, tokens []string, dialers int, path string, sized bool, first int) (localAudience, error) {
 	opts, err := subscriberOptions(path)
 	if err != nil {
 		return nil, err
@@ -542,6 +658,9 @@ func joinLocal(base string, tokens []string, dialers int, path string) (localAud
 	subs := make(localAudience, len(tokens))
 	err = parallel(dialers, len(tokens), func(i int) error {
 		s := &subscriber{joined: time.Now()}
+		if sized {
+			s.size = simulcastSizes[(first+i)%3]
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		m, err := client.Join(ctx, base, tokens[i], opts)
@@ -609,6 +728,8 @@ type loadConfig struct {
 	Tokens  []string `json:"tokens"`
 	Dialers int      `json:"dialers"`
 	Path    string   `json:"path"`
+	Sized   bool     `json:"sized"` // simulcast: show the track at simulcastSizes
+	First   int      `json:"first"` // the index of the first token among all subscribers
 }
 
 // procAudience spreads the subscribers over load processes.
@@ -616,7 +737,7 @@ type procAudience []*loadProc
 
 // startLoadProcs starts procs load processes (they inherit this process's
 // CPU affinity) and shares the tokens out among them.
-func startLoadProcs(base string, tokens []string, procs, dialers int, path string) (procAudience, error) {
+func startLoadProcs(base string, tokens []string, procs, dialers int, path string, sized bool) (procAudience, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -641,7 +762,7 @@ func startLoadProcs(base string, tokens []string, procs, dialers int, path strin
 		p := &loadProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 		p.out.Buffer(make([]byte, 1<<20), 1<<20)
 		a = append(a, p)
-		if err := json.NewEncoder(in).Encode(loadConfig{Base: base, Tokens: share, Dialers: max(1, dialers/procs), Path: path}); err != nil {
+		if err := json.NewEncoder(in).Encode(loadConfig{Base: base, Tokens: share, Dialers: max(1, dialers/procs), Path: path, Sized: sized, First: i * len(tokens) / procs}); err != nil {
 			return a, err
 		}
 	}
@@ -732,7 +853,7 @@ func benchMediaSubscribers() error {
 	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
 		return err
 	}
-	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path)
+	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path, cfg.Sized, cfg.First)
 	defer subs.close()
 	if err != nil {
 		return reply(nil, err)
