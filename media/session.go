@@ -23,6 +23,20 @@ const gatherTimeout = 5 * time.Second
 // description.
 const maxCandidates = 64
 
+// budget is the bit rate a simulcast track of source src may take of the
+// subscriber's estimate: a screen share all of it but audio's reserve, a
+// camera its share with the other cameras; 0 for no limit.
+func (s *Session) budget(src protocol.Source) float64 {
+	if s == nil || s.bwe == nil {
+		return 0
+	}
+	b := s.bwe.estimate() - audioReserve
+	if src != protocol.SourceScreenshare {
+		b /= float64(max(1, s.simDowns.Load()))
+	}
+	return max(b, 1)
+}
+
 // Signal sends a media event (protocol.EventMediaOffer, EventMediaStopped)
 // to the session's client. It must not block.
 type Signal func(event string, data any)
@@ -49,6 +63,9 @@ type Session struct {
 	publisherSide
 	subscriberSide
 
+	bwe      *estimator   // the subscriber connection's bandwidth estimate
+	simDowns atomic.Int32 // simulcast camera tracks the subscriber receives
+
 	neg      chan struct{} // the subscriber connection needs an offer
 	answered chan struct{}
 	done     chan struct{}
@@ -63,7 +80,7 @@ func (s *SFU) NewSession(meetingID, pid, uid string, signal Signal) *Session {
 		log:            s.log.With("meeting", meetingID, "participant", pid),
 		publisherSide:  publisherSide{sources: map[string]protocol.Source{}},
 		subscriberSide: subscriberSide{downs: map[*Track]*downTrack{}},
-		neg:            make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{})}
+		neg:            make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{}), bwe: newEstimator(s.initialBWE)}
 	sess.room.attach(sess)
 	return sess
 }

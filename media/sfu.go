@@ -50,6 +50,10 @@ type Config struct {
 	// server's: the embedded TURN server shares the socket. Conn must be
 	// a *net.UDPConn.
 	Divert Divert
+	// InitialEstimate is the bandwidth estimate a subscriber connection
+	// starts from, in bits a second; 0 means 600 kbit/s (the smallest and
+	// the middle layer, not the largest, until loss-free reports raise it).
+	InitialEstimate int
 	// Loopback offers loopback candidates too: for a server reached on
 	// 127.0.0.1 (tests, everything on one machine).
 	Loopback bool
@@ -60,12 +64,13 @@ type Config struct {
 // SFU is the media plane of one server. Its methods are safe for
 // concurrent use.
 type SFU struct {
-	api    *webrtc.API // subscriber connections
-	pubAPI *webrtc.API // publisher connections: with transport-wide congestion control feedback
-	mux    ice.UDPMux
-	tcpMux ice.TCPMux // nil without ICE-TCP
-	batch  *batchConn // nil if the socket is not a *net.UDPConn
-	log    *slog.Logger
+	initialBWE float64
+	api        *webrtc.API // subscriber connections
+	pubAPI     *webrtc.API // publisher connections: with transport-wide congestion control feedback
+	mux        ice.UDPMux
+	tcpMux     ice.TCPMux // nil without ICE-TCP
+	batch      *batchConn // nil if the socket is not a *net.UDPConn
+	log        *slog.Logger
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -146,7 +151,11 @@ func New(cfg Config) (*SFU, error) {
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	pubAPI := webrtc.NewAPI(webrtc.WithMediaEngine(pubME), webrtc.WithInterceptorRegistry(pubIR), webrtc.WithSettingEngine(se))
-	return &SFU{api: api, pubAPI: pubAPI, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
+	initial := float64(cfg.InitialEstimate)
+	if initial <= 0 {
+		initial = initialEstimate
+	}
+	return &SFU{initialBWE: initial, api: api, pubAPI: pubAPI, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
 }
 
 // videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it

@@ -37,6 +37,11 @@ type layer struct {
 
 	// Dynacast: the publisher was told to stop sending this layer
 	// (nobody received it for dynacastDelay); it stays a candidate.
+	bytes     atomic.Uint64 // received, for its bit rate
+	bps       atomic.Uint64 // its bit rate, smoothed; updated by measure
+	rateAt    int64         // when measure last looked; guarded by Track.layersMu
+	rateBytes uint64        // bytes then; guarded by Track.layersMu
+
 	paused     atomic.Bool
 	pausedLive atomic.Bool  // it was sending when paused: it can come back
 	neededAt   atomic.Int64 // unix ns when someone last received or wanted it
@@ -58,13 +63,21 @@ type simState struct {
 
 	mu sync.Mutex // the rewriter: one layer's goroutine at a time, and retransmissions
 	rw rewriter
+
+	// Upswitch trials, for choose (under mu): the layer last moved up to
+	// and when, and the layers barred after failing.
+	upLayer int32
+	upAt    int64
+	upFrom  float64 // the bit rate of the layer moved up from
+	fails   [maxLayers]uint8
+	barred  [maxLayers]int64 // unix ns until which the layer is not tried
 }
 
 // wantUnset is simState.want before the subscriber said a size.
 const wantUnset = ^uint64(0)
 
 func newSimState() *simState {
-	s := &simState{}
+	s := &simState{upLayer: -1}
 	s.cur.Store(-1)
 	s.target.Store(-1)
 	s.want.Store(wantUnset)
@@ -208,6 +221,7 @@ func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
 	}
 	now := time.Now().UnixNano()
 	l.lastAt.Store(now)
+	l.bytes.Add(uint64(len(p)))
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	l.cache.put(h.SequenceNumber, p)
@@ -325,6 +339,7 @@ func (t *Track) requestLayerKeyframe(l *layer) {
 type layerView struct {
 	idx           int32
 	width, height int32
+	bps           float64 // its bit rate; 0 when not known yet
 }
 
 // liveLayers returns the layers that sent a keyframe (their size is
@@ -340,33 +355,143 @@ func (t *Track) liveLayers(now int64) []layerView {
 		if w == 0 || !(l.paused.Load() && l.pausedLive.Load()) && now-l.lastAt.Load() > int64(layerTimeout) {
 			continue
 		}
-		out = append(out, layerView{idx: int32(l.idx), width: w, height: h})
+		out = append(out, layerView{idx: int32(l.idx), width: w, height: h, bps: float64(l.bps.Load())})
 	}
 	slices.SortFunc(out, func(a, b layerView) int { return int(a.width*a.height - b.width*b.height) })
 	return out
 }
 
-// chooseLayer is the layer a subscriber should receive among live (smallest
-// first): the smallest at least as large as the size it displays the track
-// at (want: width<<32|height; wantUnset: the largest), the largest if none
-// is; -1 (no video) when it displays the track at 0x0, or no layer is live.
-func chooseLayer(live []layerView, want uint64) int32 {
+// chooseLayer is the layer a subscriber should receive among live
+// (smallest first): the smallest at least as large as the size it
+// displays the track at (want: width<<32|height; wantUnset: the largest),
+// the largest if none is — or, when that does not fit its budget (bits a
+// second, 0 for no limit), the largest below it that does, with
+// upswitchMargin to spare to move up from the layer it receives (cur);
+// -1 (no video) when it displays the track at 0x0, no layer is live, or
+// not even the smallest fits.
+func chooseLayer(live []layerView, want uint64, budget float64, cur int32) int32 {
 	if len(live) == 0 {
 		return -1
 	}
-	if want == wantUnset {
-		return live[len(live)-1].idx
-	}
-	w, h := int32(want>>32), int32(want&0xffffffff)
-	if w == 0 && h == 0 {
-		return -1
-	}
-	for _, l := range live {
-		if l.width >= w && l.height >= h {
-			return l.idx
+	k := len(live) - 1
+	if want != wantUnset {
+		w, h := int32(want>>32), int32(want&0xffffffff)
+		if w == 0 && h == 0 {
+			return -1
+		}
+		for i, l := range live {
+			if l.width >= w && l.height >= h {
+				k = i
+				break
+			}
 		}
 	}
-	return live[len(live)-1].idx
+	if budget <= 0 {
+		return live[k].idx
+	}
+	curPos := -1
+	for i, l := range live {
+		if l.idx == cur {
+			curPos = i
+		}
+	}
+	for ; k >= 0; k-- {
+		need := live[k].bps
+		if k > curPos {
+			need *= upswitchMargin
+		}
+		if need <= budget {
+			return live[k].idx
+		}
+	}
+	return -1
+}
+
+// trial returns the layers the subscriber may get now: live but for those
+// barred after a failed upswitch (the one it receives stays). A cut of its
+// estimate within upswitchTrial of moving up fails the layer moved to.
+func (s *simState) trial(live []layerView, sess *Session, now int64) []layerView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.upLayer >= 0 && sess != nil && sess.bwe != nil {
+		cut := sess.bwe.cutAt()
+		switch {
+		case cut > s.upAt && cut-s.upAt < int64(upswitchTrial):
+			l := s.upLayer
+			s.fails[l] = min(s.fails[l]+1, 8)
+			s.barred[l] = now + int64(upswitchBackoff)<<(s.fails[l]-1)
+			s.upLayer = -1
+			// The layer it came from went through: the trial's loss
+			// does not take the estimate below it.
+			if s.upFrom > 0 {
+				sess.bwe.floor(s.upFrom*upswitchMargin + audioReserve)
+			}
+		case now-s.upAt >= int64(upswitchTrial):
+			s.fails[s.upLayer] = 0 // it fitted
+			s.upLayer = -1
+		}
+	}
+	cur := s.cur.Load()
+	out := live[:0:0]
+	for _, l := range live {
+		if l.idx == cur || s.barred[l.idx] <= now {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// moved records a move up to target (a larger layer than the one received),
+// whose trial starts now.
+func (s *simState) moved(live []layerView, target int32, now int64) {
+	cur := s.cur.Load()
+	if target < 0 || target == cur {
+		return
+	}
+	size := func(i int32) int32 {
+		for _, l := range live {
+			if l.idx == i {
+				return l.width * l.height
+			}
+		}
+		return 0
+	}
+	if size(target) <= size(cur) {
+		return
+	}
+	var from float64
+	for _, l := range live {
+		if l.idx == cur {
+			from = l.bps
+		}
+	}
+	s.mu.Lock()
+	if s.upLayer != target {
+		s.upLayer, s.upAt, s.upFrom = target, now, from
+	}
+	s.mu.Unlock()
+}
+
+// measure updates the layers' bit rates, at most every half second; a
+// layer that sent nothing (paused) keeps its last rate.
+func (t *Track) measure(now int64) {
+	t.layersMu.Lock()
+	defer t.layersMu.Unlock()
+	for _, l := range t.layers {
+		el := now - l.rateAt
+		if el < int64(500*time.Millisecond) {
+			continue
+		}
+		b := l.bytes.Load()
+		if l.rateAt != 0 && b > l.rateBytes {
+			rate := float64(b-l.rateBytes) * 8 / (float64(el) / 1e9)
+			if old := float64(l.bps.Load()); old > 0 {
+				rate = 0.7*old + 0.3*rate
+			}
+			l.bps.Store(uint64(rate))
+		}
+		l.rateAt, l.rateBytes = now, b
+	}
 }
 
 // choose sets every subscriber's target layer and asks for the keyframes
@@ -376,7 +501,8 @@ func (t *Track) choose(now int64) {
 	live := t.liveLayers(now)
 	for _, d := range *t.downs.Load() {
 		s := d.sim
-		target := chooseLayer(live, s.want.Load())
+		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t.source), s.cur.Load())
+		s.moved(live, target, now)
 		s.target.Store(target)
 		cur := s.cur.Load()
 		for _, i := range []int32{cur, target} {
@@ -441,7 +567,9 @@ func (t *Track) chooser() {
 		case <-t.done:
 			return
 		case <-tick.C:
-			t.choose(time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			t.measure(now)
+			t.choose(now)
 		}
 	}
 }

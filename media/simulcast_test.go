@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +123,7 @@ func TestRewriter_switch(t *testing.T) {
 }
 
 func TestChooseLayer(t *testing.T) {
-	live := []layerView{{0, 320, 180}, {1, 640, 360}, {2, 1280, 720}}
+	live := []layerView{{0, 320, 180, 0}, {1, 640, 360, 0}, {2, 1280, 720, 0}}
 	size := func(w, h uint64) uint64 { return w<<32 | h }
 	for _, c := range []struct {
 		name string
@@ -140,7 +141,7 @@ func TestChooseLayer(t *testing.T) {
 		{"no layer live", nil, wantUnset, -1},
 		{"the largest gone", live[:2], size(1280, 720), 1},
 	} {
-		if got := chooseLayer(c.live, c.want); got != c.got {
+		if got := chooseLayer(c.live, c.want, 0, -1); got != c.got {
 			t.Errorf("%s: layer %d, want %d", c.name, got, c.got)
 		}
 	}
@@ -257,5 +258,79 @@ func TestSpeakers_decide(t *testing.T) {
 	}
 	if e := sp.event(); e.ParticipantID != "a" || len(e.Speaking) != 0 {
 		t.Fatalf("event %+v", e)
+	}
+}
+
+// The layer choice under a budget: the largest that fits, with a margin to
+// move up and none to stay; nothing when not even the smallest fits.
+func TestChooseLayer_budget(t *testing.T) {
+	live := []layerView{{0, 320, 180, 200_000}, {1, 640, 360, 800_000}, {2, 1280, 720, 2_500_000}}
+	for _, c := range []struct {
+		name   string
+		budget float64
+		cur    int32
+		got    int32
+	}{
+		{"plenty", 5_000_000, 0, 2},
+		{"fits the middle", 1_500_000, 0, 1},
+		{"the middle, without the margin to move up to it", 900_000, 0, 0},
+		{"the middle, kept without the margin", 900_000, 1, 1},
+		{"only the smallest", 300_000, 2, 0},
+		{"not even the smallest: paused", 100_000, 0, -1},
+		{"paused, the smallest back with the margin", 260_000, -1, 0},
+		{"paused, not yet", 240_000, -1, -1},
+	} {
+		if got := chooseLayer(live, wantUnset, c.budget, c.cur); got != c.got {
+			t.Errorf("%s: layer %d, want %d", c.name, got, c.got)
+		}
+	}
+	// A small tile never gets more than its size asks for, budget or not.
+	if got := chooseLayer(live, 300<<32|170, 5_000_000, -1); got != 0 {
+		t.Errorf("a small tile with plenty of budget: layer %d", got)
+	}
+}
+
+// The estimate, fed a sequence of reports: it climbs while nothing is
+// lost, falls by half the loss over 10 %, holds in between, and stays in
+// bounds whatever the reports say.
+func TestEstimator(t *testing.T) {
+	e := newEstimator(initialEstimate)
+	now := time.Unix(0, 0)
+	feed := func(lost uint8, n int, every time.Duration) {
+		for range n {
+			now = now.Add(every)
+			e.report(lost, now)
+		}
+	}
+	feed(0, 10, 500*time.Millisecond)
+	if got, want := e.estimate(), initialEstimate*math.Pow(increaseBy, 10); got < want-1 || got > want+1 {
+		t.Fatalf("after 5 s without loss: %.0f, want 600k × %.2f^10 = %.0f", got, increaseBy, want)
+	}
+	prev := e.estimate()
+	feed(0, 10, 100*time.Millisecond) // one second of reports: two raises at most
+	if got := e.estimate(); got > prev*increaseBy*increaseBy+1 {
+		t.Fatalf("reports faster than increaseEvery raised it too fast: %.0f → %.0f", prev, got)
+	}
+	before := e.estimate()
+	feed(13, 3, time.Second) // 5 %: hold
+	if e.estimate() != before {
+		t.Fatalf("5 %% loss changed it: %.0f → %.0f", before, e.estimate())
+	}
+	feed(128, 1, time.Second) // 50 %: -25 %
+	if got, want := e.estimate(), before*0.75; got < want-1 || got > want+1 {
+		t.Fatalf("50 %% loss: %.0f, want %.0f", got, want)
+	}
+	cut := e.estimate()
+	feed(0, 3, 500*time.Millisecond) // within holdAfterCut: no climbing yet
+	if e.estimate() != cut {
+		t.Fatalf("climbed %v after a cut: %.0f → %.0f", 1500*time.Millisecond, cut, e.estimate())
+	}
+	feed(255, 100, time.Second) // all lost, for long: the floor
+	if e.estimate() != minEstimate {
+		t.Fatalf("the floor: %.0f", e.estimate())
+	}
+	feed(0, 1000, time.Second) // nothing lost, for long: the ceiling
+	if e.estimate() != maxEstimate {
+		t.Fatalf("the ceiling: %.0f", e.estimate())
 	}
 }

@@ -86,9 +86,12 @@ func (s *Session) send(t *Track) {
 	if s.closed || s.sub == nil || s.downs[t] != nil || t.stopped.Load() {
 		return
 	}
-	d := &downTrack{t: t}
+	d := &downTrack{t: t, sess: s}
 	if t.simulcast {
 		d.sim = newSimState()
+		if t.source != protocol.SourceScreenshare {
+			s.simDowns.Add(1)
+		}
 	}
 	sender, err := s.sub.AddTrack(d)
 	if err != nil {
@@ -116,6 +119,9 @@ func (s *Session) stopSending(t *Track) {
 	}
 	delete(s.downs, t)
 	t.removeDown(d)
+	if d.sim != nil && t.source != protocol.SourceScreenshare {
+		s.simDowns.Add(-1)
+	}
 	if !s.closed {
 		s.sub.RemoveTrack(d.sender)
 		s.renegotiate()

@@ -264,6 +264,7 @@ type downTrack struct {
 	sender *webrtc.RTPSender
 	b      atomic.Pointer[binding]
 	sim    *simState   // of a simulcast track, else nil
+	sess   *Session    // the subscriber's
 	paused atomic.Bool // of a track of one layer: the subscriber hides it
 }
 
@@ -342,6 +343,13 @@ func (d *downTrack) readRTCP() {
 					d.t.requestLayerKeyframe(d.t.layer(max(d.sim.cur.Load(), d.sim.target.Load())))
 				} else {
 					d.t.requestKeyframe()
+				}
+			case *rtcp.ReceiverReport:
+				if d.sess != nil {
+					now := time.Now()
+					for _, r := range p.Reports {
+						d.sess.bwe.report(r.FractionLost, now)
+					}
 				}
 			case *rtcp.TransportLayerNack:
 				for _, pair := range p.Nacks {

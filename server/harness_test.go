@@ -139,7 +139,9 @@ func (ts *testServer) start() {
 		t.Fatal(err)
 	}
 	udpPort, tcpPort := udp.LocalAddr().(*net.UDPAddr).Port, ln.Addr().(*net.TCPAddr).Port
-	mcfg := media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log}
+	// Loopback carries anything: start subscribers' estimates high, so
+	// that tests of layer choice by size need not wait for them to climb.
+	mcfg := media.Config{Conn: udp, TCP: iceLn, Loopback: true, Logger: log, InitialEstimate: 50_000_000}
 	ice := server.ICEServers{}
 	if ts.opts.turn {
 		lo := netip.MustParseAddr("127.0.0.1")

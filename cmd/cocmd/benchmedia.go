@@ -284,9 +284,13 @@ type subscriber struct {
 	readers sync.WaitGroup
 
 	size     [2]int // shows the video at this size; zero: says nothing
+	widths   bool   // follow the width of the keyframes received (lastWidth)
 	video    atomic.Pointer[client.RemoteTrack]
-	watch    atomic.Int32 // a keyframe width to wait for
-	switched atomic.Int64 // unix ns of the first keyframe of that width
+	lastW    atomic.Int32  // the width of the last keyframe received
+	audio    atomic.Uint64 // audio packets received
+	videoN   atomic.Uint64 // video packets received
+	watch    atomic.Int32  // a keyframe width to wait for
+	switched atomic.Int64  // unix ns of the first keyframe of that width
 }
 
 func (s *subscriber) run() {
@@ -320,6 +324,18 @@ func (s *subscriber) run() {
 				now := time.Now().UnixNano()
 				s.first.CompareAndSwap(0, now)
 				c.add(uint16(buf[2])<<8|uint16(buf[3]), now)
+				if !video {
+					s.audio.Add(1)
+				} else {
+					s.videoN.Add(1)
+				}
+				if video && s.widths {
+					if hl, err := h.Unmarshal(buf[:n]); err == nil {
+						if kw, _, ok := media.VP8KeyframeSize(buf[hl:n]); ok {
+							s.lastW.Store(int32(kw))
+						}
+					}
+				}
 				if w := s.watch.Load(); video && w > 0 {
 					if hl, err := h.Unmarshal(buf[:n]); err == nil {
 						if kw, _, ok := media.VP8KeyframeSize(buf[hl:n]); ok && int32(kw) == w {
@@ -506,7 +522,7 @@ func (run *mediaRun) joinAudience(n int) error {
 	if run.o.procs > 1 {
 		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers, run.o.path, run.o.simulcast)
 	} else {
-		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path, run.o.simulcast, 0)
+		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path, run.o.simulcast, 0, false)
 	}
 	return err
 }
@@ -617,12 +633,21 @@ func dbg(msg string) {
 type totals struct {
 	Count, Highest uint64
 	Last           int64 // unix ns
+	// With loadConfig.Widths: audio and video packets apart, and the width
+	// of the last keyframe the first subscriber received.
+	Audio, Video uint64
+	Width        int32
 }
 
 func (t *totals) add(o totals) {
 	t.Count += o.Count
 	t.Highest += o.Highest
 	t.Last = max(t.Last, o.Last)
+	t.Audio += o.Audio
+	t.Video += o.Video
+	if t.Width == 0 {
+		t.Width = o.Width
+	}
 }
 
 // audience is the N subscribers, in this process or in load processes.
@@ -650,14 +675,14 @@ func loadCPU(a audience) time.Duration {
 type localAudience []*subscriber
 
 // joinLocal joins and subscribes one subscriber per token.
-func joinLocal(base string, tokens []string, dialers int, path string, sized bool, first int) (localAudience, error) {
+func joinLocal(base string, tokens []string, dialers int, path string, sized bool, first int, widths bool) (localAudience, error) {
 	opts, err := subscriberOptions(path)
 	if err != nil {
 		return nil, err
 	}
 	subs := make(localAudience, len(tokens))
 	err = parallel(dialers, len(tokens), func(i int) error {
-		s := &subscriber{joined: time.Now()}
+		s := &subscriber{joined: time.Now(), widths: widths}
 		if sized {
 			s.size = simulcastSizes[(first+i)%3]
 		}
@@ -697,7 +722,7 @@ func (a localAudience) snapshot() (totals, error) {
 	var t totals
 	for _, s := range a {
 		c, h, l := s.snapshot()
-		t.add(totals{c, h, l})
+		t.add(totals{Count: c, Highest: h, Last: l, Audio: s.audio.Load(), Video: s.videoN.Load(), Width: s.lastW.Load()})
 	}
 	return t, nil
 }
@@ -728,8 +753,9 @@ type loadConfig struct {
 	Tokens  []string `json:"tokens"`
 	Dialers int      `json:"dialers"`
 	Path    string   `json:"path"`
-	Sized   bool     `json:"sized"` // simulcast: show the track at simulcastSizes
-	First   int      `json:"first"` // the index of the first token among all subscribers
+	Sized   bool     `json:"sized"`  // simulcast: show the track at simulcastSizes
+	Widths  bool     `json:"widths"` // report the keyframe width, and audio and video packets apart
+	First   int      `json:"first"`  // the index of the first token among all subscribers
 }
 
 // procAudience spreads the subscribers over load processes.
@@ -853,7 +879,7 @@ func benchMediaSubscribers() error {
 	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
 		return err
 	}
-	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path, cfg.Sized, cfg.First)
+	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path, cfg.Sized, cfg.First, cfg.Widths)
 	defer subs.close()
 	if err != nil {
 		return reply(nil, err)

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +36,9 @@ type netns struct {
 	hostDev, nsDev string
 }
 
+// netnsCount numbers the namespaces a test process makes.
+var netnsCount atomic.Int32
+
 // run runs a command and fails the test with its output if it fails.
 func run(t *testing.T, args ...string) {
 	t.Helper()
@@ -52,7 +55,7 @@ func newNetns(t *testing.T) *netns {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("the ip command (iproute2) is needed to make the test's network namespace")
 	}
-	id := rand.IntN(200) + 20
+	id := 20 + (os.Getpid()+int(netnsCount.Add(1))*37)%200 // distinct within the process
 	n := &netns{name: fmt.Sprintf("cocmd-test-%d-%d", os.Getpid(), id),
 		hostIP: net.IPv4(10, 213, byte(id), 1), nsIP: net.IPv4(10, 213, byte(id), 2),
 		hostDev: fmt.Sprintf("cct%dh%d", id, os.Getpid()%1000), nsDev: fmt.Sprintf("cct%dn%d", id, os.Getpid()%1000)}
