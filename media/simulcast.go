@@ -250,6 +250,9 @@ func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
 			continue
 		}
 		s.mu.Lock()
+		// h holds the last subscriber's rewritten numbers: back to the
+		// layer's own before this one's switch and rewrite.
+		h.SequenceNumber, h.Timestamp = seq, ts
 		if d.keyframe && s.target.Load() == idx && s.cur.Load() != idx {
 			s.rw.switchTo(h, &d, now)
 			s.cur.Store(idx)
@@ -257,7 +260,6 @@ func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
 			t.layerSwitches.Add(1)
 		}
 		if s.cur.Load() == idx {
-			h.SequenceNumber, h.Timestamp = seq, ts
 			s.rw.rewrite(h, &d, payload, now)
 			if dt.write(h, payload) {
 				sent++

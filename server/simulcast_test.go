@@ -136,11 +136,11 @@ func TestMedia_simulcast(t *testing.T) {
 		pump(t, m, nil, added, nil) // the track's one reader is watchVP8
 		return recvTrack(t, added, uid+"'s track")
 	}
-	bigTrack, smallTrack := viewer("big"), viewer("small")
+	bigTrack, smallTrack, twinTrack := viewer("big"), viewer("small"), viewer("twin")
 	if err := smallTrack.SetSize(ctx, 300, 170); err != nil {
 		t.Fatal(err)
 	}
-	bw, sw := watchVP8(bigTrack), watchVP8(smallTrack)
+	bw, sw, tw := watchVP8(bigTrack), watchVP8(smallTrack), watchVP8(twinTrack)
 	eventuallyWidth(t, bw, 1280, "a viewer that said no size")
 	eventuallyWidth(t, sw, 320, "a viewer that displays the track at 300x170")
 
@@ -185,7 +185,7 @@ func TestMedia_simulcast(t *testing.T) {
 	for _, w := range []struct {
 		name string
 		w    *vp8Watch
-	}{{"big", bw}, {"small", sw}} {
+	}{{"big", bw}, {"small", sw}, {"twin (switching with big, on the same packets)", tw}} {
 		n, breaks, back, _ := w.w.snapshot()
 		if breaks > 0 || back > 0 {
 			t.Errorf("%s: %d sequence breaks and %d timestamps going back in %d packets", w.name, breaks, back, n)
