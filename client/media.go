@@ -525,6 +525,18 @@ func (md *Media) event(msg protocol.Message) {
 			go pc.Close()
 		}
 		md.m.events.push(PublishingStopped{Reason: s.Reason, Sources: s.Sources})
+	case protocol.EventTrackEnded:
+		var e protocol.TrackEnded
+		if err := json.Unmarshal(msg.Data, &e); err != nil {
+			return
+		}
+		md.mu.Lock()
+		t := md.remote[e.TrackID]
+		delete(md.remote, e.TrackID)
+		md.mu.Unlock()
+		if t != nil {
+			md.m.events.push(TrackRemoved{Track: t})
+		}
 	case protocol.EventMediaLayers:
 		var l protocol.MediaLayers
 		if err := json.Unmarshal(msg.Data, &l); err != nil {

@@ -123,6 +123,8 @@ func (s *Session) stopSending(t *Track) {
 		s.simDowns.Add(-1)
 	}
 	if !s.closed {
+		// Told now; the offer without the track takes a negotiation.
+		s.signal(protocol.EventTrackEnded, protocol.TrackEnded{TrackID: t.id, ParticipantID: t.pid, Source: t.source})
 		s.sub.RemoveTrack(d.sender)
 		s.renegotiate()
 	}

@@ -57,11 +57,21 @@ const (
 	// EventActiveSpeaker tells who speaks (ActiveSpeaker), when it
 	// changes: at most four times a second.
 	EventActiveSpeaker = "media.activeSpeaker"
+	// EventTrackEnded tells a subscriber that a track it receives ended
+	// (TrackEnded), at once: the offer without it follows.
+	EventTrackEnded = "media.trackEnded"
 	// EventMediaLayers tells a simulcast publisher which layers of a
 	// track someone receives (MediaLayers): it may stop encoding the
 	// others until they are needed again (dynacast).
 	EventMediaLayers = "media.layers"
 )
+
+// TrackEnded is media.trackEnded.
+type TrackEnded struct {
+	TrackID       string `json:"track_id"`
+	ParticipantID string `json:"participant_id"`
+	Source        Source `json:"source"`
+}
 
 // MediaLayers is media.layers: of the publisher's Source track, the rids
 // someone receives or is about to; the others are not needed now.

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -9,10 +10,12 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/client/mediasource"
 	"github.com/cocmd/cocmd/media"
+	"github.com/cocmd/cocmd/protocol"
 )
 
 // vp8Watch reads a received VP8 track: the width of each keyframe, and
@@ -289,5 +292,97 @@ func TestMedia_dynacast(t *testing.T) {
 	eventuallyWidth(t, w, 1280, "a large tile, after the layer came back")
 	if _, breaks, back, _ := w.snapshot(); breaks > 0 || back > 0 {
 		t.Errorf("%d sequence breaks, %d timestamps back", breaks, back)
+	}
+}
+
+// A kick tells every subscriber at once that the kicked participant's
+// track ended (media.trackEnded), before the offer without it: a client
+// takes it off the screen without waiting for a negotiation.
+func TestMedia_trackEndedBeforeOffer(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	mid := ts.meeting(map[string]any{"title": "ended", "type": "WEBINAR"})
+	ctx := ctxT(t)
+	host := ts.join(ts.participant(mid, "host", "webinar_host"))
+	speaker := ts.join(ts.participant(mid, "speaker", "webinar_panelist"))
+	if err := speaker.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src := newRTPSource(t, "video", webrtc.MimeTypeVP8, 5*time.Millisecond)
+	if err := speaker.Media.Publish(ctx, client.LocalTrack{Track: src.track, Source: client.SourceCamera}); err != nil {
+		t.Fatal(err)
+	}
+	// The viewer speaks the protocol itself, answering offers with pion.
+	c := rawConn(t, ts, ts.participant(mid, "v", "webinar_viewer"))
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	id := uint64(0)
+	send := func(method string, params any) {
+		id++
+		if err := c.WriteJSON(map[string]any{"id": id, "method": method, "params": params}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(sdp string) {
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := pc.CreateAnswer(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := webrtc.GatheringCompletePromise(pc)
+		pc.SetLocalDescription(a)
+		<-done
+		send(protocol.MethodAnswer, protocol.SDPParams{SDP: pc.LocalDescription().SDP})
+	}
+	send(protocol.MethodSubscribe, nil)
+	var trackID string
+	for trackID == "" {
+		m := waitEventRaw(t, c, protocol.EventMediaOffer)
+		var o protocol.MediaOffer
+		json.Unmarshal(m.Data, &o)
+		answer(o.SDP)
+		for _, tr := range o.Tracks {
+			if tr.ParticipantID == speaker.Self().ID {
+				trackID = tr.TrackID
+			}
+		}
+	}
+	if err := host.Stage.Kick(ctx, "speaker"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal("no media.trackEnded after the kick:", err)
+		}
+		m, _ := protocol.DecodeMessage(b)
+		if m.Type != protocol.TypeEvent {
+			continue
+		}
+		switch m.Event {
+		case protocol.EventTrackEnded:
+			var e protocol.TrackEnded
+			json.Unmarshal(m.Data, &e)
+			if e.TrackID != trackID || e.ParticipantID != speaker.Self().ID || e.Source != protocol.SourceCamera {
+				t.Fatalf("media.trackEnded %+v, want track %s", e, trackID)
+			}
+			return
+		case protocol.EventMediaOffer:
+			var o protocol.MediaOffer
+			json.Unmarshal(m.Data, &o)
+			still := false
+			for _, tr := range o.Tracks {
+				still = still || tr.TrackID == trackID
+			}
+			if !still {
+				t.Fatal("the offer without the kicked track came before media.trackEnded")
+			}
+			answer(o.SDP) // an offer still with it: fine
+		}
 	}
 }

@@ -881,7 +881,7 @@ function simulcastEncodings(track) {
 /** How long an ICE connection may stay disconnected before it restarts (ms). */
 const restartAfter = 2000;
 
-/** @typedef {{mid: string, participant_id: string, user_id: string, kind: 'audio' | 'video', source?: string}} WireTrack */
+/** @typedef {{mid: string, track_id?: string, participant_id: string, user_id: string, kind: 'audio' | 'video', source?: string}} WireTrack */
 
 /** The WebRTC side: subscriber and publisher connections. */
 class Media {
@@ -1120,6 +1120,25 @@ class Media {
    */
   async event(name, d) {
     const { call, self, participants, log } = this.#d;
+    if (name === 'media.trackEnded') {
+      // Ended: out of its participant's stream now, before the offer
+      // without it comes.
+      for (const [mid, t] of this.#tracks) {
+        if (t.track_id !== d.track_id) continue;
+        this.#tracks.delete(mid);
+        const p = participants.joined.get(t.participant_id);
+        if (!p) return;
+        if (t.source === 'screenshare') p.screenStream = null;
+        else if (p.stream) {
+          for (const tr of this.#sub?.getTransceivers() || []) {
+            if (tr.mid === mid && tr.receiver.track) p.stream.removeTrack(tr.receiver.track);
+          }
+          if (!p.stream.getTracks().length) p.stream = null;
+        }
+        emit(participants, 'mediaUpdate', { participant: p, kind: t.kind, source: t.source, removed: true });
+      }
+      return;
+    }
     if (name === 'media.layers') {
       // Dynacast: encode only the layers someone receives.
       const pc = this.#pub;
