@@ -31,9 +31,10 @@ type Room struct {
 	// Counters of tracks that ended; live tracks keep their own.
 	ended counters
 
-	speakerRunning bool          // watchSpeakers runs
-	spk            speakers      // its state: only watchSpeakers touches it
-	done           chan struct{} // closed by close
+	speakerRunning bool                   // watchSpeakers runs
+	spk            speakers               // its state: only watchSpeakers touches it
+	activePID      atomic.Pointer[string] // the active speaker, for the bandwidth shares
+	done           chan struct{}          // closed by close
 	doneOnce       sync.Once
 }
 

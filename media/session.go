@@ -23,16 +23,24 @@ const gatherTimeout = 5 * time.Second
 // description.
 const maxCandidates = 64
 
-// budget is the bit rate a simulcast track of source src may take of the
-// subscriber's estimate: a screen share all of it but audio's reserve, a
-// camera its share with the other cameras; 0 for no limit.
-func (s *Session) budget(src protocol.Source) float64 {
+// budget is the bit rate a simulcast track may take of the subscriber's
+// estimate, less audio's reserve: a screen share all of it; a camera its
+// share with the other cameras, the active speaker's counting twice; 0 for
+// no limit.
+func (s *Session) budget(t *Track) float64 {
 	if s == nil || s.bwe == nil {
 		return 0
 	}
 	b := s.bwe.estimate() - audioReserve
-	if src != protocol.SourceScreenshare {
-		b /= float64(max(1, s.simDowns.Load()))
+	if t.source != protocol.SourceScreenshare {
+		weight, total := 1.0, float64(max(1, s.simDowns.Load()))
+		if p := s.room.activePID.Load(); p != nil && *p != "" && *p != s.pid {
+			total++ // the active speaker's camera counts twice
+			if *p == t.pid {
+				weight = 2
+			}
+		}
+		b = b * weight / total
 	}
 	return max(b, 1)
 }

@@ -503,7 +503,7 @@ func (t *Track) choose(now int64) {
 	live := t.liveLayers(now)
 	for _, d := range *t.downs.Load() {
 		s := d.sim
-		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t.source), s.cur.Load())
+		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t), s.cur.Load())
 		s.moved(live, target, now)
 		s.target.Store(target)
 		cur := s.cur.Load()

@@ -334,3 +334,38 @@ func TestEstimator(t *testing.T) {
 		t.Fatalf("the ceiling: %.0f", e.estimate())
 	}
 }
+
+// A subscriber's estimate shared among the simulcast tracks it receives:
+// audio's reserve first, a screen share all the rest, cameras equal shares
+// but the active speaker's, which counts twice.
+func TestSession_budget(t *testing.T) {
+	r := &Room{}
+	s := &Session{room: r, pid: "me", bwe: newEstimator(1_064_000)}
+	s.simDowns.Store(3)
+	cam := func(pid string) *Track { return &Track{pid: pid, source: protocol.SourceCamera} }
+	screen := &Track{pid: "a", source: protocol.SourceScreenshare}
+	near := func(got, want float64) bool { return got > want-1 && got < want+1 }
+	if got := s.budget(cam("a")); !near(got, 1_000_000/3.0) {
+		t.Errorf("three cameras, no active speaker: %.0f each", got)
+	}
+	if got := s.budget(screen); !near(got, 1_000_000) {
+		t.Errorf("a screen share: %.0f", got)
+	}
+	active := "b"
+	r.activePID.Store(&active)
+	if got := s.budget(cam("b")); !near(got, 500_000) {
+		t.Errorf("the active speaker's camera: %.0f, want half", got)
+	}
+	if got := s.budget(cam("a")); !near(got, 250_000) {
+		t.Errorf("another camera: %.0f, want a quarter", got)
+	}
+	me := "me"
+	r.activePID.Store(&me) // this subscriber speaks: its own camera it does not receive
+	if got := s.budget(cam("a")); !near(got, 1_000_000/3.0) {
+		t.Errorf("while the subscriber itself speaks: %.0f", got)
+	}
+	var none *Session
+	if got := none.budget(cam("a")); got != 0 {
+		t.Errorf("no session: %.0f, want no limit", got)
+	}
+}

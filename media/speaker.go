@@ -168,6 +168,8 @@ func (r *Room) watchSpeakers() {
 			if !r.spk.decide(lv, now) {
 				continue
 			}
+			active := r.spk.active
+			r.activePID.Store(&active)
 			e := r.spk.event()
 			r.mu.Lock()
 			sessions := r.others(nil)
