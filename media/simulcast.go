@@ -520,6 +520,19 @@ func (t *Track) choose(now int64) {
 		}
 	}
 	t.dynacast(now)
+	// A layer sending without a keyframe seen has no known size, and so
+	// is no candidate: ask for one.
+	t.layersMu.Lock()
+	var unknown []*layer
+	for _, l := range t.layers {
+		if l.width.Load() == 0 && now-l.lastAt.Load() <= int64(layerTimeout) {
+			unknown = append(unknown, l)
+		}
+	}
+	t.layersMu.Unlock()
+	for _, l := range unknown {
+		t.requestLayerKeyframe(l)
+	}
 }
 
 // dynacastDelay is how long nobody must receive a layer before the
@@ -539,6 +552,9 @@ func (t *Track) dynacast(now int64) {
 		if l.neededAt.Load() == 0 { // never chosen yet: the first subscriber comes
 			needed = now-t.since < int64(dynacastDelay)
 		}
+		// A layer whose size is not known yet (no keyframe seen) is not
+		// paused: paused, it could never become a candidate.
+		needed = needed || l.width.Load() == 0
 		if needed == l.paused.Load() {
 			if needed {
 				l.lastAt.Store(now) // live while the publisher resumes it
