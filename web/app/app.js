@@ -130,8 +130,13 @@ class Room {
     this.stageGrid = h('div.grid', { id: 'stage', role: 'group', 'aria-label': 'People on stage', tabindex: '-1' });
     this.counts = h('span.counts', { 'aria-live': 'polite' });
     this.controls = h('div.controls', { id: 'controls', role: 'group', 'aria-label': 'Your stage controls', tabindex: '-1' });
+    // Speaker view (the active speaker and screens large) or grid view
+    // (every tile the same size).
+    this.view = 'speaker';
+    this.viewToggle = h('button.btn.btn-small.toggle', { type: 'button', dataset: { key: 'view' }, 'aria-pressed': 'false',
+      onclick: () => { this.view = this.view === 'speaker' ? 'grid' : 'speaker'; this.render(); } }, 'Grid view');
     const stageCol = h('section', { 'aria-labelledby': 'stage-title' },
-      h('div.stage-head', {}, h('h2', { id: 'stage-title' }, 'Stage'), this.counts),
+      h('div.stage-head', {}, h('h2', { id: 'stage-title' }, 'Stage'), this.counts, this.viewToggle),
       this.stageGrid, this.controls);
     const layout = h('div.room', {}, stageCol);
     if (this.isHost) {
@@ -205,7 +210,7 @@ class Room {
     this.render();
   }
 
-  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false, participant = null, source = 'camera' } = {}) {
+  tile(key, name, stream, { self = false, userId, kick, speaking = false, active = false, participant = null, source = 'camera', muted = false } = {}) {
     let t = this.tiles.get(key);
     if (!t) {
       const video = h('video', { autoplay: true, playsinline: true, class: self ? 'local' : 'remote' });
@@ -226,7 +231,7 @@ class Room {
     t.video.hidden = !hasVideo;
     t.avatar.hidden = hasVideo;
     t.avatar.textContent = (name || '?').slice(0, 1).toUpperCase();
-    t.label.textContent = self ? `${name} (you)` : name;
+    t.label.textContent = (self ? `${name} (you)` : name) + (muted ? ' · muted' : '');
     // Who speaks: a green frame; the active speaker large (speaker view).
     t.el.classList.toggle('speaking', speaking);
     t.el.classList.toggle('active-speaker', active);
@@ -246,7 +251,7 @@ class Room {
       const local = s.videoTrack ? (this.localStream ||= new MediaStream()) : null;
       if (local) { for (const t of local.getTracks()) if (t !== s.videoTrack) local.removeTrack(t); if (!local.getTracks().length) local.addTrack(s.videoTrack); }
       else this.localStream = null;
-      els.push(this.tile('self', s.name, local, { self: true, userId: s.userId, speaking: s.speaking }));
+      els.push(this.tile('self', s.name, local, { self: true, userId: s.userId, speaking: s.speaking, muted: !s.audioEnabled }));
     }
     // Screen shares first, large: a screen is what everyone should read.
     if (s.screenShareTrack) {
@@ -268,10 +273,15 @@ class Room {
     for (const p of onStage) {
       keep.add(p.id);
       const kick = s.permissions.kickParticipant ? () => this.act(() => m.stage.kick([p.userId])) : null;
-      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick, speaking: p.speaking, active: p === active && onStage.length > 1, participant: p }));
+      // No audio track received: the participant's microphone is off.
+      const muted = !!p.stream && !p.stream.getAudioTracks().length;
+      els.push(this.tile(p.id, p.name, p.stream, { userId: p.userId, kick, speaking: p.speaking, active: this.view === 'speaker' && p === active && onStage.length > 1, participant: p, muted }));
     }
     for (const [k, t] of this.tiles) if (!keep.has(k)) { t.detach?.(); this.tiles.delete(k); }
     replaceKeepingFocus(this.stageGrid, els.length ? els : [h('div.empty', {}, 'Nobody is on stage yet.')]);
+    this.stageGrid.classList.toggle('grid-view', this.view === 'grid');
+    this.viewToggle.textContent = this.view === 'grid' ? 'Speaker view' : 'Grid view';
+    this.viewToggle.setAttribute('aria-pressed', String(this.view === 'grid'));
     const n = onStage.length + (s.stageStatus === StageStatus.ON_STAGE ? 1 : 0);
     this.counts.textContent = `${n} on stage · ${m.participants.count} in the meeting`;
 

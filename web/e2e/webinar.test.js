@@ -289,6 +289,17 @@ test('the webinar story in three browsers', async (t) => {
     await pb.getByRole('button', { name: 'Camera off' }).click();
     await host.locator(`#stage .tile[data-user="${b.user_id}"] .avatar`).waitFor({ state: 'hidden' });
     await eventually('the host decoding B again', async () => (await litShare(host, b.user_id)) > 0.1);
+    // Mic off: the others' tiles of B say muted; on again: they do not.
+    await pb.getByRole('button', { name: 'Mic on' }).click();
+    await pb.getByRole('button', { name: 'Mic off' }).waitFor();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] .label`, { hasText: 'muted' }).waitFor();
+    await pb.getByRole('button', { name: 'Mic off' }).click();
+    await host.locator(`#stage .tile[data-user="${b.user_id}"] .label`, { hasText: 'muted' }).waitFor({ state: 'detached' });
+    // Grid view: no tile larger than the others; speaker view again.
+    await host.getByRole('button', { name: 'Grid view' }).click();
+    assert.equal(await host.locator('#stage.grid-view .tile.active-speaker').count(), 0);
+    await checkA11y(host, 'host, grid view');
+    await host.getByRole('button', { name: 'Speaker view' }).click();
     // The host shares a screen (Chromium's fake one): B sees it large, first
     // on the stage, and it goes when the host stops.
     await host.getByRole('button', { name: 'Share screen' }).click();
