@@ -157,7 +157,7 @@ func benchMedia(args []string) error {
 		n         int
 	}
 	runs := map[key][]mediaResult{}
-	var switches []string
+	var switches, ends []string
 	// Rounds interleave the paths, so that the machine's drift during the
 	// run does not favour one of them.
 	for range *repeat {
@@ -173,6 +173,9 @@ func benchMedia(args []string) error {
 					fmt.Printf("| %s | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.0f KB | %.3f %% | %s | %s | %s | %d | %.0f %% |\n", rowName(pub, path), n,
 						r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.rssPerSub/1024, r.loss*100,
 						ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick, r.loadLoad*100)
+					if r.endedP50 > 0 {
+						ends = append(ends, fmt.Sprintf("- %s, %d subscribers: p50 %s, p99 %s", rowName(pub, path), n, ms(r.endedP50), ms(r.endedP99)))
+					}
 					if r.switched > 0 {
 						switches = append(switches, fmt.Sprintf("- %d subscribers, %d of them moved from the 320 to the 1280 layer: setTrackSize → first packet of the new layer p50 %s, p99 %s",
 							n, r.switched, ms(r.switchP50), ms(r.switchP99)))
@@ -180,6 +183,9 @@ func benchMedia(args []string) error {
 				}
 			}
 		}
+	}
+	if len(ends) > 0 {
+		fmt.Printf("\nKick → the subscribers told the track ended (TrackRemoved, from media.trackEnded):\n%s\n", strings.Join(ends, "\n"))
 	}
 	if len(switches) > 0 {
 		fmt.Printf("\nLayer switches (simulcast publisher):\n%s\n", strings.Join(switches, "\n"))
@@ -246,6 +252,7 @@ type mediaResult struct {
 	firstP50, firstP99   time.Duration
 	kickToLast           time.Duration // negative: the last packet arrived before the kick was sent
 	afterKick            uint64        // packets that arrived at any subscriber after the kick was sent
+	endedP50, endedP99   time.Duration // kick → the subscribers' TrackRemoved (local audience)
 	switched             int           // subscribers measured moving layer (simulcast)
 	switchP50, switchP99 time.Duration // setTrackSize → first packet of the new layer
 }
@@ -289,12 +296,17 @@ type subscriber struct {
 	lastW    atomic.Int32  // the width of the last keyframe received
 	audio    atomic.Uint64 // audio packets received
 	videoN   atomic.Uint64 // video packets received
+	removed  atomic.Int64  // unix ns of the first TrackRemoved
 	watch    atomic.Int32  // a keyframe width to wait for
 	switched atomic.Int64  // unix ns of the first keyframe of that width
 }
 
 func (s *subscriber) run() {
 	for e := range s.m.Events() {
+		if _, ok := e.(client.TrackRemoved); ok {
+			s.removed.CompareAndSwap(0, time.Now().UnixNano())
+			continue
+		}
 		ta, ok := e.(client.TrackAdded)
 		if !ok {
 			continue
@@ -583,6 +595,18 @@ func (run *mediaRun) kick(r *mediaResult) error {
 	end := run.take()
 	r.kickToLast = time.Unix(0, end.Last).Sub(kicked)
 	r.afterKick = end.Count - atKick
+	if local, ok := run.aud.(localAudience); ok {
+		var ended []time.Duration
+		for _, s := range local {
+			if at := s.removed.Load(); at != 0 {
+				ended = append(ended, time.Unix(0, at).Sub(kicked))
+			}
+		}
+		if len(ended) > 0 {
+			slices.Sort(ended)
+			r.endedP50, r.endedP99 = ended[len(ended)/2], ended[min(len(ended)-1, len(ended)*99/100)]
+		}
+	}
 	return nil
 }
 
