@@ -46,9 +46,7 @@ type layer struct {
 	pausedLive atomic.Bool  // it was sending when paused: it can come back
 	neededAt   atomic.Int64 // unix ns when someone last received or wanted it
 
-	kfMu      sync.Mutex
-	kfLast    time.Time
-	kfPending bool
+	kf keyframeThrottle
 }
 
 // simState is a subscriber's place in a simulcast track: the layer it
@@ -307,34 +305,20 @@ func (d *downTrack) resendLayer(seq uint16, buf []byte, h *rtp.Header) {
 }
 
 // requestLayerKeyframe asks the publisher for a keyframe of layer l, at
-// most once per keyframeInterval; a request within it is sent at its end.
+// most once per keyframeInterval (keyframeThrottle).
 func (t *Track) requestLayerKeyframe(l *layer) {
 	if l == nil || t.stopped.Load() {
 		return
 	}
-	l.kfMu.Lock()
-	defer l.kfMu.Unlock()
-	if l.kfPending {
-		return
-	}
-	wait := keyframeInterval - time.Since(l.kfLast)
-	if wait > 0 {
-		l.kfPending = true
-		time.AfterFunc(wait, func() {
-			l.kfMu.Lock()
-			l.kfPending = false
-			l.kfMu.Unlock()
-			t.requestLayerKeyframe(l)
-		})
-		return
-	}
-	l.kfLast = time.Now()
-	pc := t.sess.publisher()
-	if pc == nil {
-		return
-	}
-	t.keyframeRequests.Add(1)
-	pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(l.remote.SSRC())}})
+	l.kf.request(func() {
+		if t.stopped.Load() {
+			return
+		}
+		if pc := t.sess.publisher(); pc != nil {
+			t.keyframeRequests.Add(1)
+			pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(l.remote.SSRC())}})
+		}
+	})
 }
 
 // layerView is a layer as the choice sees it.

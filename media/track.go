@@ -48,9 +48,7 @@ type Track struct {
 	batch   *batchConn // nil: no batching
 	counters
 
-	kfMu      sync.Mutex
-	kfLast    time.Time
-	kfPending bool // a request is scheduled for the end of the interval
+	kf keyframeThrottle
 }
 
 func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, src protocol.Source) *Track {
@@ -175,29 +173,47 @@ func (t *Track) requestKeyframe() {
 		t.choose(time.Now().UnixNano()) // asks for the keyframes subscribers wait for
 		return
 	}
-	t.kfMu.Lock()
-	defer t.kfMu.Unlock()
-	if t.kfPending {
+	t.kf.request(func() {
+		if t.stopped.Load() {
+			return
+		}
+		if pc := t.sess.publisher(); pc != nil {
+			t.keyframeRequests.Add(1)
+			pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
+		}
+	})
+}
+
+// keyframeThrottle sends keyframe requests (PLIs) for one stream at most
+// once per keyframeInterval: one asked for within the interval is sent at
+// its end, and those in between are merged into it.
+type keyframeThrottle struct {
+	mu      sync.Mutex
+	last    time.Time
+	pending bool // a request is scheduled for the end of the interval
+}
+
+// request runs send now, or once at the end of the current interval.
+func (k *keyframeThrottle) request(send func()) {
+	k.mu.Lock()
+	if k.pending {
+		k.mu.Unlock()
 		return
 	}
-	wait := keyframeInterval - time.Since(t.kfLast)
-	if wait > 0 {
-		t.kfPending = true
+	if wait := keyframeInterval - time.Since(k.last); wait > 0 {
+		k.pending = true
+		k.mu.Unlock()
 		time.AfterFunc(wait, func() {
-			t.kfMu.Lock()
-			t.kfPending = false
-			t.kfMu.Unlock()
-			t.requestKeyframe()
+			k.mu.Lock()
+			k.pending = false
+			k.mu.Unlock()
+			k.request(send)
 		})
 		return
 	}
-	t.kfLast = time.Now()
-	pc := t.sess.publisher()
-	if pc == nil {
-		return
-	}
-	t.keyframeRequests.Add(1)
-	pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
+	k.last = time.Now()
+	k.mu.Unlock()
+	send()
 }
 
 // closeCache frees the packet caches of an unpublished track.
