@@ -13,21 +13,14 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { chromiumPath, chromiumArgs, freePort, eventually, framesDecoded } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
 const artifacts = join(here, 'artifacts');
-const chromiumPath = ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find(existsSync);
 
 let server, base, port, browser, home;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
 
 before(async () => {
   // Never skip: what is missing fails the suite, saying what to install.
@@ -62,10 +55,7 @@ before(async () => {
     executablePath: chromiumPath,
     headless: true,
     env: { ...process.env, HOME: home },
-    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: chromiumArgs(),
   });
 });
 
@@ -111,25 +101,7 @@ async function page(link, name, relayOnly, turnsPort) {
   return p;
 }
 
-async function eventually(what, fn, timeout = 30000) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
-// framesDecoded of the video received from a participant (by user id).
-async function framesDecoded(p, userId) {
-  return p.evaluate(async (uid) => {
-    const track = window.cocmd.meeting.participants.byUserId(uid)?.stream?.getVideoTracks()[0];
-    if (!track) return 0;
-    const stats = await window.cocmd.meeting.getMediaStats();
-    return stats.filter((s) => s.kind === 'video' && s.trackIdentifier === track.id).reduce((n, s) => n + (s.framesDecoded || 0), 0);
-  }, userId);
-}
 
 // The local candidates of the selected pairs of the page's connected peer
 // connections: type and relay protocol.

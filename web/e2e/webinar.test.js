@@ -4,31 +4,22 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { chromiumPath, chromiumArgs, freePort, eventually, framesDecoded } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
 const artifacts = join(here, 'artifacts');
 const apiKey = 'ck_e2e_test_key_0123456789';
 
-// Never skip: a missing browser fails the suite, saying what to install.
-const chromiumPath = ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find(existsSync);
 
 let server, base, port, dataDir, bin, browser;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
 
 function startServer() {
   return new Promise((resolve, reject) => {
@@ -70,11 +61,7 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
-    args: ['--no-sandbox', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      `--use-file-for-fake-audio-capture=${tone}`],
+    args: chromiumArgs(`--use-file-for-fake-audio-capture=${tone}`),
   });
 });
 
@@ -129,16 +116,6 @@ async function checkA11y(p, state) {
 // has none ('BODY' when focus was dropped to the page).
 const focusKey = (p) => p.evaluate(() => document.activeElement?.dataset?.key || document.activeElement?.tagName);
 
-// framesDecoded of the video received from a participant (by user id), as
-// the page's subscriber connection reports it.
-async function framesDecoded(p, userId) {
-  return p.evaluate(async (uid) => {
-    const track = window.cocmd.meeting.participants.byUserId(uid)?.stream?.getVideoTracks()[0];
-    if (!track) return 0;
-    const stats = await window.cocmd.meeting.getMediaStats();
-    return stats.filter((s) => s.kind === 'video' && s.trackIdentifier === track.id).reduce((n, s) => n + (s.framesDecoded || 0), 0);
-  }, userId);
-}
 
 // How much of a tile's picture is not black.
 async function litShare(p, userId) {
@@ -156,15 +133,6 @@ async function litShare(p, userId) {
   }, userId);
 }
 
-async function eventually(what, fn, timeout = 20000) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 test('the webinar story in three browsers', async (t) => {
   const demo = await (await fetch(`${base}/v1/demo/webinars`, { method: 'POST' })).json();
