@@ -45,6 +45,10 @@ func (s *Session) budget(t *Track) float64 {
 	return max(b, 1)
 }
 
+// lossy reports whether the subscriber's link lost enough to cut its
+// estimate yet: only then may its video be paused for want of bandwidth.
+func (s *Session) lossy() bool { return s != nil && s.bwe != nil && s.bwe.cutAt() != 0 }
+
 // Signal sends a media event (protocol.EventMediaOffer, EventMediaStopped)
 // to the session's client. It must not block.
 type Signal func(event string, data any)

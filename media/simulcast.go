@@ -354,8 +354,10 @@ func (t *Track) liveLayers(now int64) []layerView {
 // second, 0 for no limit), the largest below it that does, with
 // upswitchMargin to spare to move up from the layer it receives (cur);
 // -1 (no video) when it displays the track at 0x0, no layer is live, or
-// not even the smallest fits.
-func chooseLayer(live []layerView, want uint64, budget float64, cur int32) int32 {
+// not even the smallest fits and the link showed loss (lossy): until then
+// the smallest is sent whatever the estimate, which may just not have
+// climbed yet.
+func chooseLayer(live []layerView, want uint64, budget float64, cur int32, lossy bool) int32 {
 	if len(live) == 0 {
 		return -1
 	}
@@ -389,6 +391,9 @@ func chooseLayer(live []layerView, want uint64, budget float64, cur int32) int32
 		if need <= budget {
 			return live[k].idx
 		}
+	}
+	if !lossy {
+		return live[0].idx
 	}
 	return -1
 }
@@ -487,7 +492,7 @@ func (t *Track) choose(now int64) {
 	live := t.liveLayers(now)
 	for _, d := range *t.downs.Load() {
 		s := d.sim
-		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t), s.cur.Load())
+		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t), s.cur.Load(), d.sess.lossy())
 		s.moved(live, target, now)
 		s.target.Store(target)
 		cur := s.cur.Load()

@@ -141,7 +141,7 @@ func TestChooseLayer(t *testing.T) {
 		{"no layer live", nil, wantUnset, -1},
 		{"the largest gone", live[:2], size(1280, 720), 1},
 	} {
-		if got := chooseLayer(c.live, c.want, 0, -1); got != c.got {
+		if got := chooseLayer(c.live, c.want, 0, -1, true); got != c.got {
 			t.Errorf("%s: layer %d, want %d", c.name, got, c.got)
 		}
 	}
@@ -280,12 +280,17 @@ func TestChooseLayer_budget(t *testing.T) {
 		{"paused, the smallest back with the margin", 260_000, -1, 0},
 		{"paused, not yet", 240_000, -1, -1},
 	} {
-		if got := chooseLayer(live, wantUnset, c.budget, c.cur); got != c.got {
+		if got := chooseLayer(live, wantUnset, c.budget, c.cur, true); got != c.got {
 			t.Errorf("%s: layer %d, want %d", c.name, got, c.got)
 		}
 	}
+	// Before any loss, the smallest rather than nothing: the estimate may
+	// just not have climbed yet.
+	if got := chooseLayer(live, wantUnset, 100_000, -1, false); got != 0 {
+		t.Errorf("a low estimate that saw no loss: layer %d, want the smallest", got)
+	}
 	// A small tile never gets more than its size asks for, budget or not.
-	if got := chooseLayer(live, 300<<32|170, 5_000_000, -1); got != 0 {
+	if got := chooseLayer(live, 300<<32|170, 5_000_000, -1, true); got != 0 {
 		t.Errorf("a small tile with plenty of budget: layer %d", got)
 	}
 }
