@@ -226,11 +226,7 @@ func (s *Session) watchPublisher(pc *webrtc.PeerConnection) {
 			return
 		}
 		t := newTrack(s, remote, recv, src)
-		if err := s.room.publish(t); err != nil {
-			s.log.Info("track refused", "source", src, "err", err)
-			t.stop()
-			t.closeCache()
-			recv.Stop()
+		if !s.publishOrRefuse(t, recv) {
 			return
 		}
 		s.log.Debug("track published", "source", src, "codec", t.codec.MimeType)
@@ -246,6 +242,20 @@ func (s *Session) watchPublisher(pc *webrtc.PeerConnection) {
 			s.dropPublisher(pc, protocol.StoppedFailed)
 		}
 	})
+}
+
+// publishOrRefuse publishes t, or, when the room refuses it (not on stage,
+// a source the preset does not allow, one of the source already), stops
+// it and its receiver and says so.
+func (s *Session) publishOrRefuse(t *Track, recv *webrtc.RTPReceiver) bool {
+	if err := s.room.publish(t); err != nil {
+		s.log.Info("track refused", "source", t.source, "err", err)
+		t.stop()
+		t.closeCache()
+		recv.Stop()
+		return false
+	}
+	return true
 }
 
 // publishLayer takes a simulcast layer of media section mid: the first
@@ -268,11 +278,7 @@ func (s *Session) publishLayer(mid string, src protocol.Source, remote *webrtc.T
 		return
 	}
 	if first {
-		if err := s.room.publish(t); err != nil {
-			s.log.Info("track refused", "source", src, "err", err)
-			t.stop()
-			t.closeCache()
-			recv.Stop()
+		if !s.publishOrRefuse(t, recv) {
 			return
 		}
 		s.log.Debug("simulcast track published", "source", src, "codec", t.codec.MimeType)

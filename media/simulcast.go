@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -310,15 +309,7 @@ func (t *Track) requestLayerKeyframe(l *layer) {
 	if l == nil || t.stopped.Load() {
 		return
 	}
-	l.kf.request(func() {
-		if t.stopped.Load() {
-			return
-		}
-		if pc := t.sess.publisher(); pc != nil {
-			t.keyframeRequests.Add(1)
-			pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(l.remote.SSRC())}})
-		}
-	})
+	l.kf.request(func() { t.sendPLI(l.remote.SSRC()) })
 }
 
 // layerView is a layer as the choice sees it.

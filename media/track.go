@@ -173,15 +173,19 @@ func (t *Track) requestKeyframe() {
 		t.choose(time.Now().UnixNano()) // asks for the keyframes subscribers wait for
 		return
 	}
-	t.kf.request(func() {
-		if t.stopped.Load() {
-			return
-		}
-		if pc := t.sess.publisher(); pc != nil {
-			t.keyframeRequests.Add(1)
-			pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(t.remote.SSRC())}})
-		}
-	})
+	t.kf.request(func() { t.sendPLI(t.remote.SSRC()) })
+}
+
+// sendPLI asks the publisher for a keyframe of stream ssrc, unless the
+// track stopped meanwhile.
+func (t *Track) sendPLI(ssrc webrtc.SSRC) {
+	if t.stopped.Load() {
+		return
+	}
+	if pc := t.sess.publisher(); pc != nil {
+		t.keyframeRequests.Add(1)
+		pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}})
+	}
 }
 
 // keyframeThrottle sends keyframe requests (PLIs) for one stream at most
