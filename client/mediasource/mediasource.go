@@ -98,22 +98,43 @@ func (s *Source) RequestKeyframe() { s.keyframe.Store(true) }
 // Play writes the frames in real time until ctx ends, or until the last
 // one when loop is false.
 func (s *Source) Play(ctx context.Context, loop bool) error {
+	var key *atomic.Bool
+	if s.hasKeys {
+		key = &s.keyframe
+	}
+	return play(ctx, s.frames, loop, key, func(i int) error {
+		f := s.frames[i]
+		s.level.Store(uint32(f.Level))
+		if err := s.Track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+		s.Frames.Add(1)
+		if f.Keyframe {
+			s.Keyframes.Add(1)
+		}
+		return nil
+	})
+}
+
+// play paces frames in real time, calling write with each one's index,
+// until ctx ends or, when loop is false, after the last; a keyframe asked
+// for (key, nil for none) skips ahead to the next one.
+func play(ctx context.Context, frames []Frame, loop bool, key *atomic.Bool, write func(i int) error) error {
 	next := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for i := 0; ; i++ {
-		if i == len(s.frames) {
+		if i == len(frames) {
 			if !loop {
 				return nil
 			}
 			i = 0
 		}
-		if s.hasKeys && s.keyframe.Swap(false) && !s.frames[i].Keyframe {
-			for !s.frames[i].Keyframe {
-				i = (i + 1) % len(s.frames)
+		if key != nil && key.Swap(false) {
+			for !frames[i].Keyframe {
+				i = (i + 1) % len(frames)
 			}
 		}
-		f := s.frames[i]
 		if d := time.Until(next); d > 0 {
 			timer.Reset(d)
 			select {
@@ -124,15 +145,10 @@ func (s *Source) Play(ctx context.Context, loop bool) error {
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		s.level.Store(uint32(f.Level))
-		if err := s.Track.WriteSample(media.Sample{Data: f.Data, Duration: f.Duration}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		if err := write(i); err != nil {
 			return err
 		}
-		s.Frames.Add(1)
-		if f.Keyframe {
-			s.Keyframes.Add(1)
-		}
-		next = next.Add(f.Duration)
+		next = next.Add(frames[i].Duration)
 	}
 }
 
@@ -254,32 +270,7 @@ func (s *Simulcast) Drop(i int, dropped bool) { s.dropped[i].Store(dropped) }
 // Play writes the layers' frames in lockstep, in real time, until ctx ends,
 // or until the last one when loop is false.
 func (s *Simulcast) Play(ctx context.Context, loop bool) error {
-	frames := s.Layers[0].frames
-	next := time.Now()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for i := 0; ; i++ {
-		if i == len(frames) {
-			if !loop {
-				return nil
-			}
-			i = 0
-		}
-		if s.keyframe.Swap(false) {
-			for !frames[i].Keyframe {
-				i = (i + 1) % len(frames)
-			}
-		}
-		if d := time.Until(next); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-timer.C:
-			}
-		} else if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	return play(ctx, s.Layers[0].frames, loop, &s.keyframe, func(i int) error {
 		for j, l := range s.Layers {
 			if s.muted[j].Load() || s.dropped[j].Load() {
 				continue
@@ -293,8 +284,8 @@ func (s *Simulcast) Play(ctx context.Context, loop bool) error {
 				l.Keyframes.Add(1)
 			}
 		}
-		next = next.Add(frames[i].Duration)
-	}
+		return nil
+	})
 }
 
 // OpenH264 reads an H.264 Annex-B stream of fps frames a second.
