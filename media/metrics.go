@@ -39,6 +39,10 @@ func (s *SFU) WriteMetrics(w io.Writer) error {
 		{"cocmd_media_simulcast_layers", "gauge", "Simulcast layers received from publishers.", func(s Stats) uint64 { return uint64(s.SimulcastLayers) }},
 		{"cocmd_media_simulcast_layers_paused", "gauge", "Simulcast layers publishers were told to pause: nobody receives them (dynacast).", func(s Stats) uint64 { return uint64(s.PausedLayers) }},
 		{"cocmd_media_paused_video", "gauge", "Simulcast video tracks a subscriber gets no video of (hidden, or no layer fits).", func(s Stats) uint64 { return uint64(s.PausedDowns) }},
+		{"cocmd_media_probe_packets_total", "counter", "Padding packets sent to probe subscribers' links before a larger layer.", func(s Stats) uint64 { return s.ProbePackets }},
+		{"cocmd_media_probes_total", "counter", "Probes of subscribers' links.", func(s Stats) uint64 { return s.Probes }},
+		{"cocmd_media_probes_succeeded_total", "counter", "Probes whose packets arrived at the rate probed.", func(s Stats) uint64 { return s.ProbesOK }},
+		{"cocmd_media_twcc_feedback_total", "counter", "Transport-wide congestion control feedback packets from subscribers.", func(s Stats) uint64 { return s.Feedback }},
 	}
 	for _, m := range metrics {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.typ); err != nil {
@@ -50,7 +54,51 @@ func (s *SFU) WriteMetrics(w io.Writer) error {
 			}
 		}
 	}
+	if _, err := fmt.Fprintf(w, "# HELP cocmd_media_forwarded_layer Simulcast tracks subscribers receive, by the layer they receive (0: the smallest; none: paused).\n# TYPE cocmd_media_forwarded_layer gauge\n"); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		for l, n := range stats[i].OnLayer {
+			if _, err := fmt.Fprintf(w, "cocmd_media_forwarded_layer{meeting=%s,layer=\"%d\"} %d\n", strconv.Quote(id), l, n); err != nil {
+				return err
+			}
+		}
+		if _, err := fmt.Fprintf(w, "cocmd_media_forwarded_layer{meeting=%s,layer=\"none\"} %d\n", strconv.Quote(id), stats[i].PausedDowns); err != nil {
+			return err
+		}
+	}
+	// The subscribers' estimates, as a cumulative count per bound: a
+	// snapshot, not a histogram of observations.
+	if _, err := fmt.Fprintf(w, "# HELP cocmd_media_subscriber_estimates Subscribers whose bandwidth estimate is at most le bits a second.\n# TYPE cocmd_media_subscriber_estimates gauge\n"); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		for _, le := range estimateBounds {
+			n := 0
+			for _, e := range stats[i].Estimates {
+				if le == "+Inf" || e <= mustFloat(le) {
+					n++
+				}
+			}
+			if _, err := fmt.Fprintf(w, "cocmd_media_subscriber_estimates{meeting=%s,le=%q} %d\n", strconv.Quote(id), le, n); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// estimateBounds are the bounds cocmd_media_subscriber_estimates counts
+// estimates under: the rates of a small, a middle and a large layer, and
+// beyond.
+var estimateBounds = []string{"150000", "300000", "600000", "1000000", "2000000", "5000000", "+Inf"}
+
+func mustFloat(s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 // Stats returns the media figures of meeting id (zero if it has none).

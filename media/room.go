@@ -30,6 +30,8 @@ type Room struct {
 
 	// Counters of tracks that ended; live tracks keep their own.
 	ended counters
+	// Of the subscribers' estimators, live or gone.
+	est estCounters
 
 	speakerRunning bool                   // watchSpeakers runs
 	spk            speakers               // its state: only watchSpeakers touches it
@@ -45,6 +47,14 @@ type counters struct {
 	retransmits          atomic.Uint64 // sent again on a subscriber's NACK
 	keyframeRequests     atomic.Uint64 // PLIs sent to publishers
 	layerSwitches        atomic.Uint64 // a subscriber moved to another simulcast layer
+	probePackets         atomic.Uint64 // padding sent to probe a subscriber's link
+}
+
+// estCounters are the room's subscribers' estimators' running totals.
+type estCounters struct {
+	feedback atomic.Uint64 // transport-wide feedback packets read
+	probes   atomic.Uint64 // probes sent
+	probesOK atomic.Uint64 // probes that reached their target
 }
 
 func (c *counters) add(o *counters) {
@@ -55,6 +65,7 @@ func (c *counters) add(o *counters) {
 	c.retransmits.Add(o.retransmits.Load())
 	c.keyframeRequests.Add(o.keyframeRequests.Load())
 	c.layerSwitches.Add(o.layerSwitches.Load())
+	c.probePackets.Add(o.probePackets.Load())
 }
 
 func newRoom(s *SFU, id string) *Room {
@@ -268,6 +279,16 @@ type Stats struct {
 	SimulcastLayers      int // layers received of the simulcast tracks
 	PausedLayers         int // of those, layers the publisher was told to pause (dynacast)
 	PausedDowns          int // simulcast tracks a subscriber receives no video of
+	// OnLayer counts the simulcast tracks subscribers receive by the
+	// layer they receive (0: the smallest the publisher sends).
+	OnLayer      [maxLayers]int
+	ProbePackets uint64 // padding packets sent to probe subscribers' links
+	Probes       uint64 // probes sent
+	ProbesOK     uint64 // of those, probes whose packets arrived at the rate probed
+	Feedback     uint64 // transport-wide congestion control feedback packets from subscribers
+	// Estimates holds the subscribers' bandwidth estimates, in bits a
+	// second.
+	Estimates []float64
 }
 
 func (r *Room) stats() Stats {
@@ -295,17 +316,22 @@ func (r *Room) stats() Stats {
 		}
 		t.layersMu.Unlock()
 		for _, d := range *t.downs.Load() {
-			if d.sim.cur.Load() < 0 {
+			if cur := d.sim.cur.Load(); cur < 0 {
 				st.PausedDowns++
+			} else if cur < maxLayers {
+				st.OnLayer[cur]++
 			}
 		}
 	}
 	st.PacketsIn, st.BytesIn = c.packetsIn.Load(), c.bytesIn.Load()
 	st.PacketsOut, st.BytesOut = c.packetsOut.Load(), c.bytesOut.Load()
 	st.Retransmits, st.KeyframeRequests = c.retransmits.Load(), c.keyframeRequests.Load()
+	st.ProbePackets = c.probePackets.Load()
+	st.Probes, st.ProbesOK, st.Feedback = r.est.probes.Load(), r.est.probesOK.Load(), r.est.feedback.Load()
 	for _, s := range sessions {
 		if s.subscribed() {
 			st.Subscribers++
+			st.Estimates = append(st.Estimates, s.bwe.estimate())
 		}
 	}
 	return st

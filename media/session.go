@@ -45,6 +45,17 @@ func (s *Session) budget(t *Track) float64 {
 	return max(b, 1)
 }
 
+// sendHistory returns the subscriber connection's send history, made on
+// first use: a connection that negotiated no transport-wide feedback has
+// none.
+func (s *Session) sendHistory() *sendHistory {
+	s.histOnce.Do(func() {
+		s.hist = &sendHistory{}
+		s.bwe.useTWCC(s.hist)
+	})
+	return s.hist
+}
+
 // lossy reports whether the subscriber's link lost enough to cut its
 // estimate yet: only then may its video be paused for want of bandwidth.
 func (s *Session) lossy() bool { return s != nil && s.bwe != nil && s.bwe.cutAt() != 0 }
@@ -75,7 +86,9 @@ type Session struct {
 	publisherSide
 	subscriberSide
 
-	bwe      *estimator   // the subscriber connection's bandwidth estimate
+	bwe      *estimator // the subscriber connection's bandwidth estimate
+	histOnce sync.Once
+	hist     *sendHistory // its packets, with transport-wide feedback; see sendHistory
 	simDowns atomic.Int32 // simulcast camera tracks the subscriber receives
 
 	neg      chan struct{} // the subscriber connection needs an offer
@@ -93,6 +106,7 @@ func (s *SFU) NewSession(meetingID, pid, uid string, signal Signal) *Session {
 		publisherSide:  publisherSide{sources: map[string]protocol.Source{}},
 		subscriberSide: subscriberSide{downs: map[*Track]*downTrack{}},
 		neg:            make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{}), bwe: newEstimator(s.initialBWE)}
+	sess.bwe.counts = &sess.room.est
 	sess.room.attach(sess)
 	return sess
 }

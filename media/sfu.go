@@ -101,7 +101,7 @@ func New(cfg Config) (*SFU, error) {
 		batch.divert = cfg.Divert
 		conn = batch
 	}
-	me, err := mediaEngine(false)
+	me, err := mediaEngine()
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func New(cfg Config) (*SFU, error) {
 	if err != nil {
 		return nil, err
 	}
-	pubME, err := mediaEngine(true)
+	pubME, err := mediaEngine()
 	if err != nil {
 		return nil, err
 	}
@@ -170,15 +170,15 @@ var videoFeedback = []webrtc.RTCPFeedback{
 // negotiate from the same list, so a track's codec is always one every
 // subscriber accepts. The header extensions negotiated are those that name
 // a packet's media section and simulcast layer (mid, rid, repaired rid):
-// pion needs them to tell a publisher's layers apart; and the audio level
-// (ssrc-audio-level), for the active speaker. Their ids are per
-// connection, so the SFU strips the publisher's extensions before it
-// forwards a packet. For publishers (withTWCC) it also negotiates
-// transport-wide congestion control (its header extension and
-// transport-cc feedback), so that the SFU's feedback lets a publisher's
-// browser adapt its sending rate, and so its simulcast layers, to its
-// uplink.
-func mediaEngine(withTWCC bool) (*webrtc.MediaEngine, error) {
+// pion needs them to tell a publisher's layers apart; the audio level
+// (ssrc-audio-level), for the active speaker; and transport-wide
+// congestion control (its header extension and transport-cc feedback):
+// the SFU's feedback lets a publisher's browser adapt its sending rate,
+// and so its simulcast layers, to its uplink, and a subscriber's feedback
+// drives the SFU's estimate of its downlink (bwe.go). Extension ids are
+// per connection, so the SFU strips the publisher's extensions before it
+// forwards a packet.
+func mediaEngine() (*webrtc.MediaEngine, error) {
 	m := &webrtc.MediaEngine{}
 	codecs := []struct {
 		webrtc.RTPCodecParameters
@@ -196,9 +196,7 @@ func mediaEngine(withTWCC bool) (*webrtc.MediaEngine, error) {
 			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"}}, webrtc.RTPCodecTypeVideo},
 	}
 	for _, c := range codecs {
-		if withTWCC && c.kind == webrtc.RTPCodecTypeVideo {
-			c.RTCPFeedback = append(slices.Clone(c.RTCPFeedback), webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC})
-		}
+		c.RTCPFeedback = append(slices.Clone(c.RTCPFeedback), webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC})
 		if err := m.RegisterCodec(c.RTPCodecParameters, c.kind); err != nil {
 			return nil, fmt.Errorf("media: registering %s: %w", c.MimeType, err)
 		}
@@ -212,12 +210,8 @@ func mediaEngine(withTWCC bool) (*webrtc.MediaEngine, error) {
 		{sdp.SDESRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{sdp.SDESRepairRTPStreamIDURI, webrtc.RTPCodecTypeVideo},
 		{sdp.AudioLevelURI, webrtc.RTPCodecTypeAudio},
-	}
-	if withTWCC {
-		exts = append(exts, struct {
-			uri  string
-			kind webrtc.RTPCodecType
-		}{sdp.TransportCCURI, webrtc.RTPCodecTypeVideo})
+		{sdp.TransportCCURI, webrtc.RTPCodecTypeVideo},
+		{sdp.TransportCCURI, webrtc.RTPCodecTypeAudio},
 	}
 	for _, e := range exts {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: e.uri}, e.kind); err != nil {

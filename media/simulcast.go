@@ -1,6 +1,7 @@
 package media
 
 import (
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,8 @@ func newSimState() *simState {
 
 // rewriter makes the layers a subscriber receives in turn one continuous
 // stream: sequence numbers, timestamps and VP8 picture ids go on from
-// where the last layer left them. It is pure state; simState.mu guards it.
+// where the last layer left them; probes' padding packets take sequence
+// numbers of their own in it. It is pure state; simState.mu guards it.
 type rewriter struct {
 	started  bool
 	seqOff   uint16
@@ -97,7 +99,19 @@ type rewriter struct {
 	lastPic uint16
 	lastTL0 uint8
 	lastAt  int64 // unix ns of the last packet sent
+
+	// Padding sent since the current layer started, oldest first: runs
+	// of output sequence numbers the layer's own numbers skip.
+	pads  [maxPadRuns]padRun
+	npads int
 }
+
+// padRun is n padding packets with output sequence numbers from first on.
+type padRun struct{ first, n uint16 }
+
+// maxPadRuns is how many runs of padding a rewriter remembers: packets
+// sent before the oldest it forgot are no longer sent again on a NACK.
+const maxPadRuns = 8
 
 // switchTo aligns the output on h, the first packet of a keyframe of the
 // layer switched to, at time now (unix ns).
@@ -122,15 +136,29 @@ func (r *rewriter) switchTo(h *rtp.Header, d *vp8Desc, now int64) {
 	r.segStart = h.SequenceNumber + r.seqOff
 	r.lastSeq = r.segStart - 1
 	r.lastAt = now
+	r.npads = 0
 }
 
 // rewrite rewrites h and payload (described by d) in place for the
-// output. Only packets newer than the last one move the state on (a
-// retransmission does not).
+// output. Only packets newer than the last one move the state on.
 func (r *rewriter) rewrite(h *rtp.Header, d *vp8Desc, payload []byte, now int64) {
 	h.SequenceNumber += r.seqOff
-	h.Timestamp += r.tsOff
 	newer := int16(h.SequenceNumber-r.lastSeq) > 0
+	r.rewriteIDs(h, d, payload, newer)
+	if newer {
+		r.lastSeq, r.lastTs, r.lastAt = h.SequenceNumber, h.Timestamp, now
+	}
+}
+
+// rewriteResent rewrites a packet sent before as output sequence number
+// seq (see locate), without moving the state on.
+func (r *rewriter) rewriteResent(h *rtp.Header, d *vp8Desc, payload []byte, seq uint16) {
+	h.SequenceNumber = seq
+	r.rewriteIDs(h, d, payload, false)
+}
+
+func (r *rewriter) rewriteIDs(h *rtp.Header, d *vp8Desc, payload []byte, newer bool) {
+	h.Timestamp += r.tsOff
 	if d.picLen > 0 {
 		pic := (d.picID + r.picOff) & 0x7fff
 		d.setPictureID(payload, pic)
@@ -145,18 +173,54 @@ func (r *rewriter) rewrite(h *rtp.Header, d *vp8Desc, payload []byte, now int64)
 			r.lastTL0 = tl0
 		}
 	}
-	if newer {
-		r.lastSeq, r.lastTs, r.lastAt = h.SequenceNumber, h.Timestamp, now
-	}
 }
 
-// inSegment reports whether output sequence number seq was sent from the
-// current layer, and the layer's own sequence number for it.
-func (r *rewriter) inSegment(seq uint16) (uint16, bool) {
-	if !r.started || int16(seq-r.segStart) < 0 || int16(r.lastSeq-seq) < 0 {
-		return 0, false
+// pad takes the next output sequence number for a padding packet at now
+// (unix ns), with the timestamp of the last packet sent; the layer's
+// packets go on after it.
+func (r *rewriter) pad(now int64) (seq uint16, ts uint32) {
+	if !r.started {
+		// Nothing sent yet: the output starts anywhere, as a
+		// publisher's does.
+		r.started = true
+		r.lastSeq, r.lastTs = uint16(rand.Uint32()), rand.Uint32()
+		r.segStart, r.lastAt = r.lastSeq+1, now
 	}
-	return seq - r.seqOff, true
+	seq = r.lastSeq + 1
+	r.lastSeq = seq
+	r.seqOff++
+	if n := r.npads; n > 0 && r.pads[n-1].first+r.pads[n-1].n == seq {
+		r.pads[n-1].n++
+	} else {
+		if r.npads == maxPadRuns {
+			r.segStart = r.pads[0].first + r.pads[0].n
+			copy(r.pads[:], r.pads[1:])
+			r.npads--
+		}
+		r.pads[r.npads] = padRun{first: seq, n: 1}
+		r.npads++
+	}
+	return seq, r.lastTs
+}
+
+// locate tells what output sequence number seq was: a packet of the
+// current layer (its own sequence number orig), padding, or neither (ok
+// false: never sent, or from another layer).
+func (r *rewriter) locate(seq uint16) (orig uint16, padding, ok bool) {
+	if !r.started || int16(seq-r.segStart) < 0 || int16(r.lastSeq-seq) < 0 {
+		return 0, false, false
+	}
+	off := r.seqOff
+	for i := r.npads - 1; i >= 0; i-- {
+		p := r.pads[i]
+		if seq-p.first < p.n {
+			return 0, true, true
+		}
+		if int16(seq-p.first) < 0 {
+			off -= p.n // sent before this run
+		}
+	}
+	return seq - off, false, true
 }
 
 // addLayer adds a simulcast layer the publisher sends, with its rid; it
@@ -197,21 +261,22 @@ func (t *Track) layer(i int32) *layer {
 func (t *Track) forwardLayer(r *Room, l *layer) {
 	defer r.unpublish(t)
 	buf := make([]byte, maxPacket)
-	var h rtp.Header
+	var o outBuf
 	for {
 		n, _, err := l.remote.Read(buf)
 		if err != nil {
 			return
 		}
-		t.handleLayer(l, buf[:n], &h)
+		t.handleLayer(l, buf[:n], &o)
 	}
 }
 
-// handleLayer forwards packet p of layer l.
-func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
+// handleLayer forwards packet p of layer l; o is scratch space.
+func (t *Track) handleLayer(l *layer, p []byte, o *outBuf) {
 	if t.stopped.Load() {
 		return
 	}
+	h := &o.h
 	hl, err := h.Unmarshal(p)
 	if err != nil {
 		return
@@ -258,7 +323,7 @@ func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
 		}
 		if s.cur.Load() == idx {
 			s.rw.rewrite(h, &d, payload, now)
-			if dt.write(h, payload) {
+			if dt.write(h, payload, o.ext[:], now) {
 				sent++
 			}
 		}
@@ -270,37 +335,62 @@ func (t *Track) handleLayer(l *layer, p []byte, h *rtp.Header) {
 	}
 }
 
-// resendLayer retransmits output sequence number seq to d from its
-// current layer's cache, if it was sent from that layer.
-func (d *downTrack) resendLayer(seq uint16, buf []byte, h *rtp.Header) {
+// resendLayer sends output sequence number seq to d again from its
+// current layer's cache, if it was sent from that layer (not padding). It
+// returns the packet's size, 0 if it was not sent.
+func (d *downTrack) resendLayer(seq uint16, o *outBuf) int {
 	s := d.sim
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	orig, padding, ok := s.rw.locate(seq)
+	now := time.Now().UnixNano()
+	switch {
+	case !ok:
+		return 0
+	case padding:
+		return 0 // it carried nothing: sending it again would only add to the queue that lost it
+	}
 	l := d.t.layer(s.cur.Load())
 	if l == nil {
-		return
+		return 0
 	}
-	orig, ok := s.rw.inSegment(seq)
-	if !ok {
-		return
-	}
+	buf := o.cached()
 	n := l.cache.get(orig, buf)
 	if n == 0 {
-		return
+		return 0
 	}
+	h := &o.h
 	hl, err := h.Unmarshal(buf[:n])
 	if err != nil {
-		return
+		return 0
 	}
 	desc, ok := parseVP8(buf[hl:n])
 	if !ok {
-		return
+		return 0
 	}
-	stripExtensions(h)
-	s.rw.rewrite(h, &desc, buf[hl:n], time.Now().UnixNano())
-	if d.write(h, buf[hl:n]) {
-		d.t.retransmits.Add(1)
+	s.rw.rewriteResent(h, &desc, buf[hl:n], seq)
+	if !d.write(h, buf[hl:n], o.ext[:], now) {
+		return 0
 	}
+	return n
+}
+
+// padding is a padding packet's payload: RTP padding only, its length in
+// its last byte. Read only.
+var padding = func() []byte {
+	b := make([]byte, 255)
+	b[len(b)-1] = byte(len(b))
+	return b
+}()
+
+// writePadding sends d a padding packet with output sequence number seq
+// and timestamp ts; it returns its size, 0 if it was not sent.
+func (d *downTrack) writePadding(seq uint16, ts uint32, o *outBuf, now int64) int {
+	o.h = rtp.Header{Version: 2, Padding: true, SequenceNumber: seq, Timestamp: ts, Extensions: o.h.Extensions[:0]}
+	if !d.write(&o.h, padding, o.ext[:], now) {
+		return 0
+	}
+	return rtpHeaderSize + len(padding)
 }
 
 // requestLayerKeyframe asks the publisher for a keyframe of layer l, at
@@ -387,6 +477,21 @@ func chooseLayer(live []layerView, want uint64, budget float64, cur int32, lossy
 		return live[0].idx
 	}
 	return -1
+}
+
+// nextLayer returns the layer of live (smallest first) after layer idx, or
+// the smallest if idx is none (-1); nil if there is none.
+func nextLayer(live []layerView, idx int32) *layerView {
+	pos := -1
+	for i, l := range live {
+		if l.idx == idx {
+			pos = i
+		}
+	}
+	if pos+1 >= len(live) {
+		return nil
+	}
+	return &live[pos+1]
 }
 
 // trial returns the layers the subscriber may get now: live but for those
@@ -483,7 +588,16 @@ func (t *Track) choose(now int64) {
 	live := t.liveLayers(now)
 	for _, d := range *t.downs.Load() {
 		s := d.sim
-		target := chooseLayer(s.trial(live, d.sess, now), s.want.Load(), d.sess.budget(t), s.cur.Load(), d.sess.lossy())
+		trial := s.trial(live, d.sess, now)
+		budget := d.sess.budget(t)
+		target := chooseLayer(trial, s.want.Load(), budget, s.cur.Load(), d.sess.lossy())
+		if budget > 0 && chooseLayer(trial, s.want.Load(), 0, s.cur.Load(), false) != target {
+			// The subscriber would take more than its estimate allows:
+			// probe for the next layer up.
+			if next := nextLayer(trial, target); next != nil && next.bps > 0 {
+				d.sess.probeFor(t, d, next.bps*upswitchMargin, time.Unix(0, now))
+			}
+		}
 		s.moved(live, target, now)
 		s.target.Store(target)
 		cur := s.cur.Load()

@@ -103,13 +103,13 @@ func TestRewriter_switch(t *testing.T) {
 	if h2.SequenceNumber != 107 || h2.Timestamp != h.Timestamp {
 		t.Fatalf("the next packet: %+v", h2)
 	}
-	if orig, ok := r.inSegment(107); !ok || orig != 5001 {
+	if orig, _, ok := r.locate(107); !ok || orig != 5001 {
 		t.Fatalf("NACK of 107: %d %v, want layer B's 5001", orig, ok)
 	}
-	if _, ok := r.inSegment(104); ok {
+	if _, _, ok := r.locate(104); ok {
 		t.Fatal("104 was sent from the first layer, not the current one")
 	}
-	if _, ok := r.inSegment(200); ok {
+	if _, _, ok := r.locate(200); ok {
 		t.Fatal("200 was never sent")
 	}
 	// A retransmission of 5000 comes out as 106 again and leaves the state.
@@ -372,5 +372,80 @@ func TestSession_budget(t *testing.T) {
 	var none *Session
 	if got := none.budget(cam("a")); got != 0 {
 		t.Errorf("no session: %.0f, want no limit", got)
+	}
+}
+
+// Probes' padding takes sequence numbers of its own in the output: the
+// layer's packets go on after it, a NACK finds the packet it names, before
+// or after the padding, and padding is told apart; a rewriter that sent
+// nothing yet starts with the padding.
+func TestRewriter_padding(t *testing.T) {
+	var r rewriter
+	now := time.Now().UnixNano()
+	send := func(seq uint16, start bool) uint16 {
+		h := rtp.Header{SequenceNumber: seq, Timestamp: 1000}
+		p := vp8Payload(start, start, 50, 2, 320, 180)
+		d, _ := parseVP8(p)
+		if start && !r.started {
+			r.switchTo(&h, &d, now)
+		}
+		r.rewrite(&h, &d, p, now)
+		return h.SequenceNumber
+	}
+	for i := range uint16(5) {
+		if got := send(100+i, i == 0); got != 100+i {
+			t.Fatalf("packet %d went out as %d", 100+i, got)
+		}
+	}
+	for i := range uint16(3) {
+		if seq, ts := r.pad(now); seq != 105+i || ts != 1000 {
+			t.Fatalf("padding %d: seq %d ts %d, want %d 1000", i, seq, ts, 105+i)
+		}
+	}
+	if got := send(105, false); got != 108 {
+		t.Fatalf("the layer's next packet after 3 padding: %d, want 108", got)
+	}
+	r.pad(now)
+	if got := send(106, false); got != 110 {
+		t.Fatalf("after one more padding: %d, want 110", got)
+	}
+	for _, c := range []struct {
+		out, orig uint16
+		padding   bool
+	}{{103, 103, false}, {105, 0, true}, {107, 0, true}, {108, 105, false}, {109, 0, true}, {110, 106, false}} {
+		orig, padding, ok := r.locate(c.out)
+		if !ok || orig != c.orig || padding != c.padding {
+			t.Errorf("locate(%d) = %d %v %v, want %d %v", c.out, orig, padding, ok, c.orig, c.padding)
+		}
+	}
+	if _, _, ok := r.locate(111); ok {
+		t.Error("111 was never sent")
+	}
+	// A retransmission keeps the number it was sent with.
+	h := rtp.Header{SequenceNumber: 105, Timestamp: 1000}
+	p := vp8Payload(false, false, 50, 2, 320, 180)
+	d, _ := parseVP8(p)
+	r.rewriteResent(&h, &d, p, 108)
+	if h.SequenceNumber != 108 || r.lastSeq != 110 {
+		t.Errorf("retransmission of 108: went out as %d, state moved to %d", h.SequenceNumber, r.lastSeq)
+	}
+	// More runs than remembered: the oldest is forgotten, and what was
+	// sent before it is no longer found.
+	for i := range uint16(maxPadRuns) {
+		r.pad(now)
+		send(107+i, false)
+	}
+	if _, _, ok := r.locate(103); ok {
+		t.Error("103, sent before a forgotten run of padding, still found")
+	}
+	var fresh rewriter
+	seq, _ := fresh.pad(now)
+	h = rtp.Header{SequenceNumber: 7000, Timestamp: 5}
+	p = vp8Payload(true, true, 9, 1, 320, 180)
+	d, _ = parseVP8(p)
+	fresh.switchTo(&h, &d, now)
+	fresh.rewrite(&h, &d, p, now)
+	if h.SequenceNumber != seq+1 {
+		t.Errorf("the first packet after padding alone: %d, want %d", h.SequenceNumber, seq+1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/protocol"
@@ -45,7 +46,8 @@ type Track struct {
 	downsMu sync.Mutex                   // serializes writers of downs
 	downs   atomic.Pointer[[]*downTrack] // copy on write: the forwarding loop reads it without a lock
 	cache   *packetCache
-	batch   *batchConn // nil: no batching
+	lastSeq atomic.Uint32 // 1<<16 | the last packet's sequence number; 0: none yet
+	batch   *batchConn    // nil: no batching
 	counters
 
 	kf keyframeThrottle
@@ -113,21 +115,37 @@ func (t *Track) stop() {
 func (t *Track) forward(r *Room) {
 	defer r.unpublish(t)
 	buf := make([]byte, maxPacket)
-	var h rtp.Header
+	var o outBuf
 	for {
 		n, _, err := t.remote.Read(buf)
 		if err != nil {
 			return
 		}
-		t.handle(buf[:n], &h)
+		t.handle(buf[:n], &o)
 	}
 }
 
-// handle forwards one packet p from the publisher; h is scratch space.
-func (t *Track) handle(p []byte, h *rtp.Header) {
+// outBuf is one goroutine's scratch space for writing to subscribers.
+type outBuf struct {
+	h   rtp.Header
+	ext [2]byte // the transport-wide sequence number's extension
+	buf []byte  // a packet read back from a cache; see cached
+}
+
+// cached returns o's buffer for a packet from a cache.
+func (o *outBuf) cached() []byte {
+	if o.buf == nil {
+		o.buf = make([]byte, maxPacket)
+	}
+	return o.buf
+}
+
+// handle forwards one packet p from the publisher; o is scratch space.
+func (t *Track) handle(p []byte, o *outBuf) {
 	if t.stopped.Load() {
 		return // still drained, so pion's buffers do not fill; never forwarded
 	}
+	h := &o.h
 	hl, err := h.Unmarshal(p)
 	if err != nil {
 		return
@@ -135,6 +153,7 @@ func (t *Track) handle(p []byte, h *rtp.Header) {
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	t.cache.put(h.SequenceNumber, p)
+	t.lastSeq.Store(uint32(h.SequenceNumber) | 1<<16)
 	t.levels.add(h)
 	stripExtensions(h)
 	payload := p[hl:]
@@ -144,8 +163,9 @@ func (t *Track) handle(p []byte, h *rtp.Header) {
 		t.batch.begin()
 		defer t.batch.end()
 	}
+	now := time.Now().UnixNano()
 	for _, d := range downs {
-		if d.write(h, payload) {
+		if d.write(h, payload, o.ext[:], now) {
 			sent++
 		}
 	}
@@ -293,6 +313,8 @@ type binding struct {
 	ssrc uint32
 	pt   uint8
 	ws   webrtc.TrackLocalWriter
+	twcc uint8        // the transport-wide sequence number's extension id; 0: not negotiated
+	hist *sendHistory // the connection's, when twcc is set
 }
 
 // ID implements webrtc.TrackLocal.
@@ -323,7 +345,13 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if match == nil {
 		return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
 	}
-	d.b.Store(&binding{ssrc: uint32(ctx.SSRC()), pt: uint8(match.PayloadType), ws: ctx.WriteStream()})
+	b := &binding{ssrc: uint32(ctx.SSRC()), pt: uint8(match.PayloadType), ws: ctx.WriteStream()}
+	for _, e := range ctx.HeaderExtensions() {
+		if e.URI == sdp.TransportCCURI && d.sess != nil && e.ID > 0 && e.ID < 15 {
+			b.twcc, b.hist = uint8(e.ID), d.sess.sendHistory()
+		}
+	}
+	d.b.Store(b)
 	d.t.requestKeyframe()
 	return *match, nil
 }
@@ -334,23 +362,35 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 	return nil
 }
 
-// write sends one packet of the track to the subscriber; h is rewritten.
-func (d *downTrack) write(h *rtp.Header, payload []byte) bool {
+// write sends one packet of the track to the subscriber at now (unix
+// ns); h is rewritten, and given the connection's transport-wide sequence
+// number (stored in ext, the caller's) if it has them.
+func (d *downTrack) write(h *rtp.Header, payload []byte, ext []byte, now int64) bool {
 	b := d.b.Load()
 	if b == nil || d.paused.Load() {
 		return false
 	}
 	h.SSRC, h.PayloadType = b.ssrc, b.pt
+	if b.twcc != 0 {
+		// The size counted is the packet's on the wire but for SRTP's
+		// tag and the transport's headers: the same for every packet.
+		seq := b.hist.add(rtpHeaderSize+8+len(payload), now)
+		setTransportSeq(h, b.twcc, seq, ext)
+	} else {
+		stripExtensions(h)
+	}
 	_, err := b.ws.WriteRTP(h, payload)
 	return err == nil
 }
+
+// rtpHeaderSize is an RTP header's size without CSRCs and extensions.
+const rtpHeaderSize = 12
 
 // readRTCP serves the subscriber's feedback for this track until the
 // sender stops: retransmissions from the cache on NACK, keyframe requests
 // forwarded to the publisher on PLI and FIR.
 func (d *downTrack) readRTCP() {
-	buf := make([]byte, maxPacket)
-	var h rtp.Header
+	var o outBuf
 	for {
 		pkts, _, err := d.sender.ReadRTCP()
 		if err != nil {
@@ -364,6 +404,10 @@ func (d *downTrack) readRTCP() {
 				} else {
 					d.t.requestKeyframe()
 				}
+			case *rtcp.TransportLayerCC:
+				if d.sess != nil {
+					d.sess.bwe.feedback(p, time.Now())
+				}
 			case *rtcp.ReceiverReport:
 				if d.sess != nil {
 					now := time.Now()
@@ -374,10 +418,14 @@ func (d *downTrack) readRTCP() {
 			case *rtcp.TransportLayerNack:
 				for _, pair := range p.Nacks {
 					for _, seq := range pair.PacketList() {
+						var n int
 						if d.sim != nil {
-							d.resendLayer(seq, buf, &h)
+							n = d.resendLayer(seq, &o)
 						} else {
-							d.resend(seq, buf, &h)
+							n = d.resend(seq, &o)
+						}
+						if n > 0 {
+							d.t.retransmits.Add(1)
 						}
 					}
 				}
@@ -386,20 +434,20 @@ func (d *downTrack) readRTCP() {
 	}
 }
 
-func (d *downTrack) resend(seq uint16, buf []byte, h *rtp.Header) {
+// resend sends packet seq to d again from the track's cache; it returns
+// the packet's size, 0 if it was not sent.
+func (d *downTrack) resend(seq uint16, o *outBuf) int {
 	if d.t.stopped.Load() {
-		return
+		return 0
 	}
+	buf := o.cached()
 	n := d.t.cache.get(seq, buf)
 	if n == 0 {
-		return
+		return 0
 	}
-	hl, err := h.Unmarshal(buf[:n])
-	if err != nil {
-		return
+	hl, err := o.h.Unmarshal(buf[:n])
+	if err != nil || !d.write(&o.h, buf[hl:n], o.ext[:], time.Now().UnixNano()) {
+		return 0
 	}
-	stripExtensions(h)
-	if d.write(h, buf[hl:n]) {
-		d.t.retransmits.Add(1)
-	}
+	return n
 }

@@ -227,6 +227,25 @@ func TestBinary_adaptiveLayers(t *testing.T) {
 	small.shape(t, "")
 	lifted := settle(map[*netns]int32{small: 1280}, 30*time.Second)
 	t.Logf("300 kbit/s lifted: on 1280 after %v", lifted[small].Round(time.Millisecond))
+	// The estimates came from transport-wide feedback, and probes raised
+	// them before the moves up.
+	req, _ := http.NewRequest("GET", local+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	series := func(name string) uint64 {
+		return metricValue(t, string(body), name+"{meeting="+strconv.Quote(m.ID)+"}")
+	}
+	fb, probes, ok, copies := series("cocmd_media_twcc_feedback_total"), series("cocmd_media_probes_total"),
+		series("cocmd_media_probes_succeeded_total"), series("cocmd_media_probe_packets_total")
+	t.Logf("transport-wide feedback packets %d; probes %d, %d reached their target, %d packets sent as probes", fb, probes, ok, copies)
+	if fb == 0 || ok == 0 {
+		t.Errorf("no transport-wide feedback (%d) or no probe that succeeded (%d)", fb, ok)
+	}
 
 	// 100 kbit/s: video pauses, audio goes on.
 	middle.shape(t, "100kbit")

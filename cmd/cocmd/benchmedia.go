@@ -260,24 +260,48 @@ type mediaResult struct {
 // seqCounter follows one received track: packets and the highest extended
 // sequence number.
 type seqCounter struct {
-	count   atomic.Uint64
+	count   atomic.Uint64 // packets received once: copies (retransmissions, probes) are not counted
 	highest atomic.Uint64
 	last    atomic.Int64 // unix ns of the last packet
 	ext     uint64       // reader only
 	started bool
+	seen    [seenWindow / 64]uint64 // reader only: which of the last seenWindow sequence numbers arrived
 }
 
-func (c *seqCounter) add(seq uint16, now int64) {
-	if !c.started {
+// seenWindow is how many sequence numbers back a copy is recognised.
+const seenWindow = 4096
+
+// add counts packet seq, received at now, and reports whether it was the
+// first of its sequence number.
+func (c *seqCounter) add(seq uint16, now int64) bool {
+	c.last.Store(now)
+	var ext uint64
+	switch diff := int16(seq - uint16(c.ext)); {
+	case !c.started:
 		c.ext, c.started = uint64(seq)+1<<16, true
-	} else if diff := int16(seq - uint16(c.ext)); diff > 0 { // newer, across a wrap too
+		ext = c.ext
+	case diff > 0: // newer, across a wrap too
+		for e := c.ext + 1; e < c.ext+uint64(diff) && e < c.ext+seenWindow; e++ {
+			c.seen[e%seenWindow/64] &^= 1 << (e % 64) // not arrived yet
+		}
 		c.ext += uint64(diff)
+		ext = c.ext
+		c.seen[ext%seenWindow/64] &^= 1 << (ext % 64)
+	default:
+		ext = c.ext - uint64(-int(diff))
+		if c.ext-ext >= seenWindow {
+			return false // too old to tell
+		}
 	}
 	if c.ext > c.highest.Load() {
 		c.highest.Store(c.ext)
 	}
+	if c.seen[ext%seenWindow/64]&(1<<(ext%64)) != 0 {
+		return false
+	}
+	c.seen[ext%seenWindow/64] |= 1 << (ext % 64)
 	c.count.Add(1)
-	c.last.Store(now)
+	return true
 }
 
 // subscriber is one benchmark viewer: a real WebRTC peer (pion) in this
@@ -335,7 +359,12 @@ func (s *subscriber) run() {
 				}
 				now := time.Now().UnixNano()
 				s.first.CompareAndSwap(0, now)
-				c.add(uint16(buf[2])<<8|uint16(buf[3]), now)
+				if !c.add(uint16(buf[2])<<8|uint16(buf[3]), now) {
+					continue // a copy
+				}
+				if buf[0]&0x20 != 0 && paddingOnly(buf[:n]) {
+					continue // a probe's padding: no media
+				}
 				if !video {
 					s.audio.Add(1)
 				} else {
@@ -358,6 +387,14 @@ func (s *subscriber) run() {
 			}
 		}(ta.Track)
 	}
+}
+
+// paddingOnly reports whether RTP packet p, with its padding bit set,
+// carries nothing but padding.
+func paddingOnly(p []byte) bool {
+	var h rtp.Header
+	hl, err := h.Unmarshal(p)
+	return err == nil && len(p)-hl <= int(p[len(p)-1])
 }
 
 func (s *subscriber) snapshot() (count, highest uint64, last int64) {
