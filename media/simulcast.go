@@ -640,7 +640,7 @@ const dynacastDelay = 2 * time.Second
 func (t *Track) dynacast(now int64) {
 	t.layersMu.Lock()
 	changed := false
-	var active []string
+	active := []string{} // never null on the wire: none is an empty list
 	for _, l := range t.layers {
 		needed := now-l.neededAt.Load() < int64(dynacastDelay)
 		if l.neededAt.Load() == 0 { // never chosen yet: the first subscriber comes

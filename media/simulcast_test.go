@@ -2,6 +2,7 @@ package media
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"strings"
 	"testing"
@@ -447,5 +448,25 @@ func TestRewriter_padding(t *testing.T) {
 	fresh.rewrite(&h, &d, p, now)
 	if h.SequenceNumber != seq+1 {
 		t.Errorf("the first packet after padding alone: %d, want %d", h.SequenceNumber, seq+1)
+	}
+}
+
+// With no layer needed, the publisher is told an empty list, never null:
+// the browser SDK reads it as a list.
+func TestDynacast_noneNeededIsAnEmptyList(t *testing.T) {
+	var told []byte
+	now := time.Now().UnixNano()
+	tr := &Track{simulcast: true, since: now - int64(time.Minute), source: protocol.SourceCamera,
+		sess: &Session{signal: func(_ string, data any) { told, _ = json.Marshal(data) }}}
+	for i, rid := range []string{"q", "h"} {
+		l := &layer{idx: i, rid: rid}
+		l.width.Store(320)
+		l.neededAt.Store(now - int64(time.Minute))
+		l.lastAt.Store(now)
+		tr.layers = append(tr.layers, l)
+	}
+	tr.dynacast(now)
+	if !strings.Contains(string(told), `"active":[]`) {
+		t.Fatalf("told %s, want an empty active list", told)
 	}
 }

@@ -84,6 +84,14 @@ after(async () => {
 
 async function page(link, name) {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
+  // Every peer connection the SDK makes is kept, for its stats.
+  await ctx.addInitScript(() => {
+    const Orig = window.RTCPeerConnection;
+    window.__pcs = [];
+    window.RTCPeerConnection = class extends Orig {
+      constructor(cfg) { super(cfg); window.__pcs.push(this); }
+    };
+  });
   const p = await ctx.newPage();
   p.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
   p.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') console.error(`[${name}] ${m.type()}: ${m.text()}`); });
@@ -203,8 +211,37 @@ test('the webinar story in three browsers', async (t) => {
     await new Promise((r) => setTimeout(r, 1500));
     const h2 = await framesDecoded(pb, a.user_id);
     assert.ok(h2 - h1 <= 2, `a hidden tile decoded ${h2 - h1} frames in 1.5 s`);
-    await pb.evaluate((uid) => { document.querySelector(`#stage .tile[data-user="${uid}"]`).style.display = ''; }, a.user_id);
+    // Dynacast: hidden at the host too, nobody receives A's video, and
+    // A's browser stops encoding it (told by the server, media.layers);
+    // shown again, it encodes again.
+    await host.evaluate((uid) => { document.querySelector(`#stage .tile[data-user="${uid}"]`).style.display = 'none'; }, a.user_id);
+    const simulcastSent = () => pa.evaluate(async () => {
+      let bytes = 0;
+      const active = [];
+      for (const pc of window.__pcs) {
+        if (pc.connectionState === 'closed') continue;
+        for (const s of (await pc.getStats()).values()) if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) bytes += s.bytesSent;
+        for (const snd of pc.getSenders()) for (const e of snd.getParameters().encodings || []) if (e.rid && e.active) active.push(e.rid);
+      }
+      return { bytes, active };
+    });
+    const paused = await eventually('A\'s layers paused once nobody receives them', async () => { const r = await simulcastSent(); return r.active.length === 0 && r; });
+    await new Promise((r) => setTimeout(r, 1500));
+    const later = await simulcastSent();
+    assert.ok(later.bytes - paused.bytes < 5000, `A's browser sent ${later.bytes - paused.bytes} bytes of video in 1.5 s with every layer paused`);
+    const pausedMetric = Number((await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${apiKey}` } })).text())
+      .match(new RegExp(`cocmd_media_simulcast_layers_paused\\{meeting="${demo.meeting_id}"\\} (\\d+)`))?.[1] || 0);
+    assert.ok(pausedMetric >= 2, `paused layers in the metrics: ${pausedMetric}`);
+    for (const p of [pb, host]) await p.evaluate((uid) => { document.querySelector(`#stage .tile[data-user="${uid}"]`).style.display = ''; }, a.user_id);
     await eventually('B decoding A again once shown', async () => (await framesDecoded(pb, a.user_id)) > h2 + 10);
+    const resumed = await simulcastSent();
+    assert.ok(resumed.active.length > 0, 'A encodes no layer after being shown again');
+    console.log(`dynacast: every layer of A's paused with its video hidden everywhere (${later.bytes - paused.bytes} bytes sent in 1.5 s; ${pausedMetric} layers paused in the meeting), ${resumed.active.join(',')} active again once shown`);
+    // The viewers' browsers send transport-wide feedback, from which
+    // the server estimates their links.
+    const fb = Number((await (await fetch(`${base}/metrics`, { headers: { Authorization: `Bearer ${apiKey}` } })).text())
+      .match(new RegExp(`cocmd_media_twcc_feedback_total\\{meeting="${demo.meeting_id}"\\} (\\d+)`))?.[1] || 0);
+    assert.ok(fb > 0, 'no transport-wide feedback from the browsers');
     await checkA11y(pa, 'viewer, on stage');
     await checkA11y(host, 'host, a viewer on stage');
     await shot(host, 'host-view');

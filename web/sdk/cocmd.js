@@ -1145,7 +1145,7 @@ class Media {
       const tr = pc?.getTransceivers().find((t) => t.mid && this.#pubSources[t.mid] === d.source);
       if (!tr) return;
       const params = tr.sender.getParameters();
-      for (const e of params.encodings || []) if (e.rid) e.active = d.active.includes(e.rid);
+      for (const e of params.encodings || []) if (e.rid) e.active = (d.active || []).includes(e.rid);
       tr.sender.setParameters(params).catch((e) => log.warn('cocmd: pausing simulcast layers', e));
       return;
     }
