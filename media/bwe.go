@@ -4,8 +4,6 @@ import (
 	"math"
 	"sync"
 	"time"
-
-	"github.com/pion/rtcp"
 )
 
 // A subscriber connection's bandwidth estimate. With transport-wide
@@ -173,11 +171,12 @@ func (e *estimator) increase(now time.Time, capped bool) {
 	}
 }
 
-// feedback takes a transport-wide feedback packet received at now.
+// feedback takes a transport-wide feedback packet (one RTCP packet, as
+// received) received at now.
 // Malformed, duplicate, stale or absurd feedback changes nothing it cannot
 // make sense of: what does not match a packet sent is skipped, arrival
 // times that jump restart the delay measurement.
-func (e *estimator) feedback(fb *rtcp.TransportLayerCC, now time.Time) {
+func (e *estimator) feedback(fb []byte, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.hist == nil {
@@ -326,6 +325,7 @@ func (p *probeState) add(sent, arr int64, size int, arrived bool) {
 	}
 	if p.recvd == 0 {
 		p.firstArr, p.firstSent = arr, sent
+		p.lastArr, p.lastSent = arr, sent
 	} else {
 		p.bytes += size
 	}

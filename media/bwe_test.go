@@ -1,13 +1,13 @@
 package media
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/pion/interceptor/pkg/twcc"
-	"github.com/pion/rtcp"
 )
 
 // link is a bottleneck between the SFU and a subscriber: a rate, a FIFO
@@ -80,15 +80,10 @@ func (l *link) feedback() {
 		if err != nil {
 			l.t.Fatal(err)
 		}
-		pkts, err := rtcp.Unmarshal(raw)
-		if err != nil {
-			l.t.Fatal(err)
+		if !isTWCC(raw) {
+			l.t.Fatalf("the recorder's feedback is not told apart: % x", raw[:4])
 		}
-		for _, p := range pkts {
-			if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-				l.e.feedback(fb, l.now)
-			}
-		}
+		l.e.feedback(raw, l.now)
 	}
 }
 
@@ -188,6 +183,29 @@ func TestEstimator_probe(t *testing.T) {
 	}
 }
 
+// tcc builds transport-wide feedback in the wire format: chunks as they
+// are on the wire, deltas as bytes.
+func tcc(base, count uint16, ref int32, chunks []uint16, deltas []byte) []byte {
+	b := make([]byte, 20, 20+2*len(chunks)+len(deltas)+3)
+	b[0], b[1] = 0x80|15, 205
+	binary.BigEndian.PutUint32(b[4:], 1)
+	binary.BigEndian.PutUint32(b[8:], 2)
+	binary.BigEndian.PutUint16(b[12:], base)
+	binary.BigEndian.PutUint16(b[14:], count)
+	binary.BigEndian.PutUint32(b[16:], uint32(ref)<<8)
+	for _, c := range chunks {
+		b = binary.BigEndian.AppendUint16(b, c)
+	}
+	b = append(b, deltas...)
+	if pad := (4 - len(b)%4) % 4; pad > 0 {
+		b[0] |= 0x20 // padded
+		b = append(b, make([]byte, pad)...)
+		b[len(b)-1] = byte(pad)
+	}
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)/4-1))
+	return b
+}
+
 // Feedback that is malformed, duplicated, from the future or absurd:
 // nothing crashes, the estimate stays in bounds and does not run away
 // above what was sent.
@@ -196,32 +214,34 @@ func TestEstimator_badFeedback(t *testing.T) {
 	l.run(500_000, time.Second, nil)
 	rng := rand.New(rand.NewPCG(1, 2))
 	next := uint16(l.hist.next.Load())
-	bad := []*rtcp.TransportLayerCC{
-		{}, // empty
-		{BaseSequenceNumber: next - 10, PacketStatusCount: 10, // statuses with no deltas
-			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: tccSmallDelta, RunLength: 10}}},
-		{BaseSequenceNumber: next - 40, PacketStatusCount: 65535, ReferenceTime: 1 << 23, // count beyond the chunks, a clock far ahead
-			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: tccLargeDelta, RunLength: 8191}},
-			RecvDeltas:   []*rtcp.RecvDelta{{Type: tccLargeDelta, Delta: 8_191_750}, {Type: tccLargeDelta, Delta: -8_192_000}, nil}},
-		{BaseSequenceNumber: next + 1000, PacketStatusCount: 14, // packets never sent
-			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeOneBit, SymbolList: make([]uint16, 14)}}},
-		{BaseSequenceNumber: next - 20, PacketStatusCount: 7, // every arrival at once: an absurd rate
-			PacketChunks: []rtcp.PacketStatusChunk{&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeTwoBit, SymbolList: []uint16{1, 1, 1, 1, 1, 1, 3}}},
-			RecvDeltas:   []*rtcp.RecvDelta{{Type: 1}, {Type: 1}, {Type: 1}, {Type: 1}, {Type: 1}, {Type: 1}}},
-		{PacketChunks: []rtcp.PacketStatusChunk{nil}, PacketStatusCount: 3},
+	const smallRun, largeRun = 1 << 13, 2 << 13 // run-length chunks of received packets
+	valid := tcc(next-10, 3, 5, []uint16{smallRun | 3}, []byte{4, 4, 4})
+	bad := [][]byte{
+		{},         // nothing
+		valid[:19], // cut in the header
+		valid[:22], // statuses without deltas
+		tcc(next-10, 10, 5, // statuses without deltas, length and all
+			[]uint16{smallRun | 10}, nil),
+		tcc(next-40, 65535, 1<<23-1, // a count beyond the chunks, a clock far ahead, deltas of ±8 s
+			[]uint16{largeRun | 8191}, []byte{0x7f, 0xff, 0x80, 0x00}),
+		tcc(next+1000, 14, 5, []uint16{0x8000 | 0x3fff}, make([]byte, 14)), // packets never sent
+		tcc(next-20, 7, 5, []uint16{0xc000 | 0x1555}, make([]byte, 7)),     // every arrival at once: an absurd rate
+		tcc(next-20, 100, 5, []uint16{0}, nil),                             // an empty run: the count never covered
 	}
-	for i := range 200 {
-		fb := bad[i%len(bad)]
-		if i >= len(bad) { // and random ones
-			fb = &rtcp.TransportLayerCC{BaseSequenceNumber: next - uint16(rng.IntN(2000)), PacketStatusCount: uint16(rng.IntN(300)),
-				ReferenceTime: rng.Uint32() & 0xffffff,
-				PacketChunks:  []rtcp.PacketStatusChunk{&rtcp.RunLengthChunk{PacketStatusSymbol: uint16(rng.IntN(4)), RunLength: uint16(rng.IntN(300))}}}
-			for range rng.IntN(300) {
-				fb.RecvDeltas = append(fb.RecvDeltas, &rtcp.RecvDelta{Type: tccLargeDelta, Delta: rng.Int64N(16_000_000) - 8_000_000})
+	for i := range 300 {
+		var fb []byte
+		if i < len(bad) {
+			fb = bad[i]
+		} else { // and random ones, valid in form
+			chunks := []uint16{uint16(rng.IntN(4))<<13 | uint16(rng.IntN(300))}
+			deltas := make([]byte, rng.IntN(600))
+			for k := range deltas {
+				deltas[k] = byte(rng.Uint32())
 			}
+			fb = tcc(next-uint16(rng.IntN(2000)), uint16(rng.IntN(300)), rng.Int32N(1<<23), chunks, deltas)
 		}
 		l.e.feedback(fb, l.now)
-		l.run(500_000, 50*time.Millisecond, nil)
+		l.run(500_000, 20*time.Millisecond, nil)
 	}
 	got := l.e.estimate()
 	if math.IsNaN(got) || got < minEstimate || got > 1.5*l.e.sentBps(l.now)*1.2+headroomBps {
@@ -232,20 +252,17 @@ func TestEstimator_badFeedback(t *testing.T) {
 // Feedback read packet by packet: run-length and status vector chunks,
 // one- and two-bit symbols, small and large deltas; whole or not.
 func TestWalkFeedback(t *testing.T) {
-	fb := &rtcp.TransportLayerCC{BaseSequenceNumber: 65534, PacketStatusCount: 5, ReferenceTime: 2,
-		PacketChunks: []rtcp.PacketStatusChunk{
-			&rtcp.RunLengthChunk{PacketStatusSymbol: tccSmallDelta, RunLength: 2},
-			&rtcp.StatusVectorChunk{SymbolSize: rtcp.TypeTCCSymbolSizeOneBit, SymbolList: []uint16{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}},
-		},
-		RecvDeltas: []*rtcp.RecvDelta{{Type: tccSmallDelta, Delta: 250}, {Type: tccSmallDelta, Delta: 500}, {Type: tccSmallDelta, Delta: 1000}},
-	}
+	raw := tcc(65534, 5, 2, []uint16{
+		1<<13 | 2,       // a run of 2 received, small deltas
+		0x8000 | 0x1000, // 1-bit symbols: lost, received, lost (...)
+	}, []byte{1, 2, 4}) // 250, 500 and 1,000 µs
 	type pkt struct {
 		seq     uint16
 		arr     int64
 		arrived bool
 	}
 	var got []pkt
-	whole := walkFeedback(fb, func(seq uint16, arr int64, arrived bool) { got = append(got, pkt{seq, arr, arrived}) })
+	whole := walkFeedback(raw, func(seq uint16, arr int64, arrived bool) { got = append(got, pkt{seq, arr, arrived}) })
 	want := []pkt{{65534, 128_250, true}, {65535, 128_750, true}, {0, 0, false}, {1, 129_750, true}, {2, 0, false}}
 	if !whole || len(got) != len(want) {
 		t.Fatalf("whole %v, packets %v", whole, got)
@@ -255,9 +272,17 @@ func TestWalkFeedback(t *testing.T) {
 			t.Errorf("packet %d: %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	fb.RecvDeltas = fb.RecvDeltas[:2] // a received packet without its delta
+	// 2-bit symbols, a large (negative) delta.
+	raw = tcc(10, 2, 0, []uint16{0xc000 | 2<<12 | 1<<10}, []byte{0xff, 0xfc, 8})
 	got = got[:0]
-	if walkFeedback(fb, func(seq uint16, arr int64, arrived bool) { got = append(got, pkt{seq, arr, arrived}) }) || len(got) != 3 {
+	if !walkFeedback(raw, func(seq uint16, arr int64, arrived bool) { got = append(got, pkt{seq, arr, arrived}) }) ||
+		len(got) != 2 || got[0] != (pkt{10, -1000, true}) || got[1] != (pkt{11, 1000, true}) {
+		t.Errorf("2-bit symbols: %v", got)
+	}
+	// Feedback cut short: read up to where it ends, not whole.
+	cut := tcc(65534, 5, 2, []uint16{1<<13 | 2, 0x8000 | 0x1000}, []byte{1, 2})
+	got = got[:0]
+	if walkFeedback(cut, func(seq uint16, arr int64, arrived bool) { got = append(got, pkt{seq, arr, arrived}) }) || len(got) != 3 {
 		t.Errorf("short of deltas: whole, or read past them: %v", got)
 	}
 }
@@ -275,11 +300,8 @@ func FuzzFeedback(f *testing.F) {
 		raw, _ := p.Marshal()
 		f.Add(raw)
 	}
+	f.Add(tcc(100, 20, 5, []uint16{1<<13 | 20}, make([]byte, 20)))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		pkts, err := rtcp.Unmarshal(raw)
-		if err != nil {
-			return
-		}
 		e := newEstimator(initialEstimate)
 		h := &sendHistory{}
 		e.useTWCC(h)
@@ -287,11 +309,8 @@ func FuzzFeedback(f *testing.F) {
 		for i := range 200 {
 			h.add(1000, now.Add(time.Duration(i)*time.Millisecond).UnixNano())
 		}
-		for _, p := range pkts {
-			if fb, ok := p.(*rtcp.TransportLayerCC); ok {
-				e.feedback(fb, now.Add(time.Second))
-			}
-		}
+		e.feedback(raw, now.Add(time.Second))
+		e.feedback(raw, now.Add(2*time.Second))
 		if got := e.estimate(); math.IsNaN(got) || got < minEstimate || got > maxEstimate {
 			t.Fatalf("estimate %v", got)
 		}

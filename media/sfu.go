@@ -221,20 +221,28 @@ func mediaEngine() (*webrtc.MediaEngine, error) {
 	return m, nil
 }
 
-// interceptors: NACKs for what publishers' packets lose on the way in,
-// receiver reports to publishers, sender reports to subscribers. NACKs
-// from subscribers are answered by the SFU's own per-track cache, not by a
-// cache per subscriber.
-func interceptors(twccFeedback bool) (*interceptor.Registry, error) {
+// interceptors returns the interceptors of publisher connections
+// (publisher) or of subscriber connections. Publishers' connections
+// receive: NACKs for what their packets lose on the way in, receiver
+// reports and transport-wide congestion control feedback to the
+// publisher (a goroutine per connection, so on publishers' connections
+// only). Subscribers' connections send: sender reports. Nothing else reads
+// a subscriber's RTCP on the way in, so the SFU reads it raw
+// (downTrack.readRTCP); NACKs from subscribers are answered by the SFU's
+// own per-track cache, not by a cache per subscriber.
+func interceptors(publisher bool) (*interceptor.Registry, error) {
 	ir := &interceptor.Registry{}
-	if twccFeedback {
-		// Transport-wide congestion control feedback to publishers (a
-		// goroutine per connection, so on publishers' connections only).
-		fb, err := twcc.NewSenderInterceptor()
+	if !publisher {
+		sr, err := report.NewSenderInterceptor()
 		if err != nil {
 			return nil, err
 		}
-		ir.Add(fb)
+		ir.Add(sr)
+		return ir, nil
+	}
+	fb, err := twcc.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
 	}
 	gen, err := nack.NewGeneratorInterceptor()
 	if err != nil {
@@ -244,13 +252,9 @@ func interceptors(twccFeedback bool) (*interceptor.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	sr, err := report.NewSenderInterceptor()
-	if err != nil {
-		return nil, err
-	}
+	ir.Add(fb)
 	ir.Add(gen)
 	ir.Add(rr)
-	ir.Add(sr)
 	return ir, nil
 }
 

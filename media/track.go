@@ -1,6 +1,7 @@
 package media
 
 import (
+	"encoding/binary"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -391,42 +392,64 @@ const rtpHeaderSize = 12
 // forwarded to the publisher on PLI and FIR.
 func (d *downTrack) readRTCP() {
 	var o outBuf
+	buf := make([]byte, maxPacket)
 	for {
-		pkts, _, err := d.sender.ReadRTCP()
+		n, _, err := d.sender.Read(buf)
 		if err != nil {
 			return
 		}
-		for _, p := range pkts {
-			switch p := p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				if d.sim != nil {
-					d.t.requestLayerKeyframe(d.t.layer(max(d.sim.cur.Load(), d.sim.target.Load())))
-				} else {
-					d.t.requestKeyframe()
-				}
-			case *rtcp.TransportLayerCC:
+		// A compound packet: transport-wide feedback, the most frequent,
+		// is read in place; the rest through pion's parser.
+		for b := buf[:n]; len(b) >= 4; {
+			size := (int(binary.BigEndian.Uint16(b[2:4])) + 1) * 4
+			if size > len(b) {
+				break
+			}
+			p := b[:size]
+			b = b[size:]
+			if isTWCC(p) {
 				if d.sess != nil {
 					d.sess.bwe.feedback(p, time.Now())
 				}
-			case *rtcp.ReceiverReport:
-				if d.sess != nil {
-					now := time.Now()
-					for _, r := range p.Reports {
-						d.sess.bwe.report(r.FractionLost, now)
-					}
+				continue
+			}
+			pkts, err := rtcp.Unmarshal(p)
+			if err != nil {
+				continue
+			}
+			d.handleRTCP(pkts, &o)
+		}
+	}
+}
+
+// handleRTCP serves RTCP packets other than transport-wide feedback.
+func (d *downTrack) handleRTCP(pkts []rtcp.Packet, o *outBuf) {
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+			if d.sim != nil {
+				d.t.requestLayerKeyframe(d.t.layer(max(d.sim.cur.Load(), d.sim.target.Load())))
+			} else {
+				d.t.requestKeyframe()
+			}
+		case *rtcp.ReceiverReport:
+			if d.sess != nil {
+				now := time.Now()
+				for _, r := range p.Reports {
+					d.sess.bwe.report(r.FractionLost, now)
 				}
-			case *rtcp.TransportLayerNack:
-				for _, pair := range p.Nacks {
-					for _, seq := range pair.PacketList() {
-						var n int
-						if d.sim != nil {
-							n = d.resendLayer(seq, &o)
-						} else {
-							n = d.resend(seq, &o)
-						}
-						if n > 0 {
-							d.t.retransmits.Add(1)
-						}
+			}
+		case *rtcp.TransportLayerNack:
+			for _, pair := range p.Nacks {
+				for _, seq := range pair.PacketList() {
+					var n int
+					if d.sim != nil {
+						n = d.resendLayer(seq, o)
+					} else {
+						n = d.resend(seq, o)
+					}
+					if n > 0 {
+						d.t.retransmits.Add(1)
 					}
 				}
 			}

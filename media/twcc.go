@@ -72,58 +72,97 @@ const (
 	tccLargeDelta  = rtcp.TypeTCCPacketReceivedLargeDelta
 )
 
-// walkFeedback calls f for every packet fb reports, in order: its
-// transport-wide sequence number and, if it arrived, its arrival time in
-// µs on the receiver's clock (arrived false: reported lost). Feedback
-// whose deltas run out before its statuses do, or whose chunks claim more
-// packets than its count, is read as far as it makes sense and no
-// further; it reports whether it was whole.
-func walkFeedback(fb *rtcp.TransportLayerCC, f func(seq uint16, arrival int64, arrived bool)) bool {
-	seq := fb.BaseSequenceNumber
-	left := int(fb.PacketStatusCount)
-	arrival := int64(fb.ReferenceTime) * 64_000 // 64 ms units
-	deltas := fb.RecvDeltas
-	status := func(s uint16) bool {
-		if left == 0 {
-			return false
-		}
-		left--
-		switch s {
-		case tccSmallDelta, tccLargeDelta:
-			if len(deltas) == 0 || deltas[0] == nil {
-				return false
-			}
-			arrival += deltas[0].Delta
-			deltas = deltas[1:]
-			f(seq, arrival, true)
-		default: // not received, or the reserved symbol
-			f(seq, 0, false)
-		}
-		seq++
-		return true
+// isTWCC reports whether RTCP packet p (one of a compound packet) is
+// transport-wide feedback: transport layer feedback (205), format 15.
+func isTWCC(p []byte) bool { return len(p) >= 4 && p[1] == 205 && p[0]&0x1f == 15 }
+
+// walkFeedback calls f for every packet transport-wide feedback fb (one
+// RTCP packet, as received) reports, in order: its transport-wide
+// sequence number and, if it arrived, its arrival time in µs on the
+// receiver's clock (arrived false: reported lost). It reads the wire
+// format itself, allocating nothing: feedback comes from every subscriber
+// ten or more times a second. Feedback that ends before its statuses or
+// deltas do is read as far as it makes sense and no further; it reports
+// whether it was whole.
+func walkFeedback(fb []byte, f func(seq uint16, arrival int64, arrived bool)) bool {
+	const head = 20 // header, two SSRCs, base, count, reference time, feedback count
+	if len(fb) < head {
+		return false
 	}
-	for _, c := range fb.PacketChunks {
-		switch c := c.(type) {
-		case *rtcp.RunLengthChunk:
-			for range c.RunLength {
-				if !status(c.PacketStatusSymbol) {
-					return left == 0 && len(deltas) == 0
-				}
-			}
-		case *rtcp.StatusVectorChunk:
-			for _, s := range c.SymbolList {
-				if c.SymbolSize == rtcp.TypeTCCSymbolSizeOneBit && s == 1 {
-					s = tccSmallDelta
-				}
-				if !status(s) {
-					// The last chunk may hold statuses past the count:
-					// not an error.
-					return left == 0 && len(deltas) == 0
-				}
-			}
-		default:
-			return false
+	if n := (int(binary.BigEndian.Uint16(fb[2:4])) + 1) * 4; n <= len(fb) {
+		fb = fb[:n]
+	}
+	if fb[0]&0x20 != 0 { // padded: the last byte says how much
+		if pad := int(fb[len(fb)-1]); pad > 0 && pad <= len(fb)-head {
+			fb = fb[:len(fb)-pad]
 		}
 	}
-	return left == 0 && len(deltas) == 0
+	if len(fb) < head {
+		return false
+	}
+	seq := binary.BigEndian.Uint16(fb[12:14])
+	count := int(binary.BigEndian.Uint16(fb[14:16]))
+	ref := int64(binary.BigEndian.Uint32(fb[16:20]) >> 8) // 24 bits
+	// The chunks first, to find where the deltas start.
+	chunks := fb[head:]
+	nchunks := 0
+	for covered := 0; covered < count; nchunks++ {
+		if 2*nchunks+2 > len(chunks) {
+			return false
+		}
+		covered += chunkLen(binary.BigEndian.Uint16(chunks[2*nchunks:]))
+	}
+	deltas := chunks[2*nchunks:]
+	arrival := ref * 64_000 // 64 ms units
+	left := count
+	for i := range nchunks {
+		c := binary.BigEndian.Uint16(chunks[2*i:])
+		for k := range min(chunkLen(c), left) {
+			left--
+			switch chunkSymbol(c, k) {
+			case tccSmallDelta:
+				if len(deltas) < 1 {
+					return false
+				}
+				arrival += int64(deltas[0]) * 250
+				deltas = deltas[1:]
+				f(seq, arrival, true)
+			case tccLargeDelta:
+				if len(deltas) < 2 {
+					return false
+				}
+				arrival += int64(int16(binary.BigEndian.Uint16(deltas))) * 250
+				deltas = deltas[2:]
+				f(seq, arrival, true)
+			default: // not received, or the reserved symbol
+				f(seq, 0, false)
+			}
+			seq++
+		}
+	}
+	return true
+}
+
+// chunkLen is how many statuses packet status chunk c holds.
+func chunkLen(c uint16) int {
+	switch {
+	case c&0x8000 == 0: // run length
+		return int(c & 0x1fff)
+	case c&0x4000 == 0: // status vector of 1-bit symbols
+		return 14
+	default: // of 2-bit symbols
+		return 7
+	}
+}
+
+// chunkSymbol is status k of chunk c.
+func chunkSymbol(c uint16, k int) uint16 {
+	switch {
+	case c&0x8000 == 0:
+		return c >> 13 & 3
+	case c&0x4000 == 0:
+		return c >> (13 - k) & 1 // 1: received, small delta
+	default:
+		return c >> (12 - 2*k) & 3
+	}
 }
