@@ -33,9 +33,9 @@ import (
 //
 // Why not pion's GCC interceptor: its pacer and per-packet bookkeeping run
 // on every forwarded packet with a goroutine per connection, and it does
-// not probe. Here the forwarding path pays an atomic add, a clock read and
-// two stores per packet (sendHistory), and the estimate is computed where
-// the feedback is read.
+// not probe. Here the forwarding path pays an atomic add and a store per
+// packet (sendHistory), and the estimate is computed where the feedback is
+// read.
 const (
 	initialEstimate = 600_000    // bits/s: enough for a small and a middle layer
 	minEstimate     = 30_000     // bits/s
@@ -189,11 +189,12 @@ func (e *estimator) feedback(fb []byte, now time.Time) {
 	if e.lossAt.IsZero() {
 		e.lossAt = now
 	}
+	nowNs := now.UnixNano()
 	walkFeedback(fb, func(seq uint16, arr int64, arrived bool) {
 		if e.started && int16(seq-e.highest) <= 0 {
 			return // reported already
 		}
-		sent, size, ok := e.hist.lookup(seq)
+		sent, size, ok := e.hist.lookup(seq, nowNs)
 		if !ok {
 			return // never sent, or long ago
 		}
@@ -389,12 +390,13 @@ func (e *estimator) sentBpsLocked(now time.Time) float64 {
 	if e.hist == nil {
 		return 0
 	}
-	from := now.Add(-500 * time.Millisecond).UnixNano()
+	nowNs := now.UnixNano()
+	from := nowNs - int64(500*time.Millisecond)
 	bytes := 0
 	for i := range e.hist.slots {
-		s := &e.hist.slots[i]
-		if s.at.Load() >= from {
-			bytes += int(s.meta.Load() & 0xffff)
+		v := e.hist.slots[i].Load()
+		if v != 0 && sentAt(uint32(v), nowNs) >= from {
+			bytes += int(v >> 32 & 0xffff)
 		}
 	}
 	return float64(bytes) * 8 / 0.5

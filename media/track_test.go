@@ -161,9 +161,8 @@ func BenchmarkTrack_handle200(b *testing.B) {
 // packet forwarded (a number, a clock read, the send history).
 func BenchmarkTrack_handle200TWCC(b *testing.B) {
 	tr, downs, _ := testTrack(200)
-	hist := &sendHistory{}
-	for _, d := range downs {
-		d.b.Store(&binding{ssrc: 1, pt: 96, ws: discard{}, twcc: 3, hist: hist})
+	for _, d := range downs { // a connection each, as in a meeting
+		d.b.Store(&binding{ssrc: 1, pt: 96, ws: discard{}, twcc: 3, hist: &sendHistory{}})
 	}
 	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SSRC: 42}, Payload: make([]byte, 1100)}
 	buf, _ := p.Marshal()

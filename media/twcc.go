@@ -14,45 +14,46 @@ import (
 // carries a transport-wide sequence number, its send time and size are
 // kept (sendHistory), and the subscriber's feedback, which says when each
 // arrived, feeds its estimator (bwe.go). The cost per forwarded packet is
-// an atomic add, a clock read and two atomic stores: no pacer, no
-// goroutine, no allocation.
+// an atomic add and an atomic store: no pacer, no goroutine, no
+// allocation.
 
 // historySize is how many sent packets a subscriber connection remembers
-// for its feedback: over 2 s at 450 packets a second (four cameras of
-// three layers and their audio), while feedback comes every 50–100 ms.
-const historySize = 1024
+// for its feedback: over a second at 450 packets a second (four cameras of
+// three layers and their audio), while feedback comes every 50–250 ms.
+const historySize = 512
 
 // sendHistory numbers a subscriber connection's packets and remembers when
-// each was sent and how large it was. Any goroutine may add; one reads
-// (under estimator.mu). A slot is reused historySize packets later: a
-// lookup checks that the slot still holds the sequence number asked for.
+// each was sent and how large it was, in one word a packet: 4 KB a
+// connection, one store a packet. Any goroutine may add; one reads (under
+// estimator.mu). A slot is reused historySize packets later: a lookup
+// checks that the slot still holds the sequence number asked for.
 type sendHistory struct {
 	next  atomic.Uint32
-	slots [historySize]struct {
-		meta atomic.Uint32 // seq<<16 | size (bytes, at most 65535)
-		at   atomic.Int64  // unix ns
-	}
+	slots [historySize]atomic.Uint64 // seq<<48 | size<<32 | sent time in µs, the low 32 bits
 }
 
 // add numbers a packet of size bytes sent at now (unix ns).
 func (h *sendHistory) add(size int, now int64) uint16 {
 	seq := uint16(h.next.Add(1) - 1)
-	s := &h.slots[seq%historySize]
-	s.at.Store(now)
-	s.meta.Store(uint32(seq)<<16 | uint32(min(size, 0xffff)))
+	h.slots[seq%historySize].Store(uint64(seq)<<48 | uint64(min(size, 0xffff))<<32 | uint64(uint32(now/1000)))
 	return seq
 }
 
-// lookup returns when packet seq was sent and its size, if it is still
-// remembered.
-func (h *sendHistory) lookup(seq uint16) (at int64, size int, ok bool) {
-	s := &h.slots[seq%historySize]
-	at = s.at.Load()
-	m := s.meta.Load()
-	if uint16(m>>16) != seq || at == 0 {
+// lookup returns when packet seq was sent (unix ns, as close to now as
+// the 32-bit µs clock of the slot allows: within 71 minutes) and its
+// size, if it is still remembered.
+func (h *sendHistory) lookup(seq uint16, now int64) (at int64, size int, ok bool) {
+	v := h.slots[seq%historySize].Load()
+	if v == 0 || uint16(v>>48) != seq {
 		return 0, 0, false
 	}
-	return at, int(m & 0xffff), true
+	return sentAt(uint32(v), now), int(v >> 32 & 0xffff), true
+}
+
+// sentAt widens a slot's 32-bit µs clock to unix ns, taking the time
+// nearest now.
+func sentAt(us uint32, now int64) int64 {
+	return now + int64(int32(us-uint32(now/1000)))*1000
 }
 
 // setTransportSeq puts a transport-wide sequence number in h under
