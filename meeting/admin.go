@@ -74,8 +74,13 @@ func (r *Registry) SetPreset(ctx context.Context, meetingID, pid, preset string)
 		if err != nil {
 			return err
 		}
-		if err := r.store.SetParticipantPreset(ctx, meetingID, pid, preset, m.statuses(o)); err != nil {
+		sp, _ := m.st.Participant(pid)
+		seq := m.seq
+		events := append([]store.Event{m.logEvent(EventPresetChanged, byAPI, sp.ID, sp.UserID,
+			presetChange{From: m.presets[pid], To: preset})}, m.stageEvents(o, byAPI)...)
+		if err := r.store.SetParticipantPreset(ctx, meetingID, pid, preset, m.statuses(o), events); err != nil {
 			m.st.Revert(o)
+			m.seq = seq
 			return storeError(err)
 		}
 		m.presets[pid] = preset
@@ -120,7 +125,7 @@ func (m *Meeting) presetChanged(pid string, p stage.Preset) {
 	if err != nil {
 		return
 	}
-	if err := m.save(o); err != nil {
+	if err := m.save(o, byAPI); err != nil {
 		m.later(func() { m.presetChanged(pid, p) }) // tried again until the store takes it
 		return
 	}
@@ -135,10 +140,18 @@ func (r *Registry) RemoveParticipant(ctx context.Context, meetingID, pid string)
 		if !ok {
 			return stage.Errorf(stage.ErrNotFound, "participant "+pid+" not found")
 		}
-		if err := r.store.RemoveParticipant(ctx, meetingID, pid); err != nil {
+		o, err := m.st.Remove(pid)
+		if err != nil {
+			return err
+		}
+		// Its row, statuses included, goes with the log entries.
+		seq := m.seq
+		events := append(m.stageEvents(o, byAPI), m.logEvent(EventParticipantRemoved, byAPI, p.ID, p.UserID, struct{}{}))
+		if err := r.store.RemoveParticipant(ctx, meetingID, pid, events); err != nil {
+			m.st.Revert(o)
+			m.seq = seq
 			return storeError(err)
 		}
-		o, _ := m.st.Remove(pid) // its row, statuses included, is gone
 		m.publish(o)
 		m.tellMedia(pid)
 		if c := m.conns[pid]; c != nil {
@@ -165,7 +178,9 @@ func (r *Registry) UpdateMeeting(ctx context.Context, meetingID string, fn func(
 		if err := fn(&info); err != nil {
 			return err
 		}
-		if err := r.store.UpdateMeeting(ctx, info); err != nil {
+		ev := m.logEvent(EventMeetingUpdated, byAPI, "", "", meetingSettings(info))
+		if err := r.store.UpdateMeeting(ctx, info, []store.Event{ev}); err != nil {
+			m.seq--
 			return storeError(err)
 		}
 		m.info = info
@@ -187,7 +202,9 @@ func (r *Registry) EndMeeting(ctx context.Context, meetingID string) (store.Meet
 	err := r.do(ctx, meetingID, func(m *Meeting) error {
 		info = m.info
 		info.EndedAt = r.now().UTC().Truncate(time.Millisecond)
-		if err := r.store.UpdateMeeting(ctx, info); err != nil {
+		ev := m.logEvent(EventMeetingEnded, byAPI, "", "", struct{}{})
+		if err := r.store.UpdateMeeting(ctx, info, []store.Event{ev}); err != nil {
+			m.seq--
 			return storeError(err)
 		}
 		m.info = info

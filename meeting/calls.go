@@ -108,7 +108,7 @@ func (c *Client) self(ctx context.Context, rule selfRule) (stage.Status, error) 
 		if err != nil {
 			return err
 		}
-		if err := m.commit(o); err != nil {
+		if err := m.commit(o, byParticipant(c.ParticipantID)); err != nil {
 			return err
 		}
 		p, _ := m.st.Participant(c.ParticipantID)
@@ -143,7 +143,11 @@ func (m *Meeting) moderate(caller string, userIDs []string, rule batchRule) ([]s
 	if err != nil {
 		return nil, err
 	}
-	if err := m.commit(o); err != nil {
+	by := byParticipant(caller)
+	if caller == stage.System {
+		by = byAPI
+	}
+	if err := m.commit(o, by); err != nil {
 		return nil, err
 	}
 	return o.Results, nil

@@ -40,7 +40,7 @@ func BenchmarkStageCommands(b *testing.B) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for i := range meetings {
 		mid := fmt.Sprint("mtg_", i)
-		if err := db.CreateMeeting(ctx, store.Meeting{ID: mid, Title: mid, Type: stage.Webinar, CreatedAt: now}); err != nil {
+		if err := db.CreateMeeting(ctx, store.Meeting{ID: mid, Title: mid, Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
 			b.Fatal(err)
 		}
 		for j := range hosts {

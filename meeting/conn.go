@@ -141,7 +141,7 @@ func (m *Meeting) depart(pid string) {
 }
 
 func (m *Meeting) dropRequest(pid string) {
-	if err := m.commit(m.st.Depart(pid)); err != nil {
+	if err := m.commit(m.st.Depart(pid), bySystem); err != nil {
 		m.later(func() {
 			if m.conns[pid] == nil && m.away[pid] == nil {
 				m.dropRequest(pid)

@@ -24,14 +24,17 @@ import (
 // Store is what a live meeting reads and writes.
 type Store interface {
 	Meeting(ctx context.Context, id string) (store.Meeting, error)
-	UpdateMeeting(ctx context.Context, m store.Meeting) error
+	UpdateMeeting(ctx context.Context, m store.Meeting, events []store.Event) error
 	Presets(ctx context.Context) ([]stage.Preset, error)
 	Preset(ctx context.Context, name string) (stage.Preset, error)
 	AllParticipants(ctx context.Context, meetingID string) ([]store.Participant, error)
 	AddParticipant(ctx context.Context, p store.Participant) error
-	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status) error
-	RemoveParticipant(ctx context.Context, meetingID, id string) error
-	SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status, events []store.Event) error
+	RemoveParticipant(ctx context.Context, meetingID, id string, events []store.Event) error
+	SaveStatuses(ctx context.Context, meetingID string, s []store.Status, events []store.Event) error
+	// LastEventSeq returns the Seq of the meeting's last log entry (0:
+	// none).
+	LastEventSeq(ctx context.Context, meetingID string) (uint64, error)
 }
 
 // Config holds the settings of live meetings.
@@ -157,6 +160,13 @@ func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
 	// across reloads and restarts (a meeting makes far fewer than 1,000
 	// events a millisecond) and stay exact in JSON (under 2^53).
 	m.seq = uint64(r.now().UnixMilli()) * 1000
+	// ... and after every entry of the meeting's log, whatever the clock
+	// did meanwhile.
+	last, err := r.store.LastEventSeq(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m.seq = max(m.seq, last)
 	for _, p := range parts {
 		if err := m.st.Add(stageParticipant(p, perms[p.Preset])); err != nil {
 			return nil, err
@@ -185,7 +195,7 @@ func (m *Meeting) init() {
 		for _, r := range m.st.Requests() {
 			m.startGrace(r.ParticipantID)
 		}
-		if err := m.commit(m.st.Expire(m.now())); err != nil {
+		if err := m.commit(m.st.Expire(m.now()), bySystem); err != nil {
 			m.armExpiry(retryEvery)
 		} else {
 			m.scheduleExpiry()
@@ -334,7 +344,7 @@ func (m *Meeting) armExpiry(wait time.Duration) {
 				return
 			}
 			m.expiry = nil
-			if err := m.commit(m.st.Expire(m.now())); err != nil {
+			if err := m.commit(m.st.Expire(m.now()), bySystem); err != nil {
 				m.armExpiry(retryEvery)
 				return
 			}
@@ -363,30 +373,34 @@ func (m *Meeting) statuses(o stage.Outcome) []store.Status {
 	return recs
 }
 
-// commit makes an outcome of the stage rules durable, then tells everyone:
+// commit makes an outcome of the stage rules durable, with the log
+// entries that tell of it (made by by), then tells everyone:
 // the media plane, the clients, the expiry timer. It is the one path every
 // status change takes. If the store fails, the state is reverted, nobody
 // is told anything, and the error is stage.ErrUnavailable.
-func (m *Meeting) commit(o stage.Outcome) error {
-	if err := m.save(o); err != nil {
+func (m *Meeting) commit(o stage.Outcome, by store.Actor) error {
+	if err := m.save(o, by); err != nil {
 		return err
 	}
 	m.publish(o)
 	return nil
 }
 
-// save writes the statuses o changed; if the store fails, it reverts o and
-// returns stage.ErrUnavailable.
-func (m *Meeting) save(o stage.Outcome) error {
+// save writes the statuses o changed and their log entries (made by by);
+// if the store fails, it reverts o and returns stage.ErrUnavailable.
+func (m *Meeting) save(o stage.Outcome, by store.Actor) error {
 	recs := m.statuses(o)
-	if len(recs) == 0 {
+	seq := m.seq
+	events := m.stageEvents(o, by)
+	if len(recs) == 0 && len(events) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	err := m.reg.store.SaveStatuses(ctx, m.id, recs)
+	err := m.reg.store.SaveStatuses(ctx, m.id, recs, events)
 	cancel()
 	if err != nil {
 		m.st.Revert(o)
+		m.seq = seq // the entries were not written: their numbers are free
 		m.log.Error("saving stage statuses failed; the change is undone", "err", err)
 		return unavailable(err)
 	}

@@ -19,6 +19,7 @@ type memStore struct {
 	presets  []stage.Preset // beside the built-in ones
 	saved    int
 	statuses map[string]store.Status // the last saved status of each participant
+	events   []store.Event           // the log, as written
 	fail     error
 }
 
@@ -39,14 +40,28 @@ func (s *memStore) status(pid string) (store.Status, bool) {
 }
 
 func (s *memStore) Meeting(context.Context, string) (store.Meeting, error) { return s.m, nil }
-func (s *memStore) UpdateMeeting(_ context.Context, m store.Meeting) error {
+func (s *memStore) UpdateMeeting(_ context.Context, m store.Meeting, ev []store.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
 		return s.fail
 	}
 	s.m = m
+	s.events = append(s.events, ev...)
 	return nil
+}
+func (s *memStore) LastEventSeq(context.Context, string) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.events) == 0 {
+		return 0, nil
+	}
+	return s.events[len(s.events)-1].Seq, nil
+}
+func (s *memStore) log() []store.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]store.Event(nil), s.events...)
 }
 func (s *memStore) Presets(context.Context) ([]stage.Preset, error) {
 	return stage.BuiltinPresets(), nil
@@ -56,15 +71,19 @@ func (s *memStore) AddParticipant(_ context.Context, p store.Participant) error 
 	defer s.mu.Unlock()
 	return s.fail
 }
-func (s *memStore) SetParticipantPreset(_ context.Context, _, _, _ string, st []store.Status) error {
-	return s.SaveStatuses(context.Background(), "", st)
+func (s *memStore) SetParticipantPreset(_ context.Context, _, _, _ string, st []store.Status, ev []store.Event) error {
+	return s.SaveStatuses(context.Background(), "", st, ev)
 }
-func (s *memStore) RemoveParticipant(context.Context, string, string) error {
+func (s *memStore) RemoveParticipant(_ context.Context, _, _ string, ev []store.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.fail
+	if s.fail != nil {
+		return s.fail
+	}
+	s.events = append(s.events, ev...)
+	return nil
 }
-func (s *memStore) SaveStatuses(_ context.Context, _ string, st []store.Status) error {
+func (s *memStore) SaveStatuses(_ context.Context, _ string, st []store.Status, ev []store.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
@@ -77,6 +96,7 @@ func (s *memStore) SaveStatuses(_ context.Context, _ string, st []store.Status) 
 	for _, r := range st {
 		s.statuses[r.ParticipantID] = r
 	}
+	s.events = append(s.events, ev...)
 	return nil
 }
 func (s *memStore) AllParticipants(context.Context, string) ([]store.Participant, error) {

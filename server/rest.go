@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
@@ -197,7 +198,7 @@ func (s *Server) createMeeting(w http.ResponseWriter, r *http.Request) error {
 	if err := in.apply(&m); err != nil {
 		return err
 	}
-	if err := s.store.CreateMeeting(r.Context(), m); err != nil {
+	if err := s.store.CreateMeeting(r.Context(), m, []store.Event{meeting.MeetingStarted(m)}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, meetingJSON(m))

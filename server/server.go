@@ -175,6 +175,7 @@ func (s *Server) Handler() http.Handler {
 	api("PATCH /v1/meetings/{id}", s.updateMeeting)
 	api("POST /v1/meetings/{id}/end", s.endMeeting)
 	api("GET /v1/meetings/{id}/participants", s.listParticipants)
+	api("GET /v1/meetings/{id}/audit", s.audit)
 	api("POST /v1/meetings/{id}/participants", s.addParticipant)
 	api("GET /v1/meetings/{id}/participants/{pid}", s.getParticipant)
 	api("PATCH /v1/meetings/{id}/participants/{pid}", s.updateParticipant)

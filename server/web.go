@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
 )
@@ -111,7 +112,7 @@ func (s *Server) demoWebinar(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	m := store.Meeting{ID: newID("mtg_"), Title: "Demo webinar", Type: stage.Webinar, CreatedAt: now, MaxOnStage: 6}
-	if err := s.store.CreateMeeting(ctx, m); err != nil {
+	if err := s.store.CreateMeeting(ctx, m, []store.Event{meeting.MeetingStarted(m)}); err != nil {
 		writeError(w, err)
 		return
 	}

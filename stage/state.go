@@ -158,9 +158,16 @@ func (s *State) Remove(id string) (Outcome, error) {
 	if p.Status != OffStage {
 		s.set(&o, p, OffStage, CauseRemoved)
 	}
+	active, wasActive := s.active[id]
 	delete(s.byID, id)
 	delete(s.byUser, p.UserID)
 	delete(s.active, id)
+	o.undo = append(o.undo, func() {
+		s.byID[id], s.byUser[p.UserID] = p, p
+		if wasActive {
+			s.active[id] = active
+		}
+	})
 	return o, nil
 }
 

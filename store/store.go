@@ -64,6 +64,48 @@ type Status struct {
 	RequestSeq    uint64
 }
 
+// Event is one entry of a meeting's log: a stage change or a change of
+// the meeting's or a participant's life, with who made it. The log is
+// written in the same transaction as the change it tells of (a change and
+// its entry are committed together or not at all) and is append-only: it
+// is the meeting's audit log, and webhooks are delivered from it.
+type Event struct {
+	MeetingID string
+	Seq       uint64 // the meeting's sequence number: entries of a meeting are in Seq order
+	Type      string // for example "stage.granted"; see docs/webhooks.md
+	At        time.Time
+	Actor     Actor
+	// The participant the event is about, if any.
+	ParticipantID string
+	UserID        string
+	// Data is the event's payload, a JSON object.
+	Data []byte
+}
+
+// Actor is who made a change.
+type Actor struct {
+	Kind ActorKind
+	// ID is the participant's id for ActorParticipant, empty otherwise.
+	ID string
+}
+
+// ActorKind says what kind of actor made a change.
+type ActorKind string
+
+// The kinds of actor.
+const (
+	ActorParticipant ActorKind = "participant" // through its realtime connection
+	ActorAPI         ActorKind = "api"         // the application's back end, through the REST API
+	ActorSystem      ActorKind = "system"      // cocmd itself: an expiry, a disconnection, a preset's rules
+)
+
+// EventFilter selects entries of a meeting's log.
+type EventFilter struct {
+	ParticipantID string    // empty: any
+	Types         []string  // empty: any
+	From, To      time.Time // zero: unbounded; From inclusive, To exclusive
+}
+
 // Page selects a slice of a list: the items after cursor After (empty for
 // the first page), at most Limit of them.
 type Page struct {
@@ -89,10 +131,13 @@ type Store interface {
 	UpdatePreset(ctx context.Context, p stage.Preset) error
 	DeletePreset(ctx context.Context, name string) error
 
-	CreateMeeting(ctx context.Context, m Meeting) error
+	// CreateMeeting, UpdateMeeting, SetParticipantPreset and
+	// RemoveParticipant write their change and events, the log entries
+	// that tell of it, in one transaction.
+	CreateMeeting(ctx context.Context, m Meeting, events []Event) error
 	Meeting(ctx context.Context, id string) (Meeting, error)
 	Meetings(ctx context.Context, page Page) ([]Meeting, string, error)
-	UpdateMeeting(ctx context.Context, m Meeting) error
+	UpdateMeeting(ctx context.Context, m Meeting, events []Event) error
 
 	AddParticipant(ctx context.Context, p Participant) error
 	Participant(ctx context.Context, meetingID, id string) (Participant, error)
@@ -100,13 +145,20 @@ type Store interface {
 	AllParticipants(ctx context.Context, meetingID string) ([]Participant, error)
 	// SetParticipantPreset changes a participant's preset and writes the
 	// stage statuses the change caused, in one transaction.
-	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []Status) error
-	RemoveParticipant(ctx context.Context, meetingID, id string) error
+	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []Status, events []Event) error
+	RemoveParticipant(ctx context.Context, meetingID, id string, events []Event) error
 
-	// SaveStatuses writes stage statuses in one transaction. When it
-	// returns nil they are durable; when it returns an error, none was
-	// written.
-	SaveStatuses(ctx context.Context, meetingID string, s []Status) error
+	// SaveStatuses writes stage statuses and the events that tell of
+	// them (or of anything else: either may be empty) in one transaction.
+	// When it returns nil they are durable; when it returns an error,
+	// none was written.
+	SaveStatuses(ctx context.Context, meetingID string, s []Status, events []Event) error
+	// LastEventSeq returns the Seq of the last entry of meeting
+	// meetingID's log, 0 if it has none.
+	LastEventSeq(ctx context.Context, meetingID string) (uint64, error)
+	// Events returns entries of meeting meetingID's log, in Seq order, a
+	// page at a time: the page's cursor is a Seq.
+	Events(ctx context.Context, meetingID string, f EventFilter, page Page) ([]Event, string, error)
 
 	Close() error
 }

@@ -25,7 +25,7 @@ func seed(t *testing.T, d *DB, n int) time.Time {
 		}
 	}
 	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
-	if err := d.CreateMeeting(ctx, store.Meeting{ID: "m1", Title: "T", Type: stage.Webinar, CreatedAt: now}); err != nil {
+	if err := d.CreateMeeting(ctx, store.Meeting{ID: "m1", Title: "T", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
@@ -59,11 +59,11 @@ func TestDB_writeFailsWhileLocked(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	err = d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}})
+	err = d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}}, nil)
 	if err == nil {
 		t.Fatal("a write under another process's lock succeeded")
 	}
-	err = d.SetParticipantPreset(ctx, "m1", "p0", "webinar_host", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}})
+	err = d.SetParticipantPreset(ctx, "m1", "p0", "webinar_host", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}}, nil)
 	if err == nil {
 		t.Fatal("a preset change under another process's lock succeeded")
 	}
@@ -74,7 +74,7 @@ func TestDB_writeFailsWhileLocked(t *testing.T) {
 	if err != nil || p.Status != stage.OffStage || p.Preset != "webinar_viewer" {
 		t.Fatalf("after the failed writes: %+v %v", p, err)
 	}
-	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}}); err != nil {
+	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0", Status: stage.Accepted}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p, _ := d.Participant(ctx, "m1", "p0"); p.Status != stage.Accepted {
@@ -94,14 +94,14 @@ func TestDB_groupCommit(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			st := store.Status{ParticipantID: fmt.Sprint("p", i), Status: stage.Requested, RequestedAt: now, RequestSeq: uint64(i + 1)}
-			if err := d.SaveStatuses(ctx, "m1", []store.Status{st}); err != nil {
+			if err := d.SaveStatuses(ctx, "m1", []store.Status{st}, nil); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
 	d.Close()
-	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0"}}); !errors.Is(err, errClosed) {
+	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p0"}}, nil); !errors.Is(err, errClosed) {
 		t.Errorf("a write after Close: %v", err)
 	}
 	d = open(t, path)
@@ -122,7 +122,7 @@ func TestDB_updates(t *testing.T) {
 	ctx := context.Background()
 	d := open(t, filepath.Join(t.TempDir(), "cocmd.db"))
 	now := seed(t, d, 3)
-	if err := d.CreateMeeting(ctx, store.Meeting{ID: "m2", Title: "other", Type: stage.GroupCall, CreatedAt: now}); err != nil {
+	if err := d.CreateMeeting(ctx, store.Meeting{ID: "m2", Title: "other", Type: stage.GroupCall, CreatedAt: now}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.AddParticipant(ctx, store.Participant{ID: "q", MeetingID: "m2", UserID: "u0", Preset: "webinar_viewer", CreatedAt: now}); err != nil {
@@ -130,22 +130,22 @@ func TestDB_updates(t *testing.T) {
 	}
 	m, _ := d.Meeting(ctx, "m1")
 	m.Title, m.MaxOnStage, m.StageRequestTTL, m.EndedAt = "renamed", 7, 90*time.Second, now.Add(time.Hour)
-	if err := d.UpdateMeeting(ctx, m); err != nil {
+	if err := d.UpdateMeeting(ctx, m, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := d.Meeting(ctx, "m1"); got != m {
 		t.Errorf("meeting %+v, want %+v", got, m)
 	}
-	if err := d.UpdateMeeting(ctx, store.Meeting{ID: "nope"}); !errors.Is(err, stage.ErrNotFound) {
+	if err := d.UpdateMeeting(ctx, store.Meeting{ID: "nope"}, nil); !errors.Is(err, stage.ErrNotFound) {
 		t.Errorf("update of an unknown meeting: %v", err)
 	}
-	if err := d.SetParticipantPreset(ctx, "m1", "p1", "webinar_host", []store.Status{{ParticipantID: "p1", Status: stage.OnStage}}); err != nil {
+	if err := d.SetParticipantPreset(ctx, "m1", "p1", "webinar_host", []store.Status{{ParticipantID: "p1", Status: stage.OnStage}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetParticipantPreset(ctx, "m1", "p1", "nope", nil); !errors.Is(err, stage.ErrNotFound) {
+	if err := d.SetParticipantPreset(ctx, "m1", "p1", "nope", nil, nil); !errors.Is(err, stage.ErrNotFound) {
 		t.Errorf("unknown preset: %v", err)
 	}
-	if err := d.SetParticipantPreset(ctx, "m2", "p1", "webinar_host", nil); !errors.Is(err, stage.ErrNotFound) {
+	if err := d.SetParticipantPreset(ctx, "m2", "p1", "webinar_host", nil, nil); !errors.Is(err, stage.ErrNotFound) {
 		t.Errorf("participant of another meeting: %v", err)
 	}
 	all, err := d.AllParticipants(ctx, "m1")
@@ -173,7 +173,7 @@ func TestBackup(t *testing.T) {
 	path := filepath.Join(dir, "cocmd.db")
 	d := open(t, path)
 	seed(t, d, 20)
-	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p3", Status: stage.Accepted}}); err != nil {
+	if err := d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: "p3", Status: stage.Accepted}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})
@@ -185,7 +185,7 @@ func TestBackup(t *testing.T) {
 				return
 			default:
 			}
-			d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: fmt.Sprint("p", 10+i%10), Status: stage.OnStage}})
+			d.SaveStatuses(ctx, "m1", []store.Status{{ParticipantID: fmt.Sprint("p", 10+i%10), Status: stage.OnStage}}, nil)
 		}
 	})
 	out := filepath.Join(t.TempDir(), "backup.db")

@@ -73,6 +73,21 @@ CREATE TABLE participants (
 );
 CREATE INDEX participants_meeting ON participants(meeting_id, n);
 CREATE INDEX participants_preset ON participants(preset);
+`, `
+CREATE TABLE events (
+	n              INTEGER PRIMARY KEY,
+	meeting_id     TEXT NOT NULL,
+	seq            INTEGER NOT NULL,
+	type           TEXT NOT NULL,
+	at             INTEGER NOT NULL,
+	actor_kind     TEXT NOT NULL,
+	actor_id       TEXT NOT NULL,
+	participant_id TEXT NOT NULL,
+	user_id        TEXT NOT NULL,
+	data           BLOB NOT NULL,
+	UNIQUE (meeting_id, seq)
+);
+CREATE INDEX events_participant ON events(meeting_id, participant_id, seq);
 `}
 
 // Open opens (creating if needed) the database file at path and brings its
@@ -282,10 +297,92 @@ func affected(res sql.Result, err error, what, id string) error {
 }
 
 // CreateMeeting implements store.Store.
-func (d *DB) CreateMeeting(ctx context.Context, m store.Meeting) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO meetings (id, title, type, max_on_stage, stage_request_ttl, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, m.ID, m.Title, m.Type.String(), m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.CreatedAt))
-	return err
+func (d *DB) CreateMeeting(ctx context.Context, m store.Meeting, events []store.Event) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meetings (id, title, type, max_on_stage, stage_request_ttl, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, m.ID, m.Title, m.Type.String(), m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.CreatedAt)); err != nil {
+			return err
+		}
+		return insertEvents(ctx, tx, events)
+	})
+}
+
+// inTx runs fn in a transaction, committed if fn returns nil.
+func (d *DB) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// insertEvents appends events to their meetings' logs.
+func insertEvents(ctx context.Context, tx execer, events []store.Event) error {
+	for _, e := range events {
+		data := e.Data
+		if data == nil {
+			data = []byte("{}")
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events (meeting_id, seq, type, at, actor_kind, actor_id, participant_id, user_id, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.MeetingID, int64(e.Seq), e.Type, ms(e.At), string(e.Actor.Kind), e.Actor.ID,
+			e.ParticipantID, e.UserID, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const eventCols = "seq, meeting_id, type, at, actor_kind, actor_id, participant_id, user_id, data"
+
+func scanEvent(r scanner) (store.Event, int64, error) {
+	var e store.Event
+	var seq, at int64
+	var kind string
+	if err := r.Scan(&seq, &e.MeetingID, &e.Type, &at, &kind, &e.Actor.ID, &e.ParticipantID, &e.UserID, &e.Data); err != nil {
+		return e, 0, err
+	}
+	e.Seq, e.At, e.Actor.Kind = uint64(seq), fromMS(at), store.ActorKind(kind)
+	return e, seq, nil
+}
+
+// LastEventSeq implements store.Store.
+func (d *DB) LastEventSeq(ctx context.Context, meetingID string) (uint64, error) {
+	var seq int64
+	err := d.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM events WHERE meeting_id = ?", meetingID).Scan(&seq)
+	return uint64(seq), err
+}
+
+// Events implements store.Store.
+func (d *DB) Events(ctx context.Context, meetingID string, f store.EventFilter, page store.Page) ([]store.Event, string, error) {
+	q := "SELECT " + eventCols + " FROM events WHERE meeting_id = ?"
+	args := []any{meetingID}
+	if f.ParticipantID != "" {
+		q += " AND participant_id = ?"
+		args = append(args, f.ParticipantID)
+	}
+	if len(f.Types) > 0 {
+		q += " AND type IN (?" + strings.Repeat(", ?", len(f.Types)-1) + ")"
+		for _, t := range f.Types {
+			args = append(args, t)
+		}
+	}
+	if !f.From.IsZero() {
+		q += " AND at >= ?"
+		args = append(args, ms(f.From))
+	}
+	if !f.To.IsZero() {
+		q += " AND at < ?"
+		args = append(args, ms(f.To))
+	}
+	return paged(ctx, d, page, scanEvent, q+" AND seq > ? ORDER BY seq LIMIT ?", args...)
 }
 
 const meetingCols = "n, id, title, type, max_on_stage, stage_request_ttl, created_at, ended_at"
@@ -361,10 +458,15 @@ func paged[T any](ctx context.Context, d *DB, page store.Page, scan func(scanner
 }
 
 // UpdateMeeting implements store.Store.
-func (d *DB) UpdateMeeting(ctx context.Context, m store.Meeting) error {
-	res, err := d.db.ExecContext(ctx, `UPDATE meetings SET title = ?, max_on_stage = ?, stage_request_ttl = ?, ended_at = ? WHERE id = ?`,
-		m.Title, m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.EndedAt), m.ID)
-	return affected(res, err, "meeting", m.ID)
+func (d *DB) UpdateMeeting(ctx context.Context, m store.Meeting, events []store.Event) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE meetings SET title = ?, max_on_stage = ?, stage_request_ttl = ?, ended_at = ? WHERE id = ?`,
+			m.Title, m.MaxOnStage, m.StageRequestTTL.Milliseconds(), ms(m.EndedAt), m.ID)
+		if err := affected(res, err, "meeting", m.ID); err != nil {
+			return err
+		}
+		return insertEvents(ctx, tx, events)
+	})
 }
 
 // AddParticipant implements store.Store.
@@ -432,32 +534,34 @@ func (d *DB) AllParticipants(ctx context.Context, meetingID string) ([]store.Par
 }
 
 // SetParticipantPreset implements store.Store.
-func (d *DB) SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status) error {
-	tx, err := d.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "UPDATE participants SET preset = ? WHERE id = ? AND meeting_id = ?", preset, id, meetingID)
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
-		return notFound("preset", preset)
-	}
-	if err := affected(res, err, "participant", id); err != nil {
-		return err
-	}
-	for _, st := range statuses {
-		if _, err := tx.ExecContext(ctx, "UPDATE participants SET stage_status = ?, requested_at = ?, request_seq = ? WHERE id = ? AND meeting_id = ?",
-			st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, meetingID); err != nil {
+func (d *DB) SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status, events []store.Event) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE participants SET preset = ? WHERE id = ? AND meeting_id = ?", preset, id, meetingID)
+		if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+			return notFound("preset", preset)
+		}
+		if err := affected(res, err, "participant", id); err != nil {
 			return err
 		}
-	}
-	return tx.Commit()
+		for _, st := range statuses {
+			if _, err := tx.ExecContext(ctx, "UPDATE participants SET stage_status = ?, requested_at = ?, request_seq = ? WHERE id = ? AND meeting_id = ?",
+				st.Status.String(), ms(st.RequestedAt), st.RequestSeq, st.ParticipantID, meetingID); err != nil {
+				return err
+			}
+		}
+		return insertEvents(ctx, tx, events)
+	})
 }
 
 // RemoveParticipant implements store.Store.
-func (d *DB) RemoveParticipant(ctx context.Context, meetingID, id string) error {
-	res, err := d.db.ExecContext(ctx, "DELETE FROM participants WHERE id = ? AND meeting_id = ?", id, meetingID)
-	return affected(res, err, "participant", id)
+func (d *DB) RemoveParticipant(ctx context.Context, meetingID, id string, events []store.Event) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM participants WHERE id = ? AND meeting_id = ?", id, meetingID)
+		if err := affected(res, err, "participant", id); err != nil {
+			return err
+		}
+		return insertEvents(ctx, tx, events)
+	})
 }
 
 // maxGroup bounds the writes committed in one transaction.
@@ -474,17 +578,18 @@ var errClosed = errors.New("sqlite: the database is closed")
 type statusWrite struct {
 	meetingID string
 	statuses  []store.Status
+	events    []store.Event
 	done      chan error
 }
 
 // SaveStatuses implements store.Store. It returns once the statuses are
 // committed, or failed to be: once queued, a write is never abandoned
 // half-way, whatever ctx does, so the caller always knows its outcome.
-func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Status) error {
-	if len(s) == 0 {
+func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Status, events []store.Event) error {
+	if len(s) == 0 && len(events) == 0 {
 		return nil
 	}
-	w := &statusWrite{meetingID: meetingID, statuses: s, done: make(chan error, 1)}
+	w := &statusWrite{meetingID: meetingID, statuses: s, events: events, done: make(chan error, 1)}
 	select {
 	case <-d.stop:
 		return errClosed
@@ -579,6 +684,9 @@ func (d *DB) commitGroup(group []*statusWrite, errs []error) error {
 				errs[i] = err
 				break
 			}
+		}
+		if errs[i] == nil {
+			errs[i] = insertEvents(ctx, tx, w.events)
 		}
 		if errs[i] != nil {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
