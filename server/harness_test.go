@@ -26,6 +26,7 @@ import (
 	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
+	"github.com/cocmd/cocmd/webhook"
 )
 
 // TestMain trusts the tests' CA (testCA) process-wide, through
@@ -55,6 +56,9 @@ type testServer struct {
 	db   *sqlite.DB
 	hs   *http.Server
 	opts testOptions
+
+	webhooks    *webhook.Deliverer // with opts.webhooks
+	stopDeliver func()
 }
 
 type testOptions struct {
@@ -77,6 +81,9 @@ type testOptions struct {
 	// turnURLs, if set, are the TURN URLs clients are told, given the
 	// media (UDP) and HTTP (TCP) ports: to test one transport at a time.
 	turnURLs func(udp, tcp int) []string
+	// webhooks, if set, runs webhook delivery with this configuration
+	// (Store, Body and ID filled in), to loopback receivers.
+	webhooks *webhook.Config
 }
 
 // turnSecret is the test servers' TURN shared secret.
@@ -179,7 +186,24 @@ func (ts *testServer) start() {
 	if ts.opts.changes > 0 {
 		changes, changesBurst = ts.opts.changes, 5
 	}
-	ts.srv = server.New(server.Config{Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
+	var whcfg server.Config
+	if ts.opts.webhooks != nil {
+		c := *ts.opts.webhooks
+		c.Store, c.Body, c.ID, c.Logger = db, server.WebhookBody, server.WebhookID, log
+		if c.Client == nil {
+			c.Client = webhook.NewClient(2*time.Second, true)
+		}
+		ts.webhooks = webhook.NewDeliverer(c)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ts.webhooks.Run(ctx)
+		}()
+		ts.stopDeliver = func() { cancel(); <-done }
+		whcfg.Webhooks, whcfg.WebhooksAllowPrivate = ts.webhooks, true
+	}
+	ts.srv = server.New(server.Config{Webhooks: whcfg.Webhooks, WebhooksAllowPrivate: whcfg.WebhooksAllowPrivate, Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
 		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice, TURN: ts.turn}, db, ts.reg, keys)
 	ts.opts.addr = ln.Addr().String()
@@ -209,6 +233,10 @@ func (ts *testServer) stop() {
 		return
 	}
 	ts.hs.Close()
+	if ts.stopDeliver != nil {
+		ts.stopDeliver()
+		ts.stopDeliver = nil
+	}
 	ts.reg.Close()
 	ts.srv.Wait()
 	ts.sfu.Close()

@@ -24,6 +24,7 @@ import (
 	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
+	"github.com/cocmd/cocmd/webhook"
 )
 
 // Config holds the HTTP surface's settings.
@@ -52,6 +53,13 @@ type Config struct {
 	SendBuffer int
 	// Media is the media plane; nil serves no media (media requests fail).
 	Media *media.SFU
+	// Webhooks delivers the meetings' logs to the registered endpoints
+	// (its figures join the metrics, and it sends test deliveries); nil:
+	// endpoints can be registered but nothing is delivered.
+	Webhooks *webhook.Deliverer
+	// WebhooksAllowPrivate lets endpoints be private, loopback or
+	// link-local addresses: for development only (see webhook.NewClient).
+	WebhooksAllowPrivate bool
 	// ICE is the TURN servers connections are told about.
 	ICE ICEServers
 	// TURN is the embedded TURN server, if it runs: its figures join the
@@ -183,6 +191,14 @@ func (s *Server) Handler() http.Handler {
 	api("POST /v1/meetings/{id}/participants/{pid}/token", s.newToken)
 	api("GET /v1/meetings/{id}/live", s.live)
 	api("POST /v1/meetings/{id}/stage/{action}", s.moderate)
+	api("GET /v1/webhooks", s.listEndpoints)
+	api("POST /v1/webhooks", s.createEndpoint)
+	api("GET /v1/webhooks/{id}", s.getEndpoint)
+	api("PATCH /v1/webhooks/{id}", s.updateEndpoint)
+	api("DELETE /v1/webhooks/{id}", s.deleteEndpoint)
+	api("GET /v1/webhooks/{id}/attempts", s.listAttempts)
+	api("POST /v1/webhooks/{id}/test", s.testEndpoint)
+	api("POST /v1/webhooks/{id}/replay", s.replayEndpoint)
 	api("GET /v1/signing-keys", s.listSigningKeys)
 	api("POST /v1/signing-keys/rotate", s.rotateSigningKey)
 	api("GET /metrics", s.metrics)
@@ -315,6 +331,11 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	if s.cfg.Media != nil {
 		if err := s.cfg.Media.WriteMetrics(w); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Webhooks != nil {
+		if err := writeWebhookMetrics(w, s.cfg.Webhooks.Stats(), s.cfg.Now()); err != nil {
 			return err
 		}
 	}

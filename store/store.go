@@ -70,6 +70,9 @@ type Status struct {
 // its entry are committed together or not at all) and is append-only: it
 // is the meeting's audit log, and webhooks are delivered from it.
 type Event struct {
+	// N is the entry's place among every meeting's entries, in commit
+	// order; set by the store when it reads an entry.
+	N         int64
 	MeetingID string
 	Seq       uint64 // the meeting's sequence number: entries of a meeting are in Seq order
 	Type      string // for example "stage.granted"; see docs/webhooks.md
@@ -104,6 +107,68 @@ type EventFilter struct {
 	ParticipantID string    // empty: any
 	Types         []string  // empty: any
 	From, To      time.Time // zero: unbounded; From inclusive, To exclusive
+}
+
+// Endpoint is a webhook endpoint the operator registered: the meetings'
+// log entries committed after it was registered are delivered to it.
+type Endpoint struct {
+	ID         string
+	URL        string
+	EventTypes []string // empty: every type
+	// Secrets sign the deliveries: the current one first, then the one
+	// a rotation replaced, until SecretsUntil.
+	Secrets      []string
+	SecretsUntil time.Time
+	CreatedAt    time.Time
+	// StartN is the position (Event.N) after which entries are delivered
+	// to it; set by CreateEndpoint.
+	StartN   int64
+	Status   EndpointStatus
+	StatusAt time.Time
+	Note     string // why it stopped, when it did
+}
+
+// EndpointStatus says whether an endpoint is delivered to.
+type EndpointStatus string
+
+// The statuses of an endpoint.
+const (
+	EndpointActive  EndpointStatus = "active"
+	EndpointFailing EndpointStatus = "failing" // a delivery failed for too long: stopped until replayed
+	EndpointGone    EndpointStatus = "gone"    // the receiver answered 410: stopped until replayed
+)
+
+// Attempt is one delivery of a log entry to an endpoint, and how it went.
+type Attempt struct {
+	EndpointID string
+	EventID    string
+	MeetingID  string
+	Seq        uint64
+	At         time.Time
+	Status     int // the HTTP status; 0 when none came
+	Latency    time.Duration
+	Error      string // empty on success
+}
+
+// Webhooks is what webhook delivery keeps.
+type Webhooks interface {
+	// CreateEndpoint stores a new endpoint, delivered to from the log's
+	// current end on, and returns it with StartN set.
+	CreateEndpoint(ctx context.Context, e Endpoint) (Endpoint, error)
+	Endpoint(ctx context.Context, id string) (Endpoint, error)
+	Endpoints(ctx context.Context) ([]Endpoint, error)
+	UpdateEndpoint(ctx context.Context, e Endpoint) error
+	DeleteEndpoint(ctx context.Context, id string) error
+	// PendingEvents returns up to limit log entries, in commit order,
+	// past position after, that endpoint id has not been delivered yet
+	// (whose Seq is above its cursor for their meeting).
+	PendingEvents(ctx context.Context, id string, after int64, limit int) ([]Event, error)
+	// Delivered moves endpoint id's cursor for a meeting to seq: entries
+	// up to it are delivered (or were not for it).
+	Delivered(ctx context.Context, id, meetingID string, seq uint64) error
+	AddAttempt(ctx context.Context, a Attempt) error
+	// Attempts returns endpoint id's attempts, newest first.
+	Attempts(ctx context.Context, id string, page Page) ([]Attempt, string, error)
 }
 
 // Page selects a slice of a list: the items after cursor After (empty for
@@ -159,6 +224,8 @@ type Store interface {
 	// Events returns entries of meeting meetingID's log, in Seq order, a
 	// page at a time: the page's cursor is a Seq.
 	Events(ctx context.Context, meetingID string, f EventFilter, page Page) ([]Event, string, error)
+
+	Webhooks
 
 	Close() error
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/server"
 	"github.com/cocmd/cocmd/store/sqlite"
+	"github.com/cocmd/cocmd/webhook"
 )
 
 // config is everything serve can be told, with its defaults.
@@ -41,27 +42,30 @@ type config struct {
 	APIKey         string
 	APIKeyFile     string // a file holding the API key, to keep it out of process listings
 	DebugAddr      string
-	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
-	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
-	STUN           string // host:port of the STUN server -media-public-ip auto asks
-	MediaLoopback  bool   // offer loopback candidates too
-	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
-	TURN           bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
-	TURNURLs       string // comma-separated URLs of an external TURN server, instead of the embedded one
-	TURNSecretFile string // the TURN REST shared secret; default <data>/turn-secret, created
-	TURNOffer      string // the embedded server's transports clients are told of: udp, tcp, tls; "": tls with HTTPS, else udp
-	Dev            string // "auto" (on when listening on loopback), "true" or "false"
-	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
-	TLSKey         string // PEM private key file
-	RedirectHTTP   string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
-	Domain         string // comma-separated names: get certificates over ACME and serve HTTPS
-	ACMECA         string // the ACME directory URL; "" is Let's Encrypt
-	ACMEEmail      string
-	ACMECARoot     string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
-	ACMERenewCheck time.Duration // how often certificates are checked for renewal
-	ConnLimit      int           // realtime connections per client address
-	UnauthLimit    int           // unauthenticated connections per peer address
-	TrustedProxies string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
+	// WebhooksAllowPrivate lets webhook endpoints be private, loopback or
+	// link-local addresses: for development.
+	WebhooksAllowPrivate bool
+	MediaListen          string // UDP address of the media plane; "" is the HTTP port on every interface
+	MediaPublicIP        string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
+	STUN                 string // host:port of the STUN server -media-public-ip auto asks
+	MediaLoopback        bool   // offer loopback candidates too
+	MediaTCP             bool   // ICE-TCP on the HTTP(S) port
+	TURN                 bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
+	TURNURLs             string // comma-separated URLs of an external TURN server, instead of the embedded one
+	TURNSecretFile       string // the TURN REST shared secret; default <data>/turn-secret, created
+	TURNOffer            string // the embedded server's transports clients are told of: udp, tcp, tls; "": tls with HTTPS, else udp
+	Dev                  string // "auto" (on when listening on loopback), "true" or "false"
+	TLSCert              string // PEM certificate (chain) file; with TLSKey, serve HTTPS
+	TLSKey               string // PEM private key file
+	RedirectHTTP         string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
+	Domain               string // comma-separated names: get certificates over ACME and serve HTTPS
+	ACMECA               string // the ACME directory URL; "" is Let's Encrypt
+	ACMEEmail            string
+	ACMECARoot           string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
+	ACMERenewCheck       time.Duration // how often certificates are checked for renewal
+	ConnLimit            int           // realtime connections per client address
+	UnauthLimit          int           // unauthenticated connections per peer address
+	TrustedProxies       string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
 }
 
 func defaults() config {
@@ -313,6 +317,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_API_KEY", &c.APIKey)
 	env("COCMD_API_KEY_FILE", &c.APIKeyFile)
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
+	if v := os.Getenv("COCMD_WEBHOOKS_ALLOW_PRIVATE"); v != "" {
+		c.WebhooksAllowPrivate = v == "1" || strings.EqualFold(v, "true")
+	}
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
 	env("COCMD_STUN", &c.STUN)
@@ -372,6 +379,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "how long a dropped participant keeps its place (env COCMD_RECONNECT_GRACE)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "if set, serve net/http/pprof there; keep it on loopback (env COCMD_DEBUG_ADDR)")
+	fs.BoolVar(&c.WebhooksAllowPrivate, "webhooks-allow-private", c.WebhooksAllowPrivate, "let webhook endpoints be private, loopback or link-local addresses: for development only (env COCMD_WEBHOOKS_ALLOW_PRIVATE)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
@@ -558,7 +566,17 @@ func serve(args []string) error {
 		return err
 	}
 	proxies, _ := cfg.trustedProxies() // checked by Validate
+	deliverer := webhook.NewDeliverer(webhook.Config{Store: db, Body: server.WebhookBody, ID: server.WebhookID,
+		Client: webhook.NewClient(10*time.Second, cfg.WebhooksAllowPrivate), Logger: log})
+	whctx, stopWebhooks := context.WithCancel(context.Background())
+	whDone := make(chan struct{})
+	go func() {
+		defer close(whDone)
+		deliverer.Run(whctx)
+	}()
+	defer func() { stopWebhooks(); <-whDone }()
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
+		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, db, reg, keys)
 	if cfg.DebugAddr != "" {

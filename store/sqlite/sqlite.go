@@ -88,6 +88,37 @@ CREATE TABLE events (
 	UNIQUE (meeting_id, seq)
 );
 CREATE INDEX events_participant ON events(meeting_id, participant_id, seq);
+`, `
+CREATE TABLE webhook_endpoints (
+	id            TEXT PRIMARY KEY,
+	url           TEXT NOT NULL,
+	event_types   TEXT NOT NULL,
+	secrets       TEXT NOT NULL,
+	secrets_until INTEGER NOT NULL,
+	created_at    INTEGER NOT NULL,
+	start_n       INTEGER NOT NULL,
+	status        TEXT NOT NULL,
+	status_at     INTEGER NOT NULL,
+	note          TEXT NOT NULL
+);
+CREATE TABLE webhook_cursors (
+	endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+	meeting_id  TEXT NOT NULL,
+	seq         INTEGER NOT NULL,
+	PRIMARY KEY (endpoint_id, meeting_id)
+);
+CREATE TABLE webhook_attempts (
+	n           INTEGER PRIMARY KEY,
+	endpoint_id TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+	event_id    TEXT NOT NULL,
+	meeting_id  TEXT NOT NULL,
+	seq         INTEGER NOT NULL,
+	at          INTEGER NOT NULL,
+	status      INTEGER NOT NULL,
+	latency_us  INTEGER NOT NULL,
+	error       TEXT NOT NULL
+);
+CREATE INDEX webhook_attempts_endpoint ON webhook_attempts(endpoint_id, n);
 `}
 
 // Open opens (creating if needed) the database file at path and brings its
@@ -340,13 +371,13 @@ func insertEvents(ctx context.Context, tx execer, events []store.Event) error {
 	return nil
 }
 
-const eventCols = "seq, meeting_id, type, at, actor_kind, actor_id, participant_id, user_id, data"
+const eventCols = "seq, meeting_id, type, at, actor_kind, actor_id, participant_id, user_id, data, n"
 
 func scanEvent(r scanner) (store.Event, int64, error) {
 	var e store.Event
 	var seq, at int64
 	var kind string
-	if err := r.Scan(&seq, &e.MeetingID, &e.Type, &at, &kind, &e.Actor.ID, &e.ParticipantID, &e.UserID, &e.Data); err != nil {
+	if err := r.Scan(&seq, &e.MeetingID, &e.Type, &at, &kind, &e.Actor.ID, &e.ParticipantID, &e.UserID, &e.Data, &e.N); err != nil {
 		return e, 0, err
 	}
 	e.Seq, e.At, e.Actor.Kind = uint64(seq), fromMS(at), store.ActorKind(kind)
