@@ -6,6 +6,7 @@ import (
 
 	"github.com/cocmd/cocmd/protocol"
 	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
 )
 
 // Connect attaches a new connection for participant pid of meeting
@@ -49,6 +50,7 @@ func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, err
 	}
 	c.Send(NewMessage(b))
 	if !resumed {
+		m.presenceEntry(EventParticipantJoined, byParticipant(pid), &p)
 		m.presence(&p, protocol.EventParticipantJoined, m.describe(&p))
 	}
 	m.checkIdle()
@@ -109,7 +111,7 @@ func (r *Registry) Disconnect(c *Client) {
 func (r *Registry) Leave(c *Client) {
 	c.post(func(m *Meeting) {
 		m.detach(c.ParticipantID)
-		m.depart(c.ParticipantID)
+		m.depart(c.ParticipantID, byParticipant(c.ParticipantID))
 		m.checkIdle()
 	})
 }
@@ -122,7 +124,7 @@ func (m *Meeting) startGrace(pid string) {
 				return
 			}
 			delete(m.away, pid)
-			m.depart(pid)
+			m.depart(pid, bySystem) // gone for longer than the grace
 			m.checkIdle()
 		})
 	})
@@ -132,9 +134,10 @@ func (m *Meeting) startGrace(pid string) {
 // depart: the participant left the meeting for good. Its pending request
 // goes; if the store fails that, it is tried again while the participant
 // stays away.
-func (m *Meeting) depart(pid string) {
+func (m *Meeting) depart(pid string, by store.Actor) {
 	m.dropRequest(pid)
 	if p, ok := m.st.Participant(pid); ok {
+		m.presenceEntry(EventParticipantLeft, by, &p)
 		m.presence(&p, protocol.EventParticipantLeft, protocol.ParticipantLeft{ID: p.ID, UserID: p.UserID})
 	}
 	m.log.Debug("participant left", "participant", pid)

@@ -1,6 +1,7 @@
 package meeting
 
 import (
+	"context"
 	"encoding/json"
 
 	"github.com/cocmd/cocmd/protocol"
@@ -24,6 +25,8 @@ const (
 	EventStageJoined        = "stage.joined"
 	EventStageLeft          = "stage.left"
 	EventStageKicked        = "stage.kicked"
+	EventParticipantJoined  = "participant.joined"
+	EventParticipantLeft    = "participant.left"
 	EventPresetChanged      = "participant.preset_changed"
 	EventParticipantRemoved = "participant.removed"
 	EventMeetingStarted     = "meeting.started"
@@ -33,7 +36,7 @@ const (
 
 // EventTypes lists every event type of the log.
 var EventTypes = []string{EventStageRequested, EventStageCancelled, EventStageExpired, EventStageGranted,
-	EventStageDenied, EventStageJoined, EventStageLeft, EventStageKicked, EventPresetChanged,
+	EventStageDenied, EventStageJoined, EventStageLeft, EventStageKicked, EventParticipantJoined, EventParticipantLeft, EventPresetChanged,
 	EventParticipantRemoved, EventMeetingStarted, EventMeetingUpdated, EventMeetingEnded}
 
 // stageEventType is the type of the log entry of a status change, by its
@@ -115,4 +118,19 @@ func MeetingStarted(m store.Meeting) store.Event {
 	b, _ := json.Marshal(meetingSettings(m))
 	return store.Event{MeetingID: m.ID, Seq: uint64(m.CreatedAt.UnixMilli()) * 1000, Type: EventMeetingStarted,
 		At: m.CreatedAt, Actor: byAPI, Data: b}
+}
+
+// presenceEntry logs that participant p joined or left the meeting: an
+// entry that tells of no stored change, queued without waiting (a
+// thousand viewers joining do not wait for a thousand commits); the store
+// commits it in order with the meeting's other entries. If the commit
+// fails, the entry is missing from the log, and that is logged.
+func (m *Meeting) presenceEntry(typ string, by store.Actor, p *stage.Participant) {
+	ev := m.logEvent(typ, by, p.ID, p.UserID, struct{}{})
+	done := m.reg.store.AppendEvents(context.Background(), m.id, []store.Event{ev})
+	go func() {
+		if err := <-done; err != nil {
+			m.log.Error("logging a presence entry failed", "type", typ, "participant", p.ID, "err", err)
+		}
+	}()
 }

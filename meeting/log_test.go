@@ -11,10 +11,10 @@ import (
 )
 
 // Every change lands in the meeting's log with the change, in order, each
-// entry with its type, who made it and what changed: a participant's own
-// calls, a host's, the back end's (REST), and the system's (a request
-// dropped when its participant leaves the meeting); a preset change, a
-// removal, a settings change and the end. A change the store refuses
+// entry with its type, who made it and what changed: participants joining,
+// a participant's own calls, a host's, the back end's (REST), and the
+// system's (a request dropped when its participant leaves the meeting);
+// leaving; a preset change, a removal, a settings change and the end. A change the store refuses
 // leaves no entry, and its numbers are used by the next.
 func TestMeeting_log(t *testing.T) {
 	reg, s, cs := webinar(t)
@@ -50,12 +50,16 @@ func TestMeeting_log(t *testing.T) {
 	step("end", err)
 
 	want := []string{
+		"participant.joined participant:h h {}",
+		"participant.joined participant:v1 v1 {}",
+		"participant.joined participant:v2 v2 {}",
 		"stage.requested participant:v1 v1 OFF_STAGE>REQUESTED_TO_JOIN_STAGE request",
 		"stage.granted participant:h v1 REQUESTED_TO_JOIN_STAGE>ACCEPTED_TO_JOIN_STAGE grant",
 		"stage.joined participant:v1 v1 ACCEPTED_TO_JOIN_STAGE>ON_STAGE join",
 		"stage.kicked api: v1 ON_STAGE>OFF_STAGE kick",
 		"stage.requested participant:v2 v2 OFF_STAGE>REQUESTED_TO_JOIN_STAGE request",
 		"stage.cancelled system: v2 REQUESTED_TO_JOIN_STAGE>OFF_STAGE depart",
+		"participant.left participant:v2 v2 {}",
 		`participant.preset_changed api: v1 {"from":"webinar_viewer","to":"webinar_host"}`,
 		"participant.removed api: v1 {}",
 		"meeting.updated api:  renamed",

@@ -47,12 +47,12 @@ func TestREST_audit(t *testing.T) {
 			t.Errorf("entry %d: %+v", i, e)
 		}
 	}
-	want := "meeting.started api, stage.requested participant, stage.granted participant, stage.joined participant, stage.kicked api"
+	want := "meeting.started api, participant.joined participant, participant.joined participant, stage.requested participant, stage.granted participant, stage.joined participant, stage.kicked api"
 	if strings.Join(got, ", ") != want {
 		t.Fatalf("the audit log: %s\nwant %s", strings.Join(got, ", "), want)
 	}
-	if all[2].Actor.ParticipantID == "" || all[2].Actor.ParticipantID == all[2].ParticipantID || all[4].UserID != "ann" {
-		t.Errorf("who granted whom: %+v; kicked: %+v", all[2], all[4])
+	if all[4].Actor.ParticipantID == "" || all[4].Actor.ParticipantID == all[4].ParticipantID || all[6].UserID != "ann" {
+		t.Errorf("who granted whom: %+v; kicked: %+v", all[4], all[6])
 	}
 	// Filters: one participant's entries, a type, a time range.
 	filter := func(q string) []string {
@@ -65,7 +65,7 @@ func TestREST_audit(t *testing.T) {
 		}
 		return out
 	}
-	if got := filter("participant_id=" + all[1].ParticipantID + "&type=stage.granted,stage.kicked"); strings.Join(got, ",") != "stage.granted,stage.kicked" {
+	if got := filter("participant_id=" + all[3].ParticipantID + "&type=stage.granted,stage.kicked"); strings.Join(got, ",") != "stage.granted,stage.kicked" {
 		t.Errorf("ann's grants and kicks: %v", got)
 	}
 	if got := filter("from=" + url.QueryEscape(mark.Format(time.RFC3339Nano))); strings.Join(got, ",") != "stage.kicked" {

@@ -136,7 +136,8 @@ func script(t *testing.T, ts *testServer, mid string) {
 	}
 }
 
-var scripted = []string{"stage.requested", "stage.granted", "stage.joined", "stage.kicked", "stage.requested", "stage.cancelled"}
+var scripted = []string{"participant.joined", "participant.joined", "participant.joined",
+	"stage.requested", "stage.granted", "stage.joined", "stage.kicked", "stage.requested", "stage.cancelled"}
 
 // Every entry of a scripted webinar reaches the receiver signed (verified
 // by the webhook package's helper), in order, with the id and seq the
@@ -172,7 +173,7 @@ func TestWebhooks_deliveredSignedInOrder(t *testing.T) {
 		t.Errorf("attempts, newest first: %+v", attempts)
 	}
 	metrics := ts.metrics()
-	if !strings.Contains(metrics, `cocmd_webhook_deliveries_total{endpoint="`+epAll.ID+`"} 7`) {
+	if !strings.Contains(metrics, `cocmd_webhook_deliveries_total{endpoint="`+epAll.ID+`"} 10`) {
 		t.Errorf("metrics:\n%s", metrics)
 	}
 	// A test event, on demand.

@@ -218,6 +218,11 @@ type Store interface {
 	// When it returns nil they are durable; when it returns an error,
 	// none was written.
 	SaveStatuses(ctx context.Context, meetingID string, s []Status, events []Event) error
+	// AppendEvents queues log entries that tell of no stored change (a
+	// participant connected, or left after its grace) for the next
+	// commit, in the order of the calls, without waiting for it; the
+	// channel says how it went.
+	AppendEvents(ctx context.Context, meetingID string, events []Event) <-chan error
 	// LastEventSeq returns the Seq of the last entry of meeting
 	// meetingID's log, 0 if it has none.
 	LastEventSeq(ctx context.Context, meetingID string) (uint64, error)

@@ -620,19 +620,47 @@ func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Statu
 	if len(s) == 0 && len(events) == 0 {
 		return nil
 	}
+	w, err := d.queue(ctx, meetingID, s, events)
+	if err != nil {
+		return err
+	}
+	return d.wait(w)
+}
+
+// AppendEvents implements store.Store: the entries are queued for the
+// next group commit now, in the order of the calls, and the returned
+// channel says how the commit went.
+func (d *DB) AppendEvents(ctx context.Context, meetingID string, events []store.Event) <-chan error {
+	out := make(chan error, 1)
+	w, err := d.queue(ctx, meetingID, nil, events)
+	if err != nil {
+		out <- err
+		return out
+	}
+	go func() { out <- d.wait(w) }()
+	return out
+}
+
+// queue hands a write to the committer.
+func (d *DB) queue(ctx context.Context, meetingID string, s []store.Status, events []store.Event) (*statusWrite, error) {
 	w := &statusWrite{meetingID: meetingID, statuses: s, events: events, done: make(chan error, 1)}
 	select {
 	case <-d.stop:
-		return errClosed
+		return nil, errClosed
 	default:
 	}
 	select {
 	case d.writes <- w:
+		return w, nil
 	case <-d.stop:
-		return errClosed
+		return nil, errClosed
 	case <-ctx.Done():
-		return ctx.Err() // not queued: nothing was written
+		return nil, ctx.Err() // not queued: nothing was written
 	}
+}
+
+// wait returns the outcome of a queued write.
+func (d *DB) wait(w *statusWrite) error {
 	select {
 	case err := <-w.done:
 		return err
