@@ -169,6 +169,9 @@ type Webhooks interface {
 	AddAttempt(ctx context.Context, a Attempt) error
 	// Attempts returns endpoint id's attempts, newest first.
 	Attempts(ctx context.Context, id string, page Page) ([]Attempt, string, error)
+	// Prune deletes the log entries committed before logBefore (none if
+	// it is zero) and the attempts made before attemptsBefore.
+	Prune(ctx context.Context, logBefore, attemptsBefore time.Time) (entries, attempts int64, err error)
 }
 
 // Page selects a slice of a list: the items after cursor After (empty for

@@ -42,6 +42,8 @@ func TestParseConfig(t *testing.T) {
 		{"-turn-offer", "udp,sctp"},
 		{"-turn-urls", "turn:turn.example.com:3478"},                                       // no secret
 		{"-turn-urls", "stun:stun.example.com:3478", "-turn-secret-file", "/etc/hostname"}, // not TURN
+		{"-audit-retention", "1h"}, // shorter than webhooks' retries
+		{"-audit-retention", "a while"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("%v accepted", bad)
@@ -54,6 +56,18 @@ func TestParseConfig(t *testing.T) {
 		return ""
 	}); err == nil {
 		t.Error("bad COCMD_RECONNECT_GRACE accepted")
+	}
+	c, err = parseConfig([]string{"-audit-retention", "2160h", "-webhooks-allow-private"}, func(string) string { return "" })
+	if err != nil || c.AuditRetention != 90*24*time.Hour || !c.WebhooksAllowPrivate {
+		t.Errorf("audit retention and private webhooks: %+v %v", c, err)
+	}
+	if _, err := parseConfig(nil, func(k string) string {
+		if k == "COCMD_AUDIT_RETENTION" {
+			return "forever"
+		}
+		return ""
+	}); err == nil {
+		t.Error("bad COCMD_AUDIT_RETENTION accepted")
 	}
 }
 

@@ -45,6 +45,9 @@ type config struct {
 	// WebhooksAllowPrivate lets webhook endpoints be private, loopback or
 	// link-local addresses: for development.
 	WebhooksAllowPrivate bool
+	// AuditRetention is how long the meetings' log entries are kept; 0
+	// keeps them for ever. Webhook attempts are kept 30 days.
+	AuditRetention time.Duration
 	MediaListen          string // UDP address of the media plane; "" is the HTTP port on every interface
 	MediaPublicIP        string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
 	STUN                 string // host:port of the STUN server -media-public-ip auto asks
@@ -168,6 +171,9 @@ func (c config) Validate() error {
 	}
 	if c.ReconnectGrace < time.Second || c.ReconnectGrace > time.Hour {
 		return fmt.Errorf("reconnect grace %v: must be 1s to 1h", c.ReconnectGrace)
+	}
+	if c.AuditRetention != 0 && c.AuditRetention < 48*time.Hour {
+		return fmt.Errorf("audit retention %v: 0 (for ever) or at least 48h, as webhook deliveries are retried for a day from the log", c.AuditRetention)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
@@ -317,7 +323,14 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_API_KEY", &c.APIKey)
 	env("COCMD_API_KEY_FILE", &c.APIKeyFile)
 	env("COCMD_DEBUG_ADDR", &c.DebugAddr)
-	if v := os.Getenv("COCMD_WEBHOOKS_ALLOW_PRIVATE"); v != "" {
+	if v := getenv("COCMD_AUDIT_RETENTION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("COCMD_AUDIT_RETENTION %q: %w", v, err)
+		}
+		c.AuditRetention = d
+	}
+	if v := getenv("COCMD_WEBHOOKS_ALLOW_PRIVATE"); v != "" {
 		c.WebhooksAllowPrivate = v == "1" || strings.EqualFold(v, "true")
 	}
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
@@ -379,6 +392,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.ReconnectGrace, "reconnect-grace", c.ReconnectGrace, "how long a dropped participant keeps its place (env COCMD_RECONNECT_GRACE)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env COCMD_LOG_LEVEL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "if set, serve net/http/pprof there; keep it on loopback (env COCMD_DEBUG_ADDR)")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", c.AuditRetention, "how long the meetings' audit log entries are kept, at least 48h (webhooks retry for a day); 0 keeps them for ever (env COCMD_AUDIT_RETENTION)")
 	fs.BoolVar(&c.WebhooksAllowPrivate, "webhooks-allow-private", c.WebhooksAllowPrivate, "let webhook endpoints be private, loopback or link-local addresses: for development only (env COCMD_WEBHOOKS_ALLOW_PRIVATE)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
@@ -575,6 +589,7 @@ func serve(args []string) error {
 		deliverer.Run(whctx)
 	}()
 	defer func() { stopWebhooks(); <-whDone }()
+	go prune(whctx, db, cfg.AuditRetention, log)
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
@@ -780,5 +795,35 @@ func dropAll(ln net.Listener) {
 			return
 		}
 		c.Close()
+	}
+}
+
+// attemptRetention is how long webhook delivery attempts are kept.
+const attemptRetention = 30 * 24 * time.Hour
+
+// prune deletes, every hour until ctx ends, the log entries older than
+// retention (none if it is 0) and the webhook attempts older than
+// attemptRetention.
+func prune(ctx context.Context, db *sqlite.DB, retention time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		var logBefore time.Time
+		if retention > 0 {
+			logBefore = now.Add(-retention)
+		}
+		entries, attempts, err := db.Prune(ctx, logBefore, now.Add(-attemptRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("pruning the audit log", "err", err)
+		case entries+attempts > 0:
+			log.Info("pruned the audit log", "entries", entries, "webhook_attempts", attempts)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }

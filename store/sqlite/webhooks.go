@@ -161,3 +161,22 @@ func (d *DB) Attempts(ctx context.Context, id string, page store.Page) ([]store.
 	}
 	return out, "", rows.Err()
 }
+
+// Prune implements store.Webhooks: it deletes the log entries committed
+// before logBefore (unless it is zero) and the delivery attempts made
+// before attemptsBefore, and returns how many of each went.
+func (d *DB) Prune(ctx context.Context, logBefore, attemptsBefore time.Time) (entries, attempts int64, err error) {
+	if !logBefore.IsZero() {
+		res, err := d.db.ExecContext(ctx, "DELETE FROM events WHERE at < ?", ms(logBefore))
+		if err != nil {
+			return 0, 0, err
+		}
+		entries, _ = res.RowsAffected()
+	}
+	res, err := d.db.ExecContext(ctx, "DELETE FROM webhook_attempts WHERE at < ?", ms(attemptsBefore))
+	if err != nil {
+		return entries, 0, err
+	}
+	attempts, _ = res.RowsAffected()
+	return entries, attempts, nil
+}
