@@ -42,7 +42,7 @@ func TestParseConfig(t *testing.T) {
 		{"-turn-offer", "udp,sctp"},
 		{"-turn-urls", "turn:turn.example.com:3478"},                                       // no secret
 		{"-turn-urls", "stun:stun.example.com:3478", "-turn-secret-file", "/etc/hostname"}, // not TURN
-		{"-audit-retention", "1h"}, // shorter than webhooks' retries
+		{"-audit-retention", "1h"},                                                         // shorter than webhooks' retries
 		{"-audit-retention", "a while"},
 	} {
 		if _, err := parseConfig(bad, func(string) string { return "" }); err == nil {

@@ -48,27 +48,27 @@ type config struct {
 	// AuditRetention is how long the meetings' log entries are kept; 0
 	// keeps them for ever. Webhook attempts are kept 30 days.
 	AuditRetention time.Duration
-	MediaListen          string // UDP address of the media plane; "" is the HTTP port on every interface
-	MediaPublicIP        string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
-	STUN                 string // host:port of the STUN server -media-public-ip auto asks
-	MediaLoopback        bool   // offer loopback candidates too
-	MediaTCP             bool   // ICE-TCP on the HTTP(S) port
-	TURN                 bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
-	TURNURLs             string // comma-separated URLs of an external TURN server, instead of the embedded one
-	TURNSecretFile       string // the TURN REST shared secret; default <data>/turn-secret, created
-	TURNOffer            string // the embedded server's transports clients are told of: udp, tcp, tls; "": tls with HTTPS, else udp
-	Dev                  string // "auto" (on when listening on loopback), "true" or "false"
-	TLSCert              string // PEM certificate (chain) file; with TLSKey, serve HTTPS
-	TLSKey               string // PEM private key file
-	RedirectHTTP         string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
-	Domain               string // comma-separated names: get certificates over ACME and serve HTTPS
-	ACMECA               string // the ACME directory URL; "" is Let's Encrypt
-	ACMEEmail            string
-	ACMECARoot           string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
-	ACMERenewCheck       time.Duration // how often certificates are checked for renewal
-	ConnLimit            int           // realtime connections per client address
-	UnauthLimit          int           // unauthenticated connections per peer address
-	TrustedProxies       string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
+	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
+	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
+	STUN           string // host:port of the STUN server -media-public-ip auto asks
+	MediaLoopback  bool   // offer loopback candidates too
+	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
+	TURN           bool   // the embedded TURN server, on the media UDP port and the HTTP(S) port
+	TURNURLs       string // comma-separated URLs of an external TURN server, instead of the embedded one
+	TURNSecretFile string // the TURN REST shared secret; default <data>/turn-secret, created
+	TURNOffer      string // the embedded server's transports clients are told of: udp, tcp, tls; "": tls with HTTPS, else udp
+	Dev            string // "auto" (on when listening on loopback), "true" or "false"
+	TLSCert        string // PEM certificate (chain) file; with TLSKey, serve HTTPS
+	TLSKey         string // PEM private key file
+	RedirectHTTP   string // with TLS: an address whose plain HTTP requests are redirected to HTTPS
+	Domain         string // comma-separated names: get certificates over ACME and serve HTTPS
+	ACMECA         string // the ACME directory URL; "" is Let's Encrypt
+	ACMEEmail      string
+	ACMECARoot     string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
+	ACMERenewCheck time.Duration // how often certificates are checked for renewal
+	ConnLimit      int           // realtime connections per client address
+	UnauthLimit    int           // unauthenticated connections per peer address
+	TrustedProxies string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
 }
 
 func defaults() config {
