@@ -163,9 +163,10 @@ type Webhooks interface {
 	// past position after, that endpoint id has not been delivered yet
 	// (whose Seq is above its cursor for their meeting).
 	PendingEvents(ctx context.Context, id string, after int64, limit int) ([]Event, error)
-	// Delivered moves endpoint id's cursor for a meeting to seq: entries
-	// up to it are delivered (or were not for it).
-	Delivered(ctx context.Context, id, meetingID string, seq uint64) error
+	// Record logs attempts and moves endpoint id's cursors (meeting id →
+	// seq: entries up to it are delivered, or were not for it), in one
+	// transaction.
+	Record(ctx context.Context, id string, attempts []Attempt, delivered map[string]uint64) error
 	AddAttempt(ctx context.Context, a Attempt) error
 	// Attempts returns endpoint id's attempts, newest first.
 	Attempts(ctx context.Context, id string, page Page) ([]Attempt, string, error)

@@ -32,8 +32,7 @@ type Store interface {
 	Endpoints(ctx context.Context) ([]store.Endpoint, error)
 	UpdateEndpoint(ctx context.Context, e store.Endpoint) error
 	PendingEvents(ctx context.Context, id string, after int64, limit int) ([]store.Event, error)
-	Delivered(ctx context.Context, id, meetingID string, seq uint64) error
-	AddAttempt(ctx context.Context, a store.Attempt) error
+	Record(ctx context.Context, id string, attempts []store.Attempt, delivered map[string]uint64) error
 }
 
 // Config configures a Deliverer.
@@ -249,7 +248,11 @@ func (d *Deliverer) work(ctx context.Context, ep store.Endpoint) {
 }
 
 // round delivers what is pending now. busy: a full batch was read, more
-// may wait; stop: the endpoint stopped, or ctx ended.
+// may wait; stop: the endpoint stopped, or ctx ended. What it did — the
+// attempts, the cursors moved — is written once, at its end (one
+// transaction, not two a delivery): the next round's read starts from it.
+// Killed before that, the round's deliveries are made again: at least
+// once, with the same ids.
 func (d *Deliverer) round(ctx context.Context, ep store.Endpoint, states map[string]*meetingState, after *int64) (busy, stop bool) {
 	events, err := d.cfg.Store.PendingEvents(ctx, ep.ID, *after, batch)
 	if err != nil {
@@ -264,6 +267,20 @@ func (d *Deliverer) round(ctx context.Context, ep store.Endpoint, states map[str
 		oldest = events[0].At
 	}
 	d.stat(ep.ID, func(s *Stats) { s.Pending, s.OldestPending = len(events), oldest })
+	var attempts []store.Attempt
+	delivered := map[string]uint64{}
+	defer func() {
+		if len(attempts) == 0 && len(delivered) == 0 {
+			return
+		}
+		// Written even when ctx ended: what was delivered stays so.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := d.cfg.Store.Record(wctx, ep.ID, attempts, delivered); err != nil {
+			d.cfg.Logger.Warn("webhooks: recording deliveries", "endpoint", ep.ID, "err", err)
+			*after = ep.StartN // read again from the cursors the store has
+		}
+	}()
 	blocked := map[string]bool{}
 	var firstBlocked int64 = -1
 	for _, ev := range events {
@@ -283,24 +300,18 @@ func (d *Deliverer) round(ctx context.Context, ep store.Endpoint, states map[str
 			continue
 		}
 		if len(ep.EventTypes) > 0 && !slices.Contains(ep.EventTypes, ev.Type) {
-			if err := d.cfg.Store.Delivered(ctx, ep.ID, ev.MeetingID, ev.Seq); err != nil {
-				return false, ctx.Err() != nil
-			}
+			delivered[ev.MeetingID] = ev.Seq
 			continue
 		}
 		a := d.Send(ctx, ep, ev)
 		if ctx.Err() != nil {
 			return false, true // shut down mid-delivery: tried again at the next start
 		}
-		if err := d.cfg.Store.AddAttempt(ctx, a); err != nil {
-			d.cfg.Logger.Warn("webhooks: logging an attempt", "endpoint", ep.ID, "err", err)
-		}
+		attempts = append(attempts, a)
 		if a.Error == "" {
 			d.stat(ep.ID, func(s *Stats) { s.Delivered++ })
 			delete(states, ev.MeetingID)
-			if err := d.cfg.Store.Delivered(ctx, ep.ID, ev.MeetingID, ev.Seq); err != nil {
-				return false, ctx.Err() != nil // delivered again later: at least once
-			}
+			delivered[ev.MeetingID] = ev.Seq
 			continue
 		}
 		d.stat(ep.ID, func(s *Stats) { s.Failed++ })

@@ -34,11 +34,15 @@ const benchKey = "ck_bench_key_0123456789"
 var verbose bool
 
 const benchUsage = `usage: cocmd bench stage [-n 1000,5000,10000] [-rounds 5] [-server-cpu 0] [-load-cpu 1]
-       cocmd bench media [-n 50,100,200] [-window 10s] [-server-cpu 0] [-load-cpu 1] [-media ../shared/media]`
+       cocmd bench media [-n 50,100,200] [-window 10s] [-server-cpu 0] [-load-cpu 1] [-media ../shared/media]
+       cocmd bench webhooks [-entries 4000] [-grants 400] [-server-cpu 0]`
 
 func bench(args []string) error {
 	if len(args) > 0 && args[0] == "media" {
 		return benchMedia(args[1:])
+	}
+	if len(args) > 0 && args[0] == "webhooks" {
+		return benchWebhooks(args[1:])
 	}
 	if len(args) > 0 && args[0] == "media-subscribers" { // a load process of bench media -procs
 		return benchMediaSubscribers()

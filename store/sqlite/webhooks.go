@@ -115,16 +115,36 @@ func (d *DB) PendingEvents(ctx context.Context, id string, after int64, limit in
 	return out, rows.Err()
 }
 
-// Delivered implements store.Webhooks.
-func (d *DB) Delivered(ctx context.Context, id, meetingID string, seq uint64) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO webhook_cursors (endpoint_id, meeting_id, seq) VALUES (?, ?, ?)
-		ON CONFLICT (endpoint_id, meeting_id) DO UPDATE SET seq = MAX(seq, excluded.seq)`, id, meetingID, int64(seq))
-	return err
+// Record implements store.Webhooks. Attempts of an endpoint deleted
+// meanwhile go with it.
+func (d *DB) Record(ctx context.Context, id string, attempts []store.Attempt, delivered map[string]uint64) error {
+	return d.inTx(ctx, func(tx *sql.Tx) error {
+		var exists int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM webhook_endpoints WHERE id = ?", id).Scan(&exists); err != nil || exists == 0 {
+			return err
+		}
+		for _, a := range attempts {
+			if err := addAttempt(ctx, tx, a); err != nil {
+				return err
+			}
+		}
+		for mid, seq := range delivered {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_cursors (endpoint_id, meeting_id, seq) VALUES (?, ?, ?)
+				ON CONFLICT (endpoint_id, meeting_id) DO UPDATE SET seq = MAX(seq, excluded.seq)`, id, mid, int64(seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // AddAttempt implements store.Webhooks.
 func (d *DB) AddAttempt(ctx context.Context, a store.Attempt) error {
-	_, err := d.db.ExecContext(ctx, `INSERT INTO webhook_attempts (endpoint_id, event_id, meeting_id, seq, at, status, latency_us, error)
+	return addAttempt(ctx, d.db, a)
+}
+
+func addAttempt(ctx context.Context, x execer, a store.Attempt) error {
+	_, err := x.ExecContext(ctx, `INSERT INTO webhook_attempts (endpoint_id, event_id, meeting_id, seq, at, status, latency_us, error)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, a.EndpointID, a.EventID, a.MeetingID, int64(a.Seq), ms(a.At), a.Status, a.Latency.Microseconds(), a.Error)
 	return err
 }
