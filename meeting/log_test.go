@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
@@ -94,5 +95,47 @@ func TestMeeting_log(t *testing.T) {
 	}
 	if _, ok := stageEventType[stage.CauseRemoved]; !ok || len(stageEventType) != 12 {
 		t.Error("a cause without an event type")
+	}
+}
+
+// A participant whose connection drops has not left: participant.left
+// comes after the reconnect grace, the system's, and not at all if it
+// comes back within it.
+func TestMeeting_logLeftAfterGrace(t *testing.T) {
+	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
+		{ID: "a", UserID: "ua", Preset: "webinar_viewer"}, {ID: "b", UserID: "ub", Preset: "webinar_viewer"}}}
+	reg := NewRegistry(s, Config{Logger: quiet(), Grace: 100 * time.Millisecond})
+	defer reg.Close()
+	connect := func(pid string) *Client {
+		c, err := reg.Connect(ctx(t), "m", pid, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetWriter(func() {}, nil)
+		return c
+	}
+	a, b := connect("a"), connect("b")
+	reg.Disconnect(a)
+	reg.Disconnect(b)
+	connect("b") // back within the grace
+	waitLog := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); len(s.log()) < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log: %+v", s.log())
+			}
+		}
+	}
+	waitLog(3) // a's grace over
+	reg.Leave(connect("a")) // and a second time, on purpose
+	waitLog(5)
+	var got []string
+	for _, e := range s.log() {
+		got = append(got, e.Type+" "+e.ParticipantID+" "+string(e.Actor.Kind))
+	}
+	want := []string{"participant.joined a participant", "participant.joined b participant", "participant.left a system",
+		"participant.joined a participant", "participant.left a participant"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("the log: %v\nwant %v", got, want)
 	}
 }

@@ -213,8 +213,10 @@ func TestWebhooks_failingReceiverCatchesUp(t *testing.T) {
 		case 2:
 			w.Header().Set("Location", other.URL)
 			return http.StatusFound
-		case 3: // the connection closed before an answer
-			c, _, _ := w.(http.Hijacker).Hijack()
+		case 3: // the connection closed mid-answer
+			c, buf, _ := w.(http.Hijacker).Hijack()
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nten bytes.")
+			buf.Flush()
 			c.Close()
 			return -1
 		case 4: // slower than the client's timeout
