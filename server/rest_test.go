@@ -116,7 +116,7 @@ func TestREST_openAPIServed(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, path := range []string{"/v1/presets/{name}", "/v1/meetings/{id}/participants/{pid}/token", "/v1/meetings/{id}/live", "/v1/meetings/{id}/audit", "/v1/meetings/{id}/stage/{action}", "/v1/realtime"} {
+	for _, path := range []string{"/v1/presets/{name}", "/v1/meetings/{id}/participants/{pid}/token", "/v1/meetings/{id}/live", "/v1/meetings/{id}/audit", "/v1/webhooks/{id}/replay", "/v1/webhooks/{id}/attempts", "/v1/meetings/{id}/stage/{action}", "/v1/realtime"} {
 		if !strings.Contains(string(b), path+":") {
 			t.Errorf("openapi.yaml does not describe %s", path)
 		}
