@@ -64,6 +64,20 @@ func startBinary(t *testing.T, bin, addr, dir string) *exec.Cmd {
 	return cmd
 }
 
+// joinAs adds participant uid to meeting mid and joins as it, with an SDK
+// client that reconnects quickly (closed when the test ends).
+func joinAs(ctx context.Context, t *testing.T, base, mid, uid, preset string) *client.Meeting {
+	t.Helper()
+	var p struct{ Token string }
+	rest(t, base, "POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+	c, err := client.Join(ctx, base, p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func rest(t *testing.T, base, method, path string, in, out any) {
 	t.Helper()
 	b, _ := json.Marshal(in)
@@ -119,16 +133,7 @@ func TestBinary_killAndRestart(t *testing.T) {
 
 	var m struct{ ID string }
 	rest(t, base, "POST", "/v1/meetings", map[string]any{"title": "Kill me", "type": "WEBINAR"}, &m)
-	join := func(uid, preset string) *client.Meeting {
-		var p struct{ Token string }
-		rest(t, base, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		c, err := client.Join(ctx, base, p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	join := func(uid, preset string) *client.Meeting { return joinAs(ctx, t, base, m.ID, uid, preset) }
 	host := join("host", "webinar_host")
 	names := []string{"v0", "v1", "v2", "v3", "v4"}
 	vs := map[string]*client.Meeting{}

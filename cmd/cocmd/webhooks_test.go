@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/webhook"
 )
 
@@ -71,17 +70,7 @@ func TestBinary_webhooksSurviveKill(t *testing.T) {
 	defer cancel()
 	var m struct{ ID string }
 	rest(t, base, "POST", "/v1/meetings", map[string]any{"title": "hooks", "type": "WEBINAR"}, &m)
-	join := func(uid, preset string) *client.Meeting {
-		var p struct{ Token string }
-		rest(t, base, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		c, err := client.Join(ctx, base, p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	host, ann := join("host", "webinar_host"), join("ann", "webinar_viewer")
+	host, ann := joinAs(ctx, t, base, m.ID, "host", "webinar_host"), joinAs(ctx, t, base, m.ID, "ann", "webinar_viewer")
 	for _, step := range []func() error{
 		func() error { return ann.Stage.RequestAccess(ctx) },
 		func() error { return host.Stage.GrantAccess(ctx, "ann") },
