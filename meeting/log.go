@@ -81,6 +81,9 @@ func meetingSettings(m store.Meeting) protocol.Meeting {
 		StageRequestTTL: protocol.Seconds(m.StageRequestTTL)}
 }
 
+// emptyObject is the payload of entries that carry none.
+var emptyObject = json.RawMessage("{}")
+
 // logEvent returns the meeting's next log entry: it takes the meeting's
 // next sequence number.
 func (m *Meeting) logEvent(typ string, by store.Actor, pid, uid string, data any) store.Event {
@@ -126,11 +129,11 @@ func MeetingStarted(m store.Meeting) store.Event {
 // commits it in order with the meeting's other entries. If the commit
 // fails, the entry is missing from the log, and that is logged.
 func (m *Meeting) presenceEntry(typ string, by store.Actor, p *stage.Participant) {
-	ev := m.logEvent(typ, by, p.ID, p.UserID, struct{}{})
-	done := m.reg.store.AppendEvents(context.Background(), m.id, []store.Event{ev})
-	go func() {
-		if err := <-done; err != nil {
-			m.log.Error("logging a presence entry failed", "type", typ, "participant", p.ID, "err", err)
+	ev := m.logEvent(typ, by, p.ID, p.UserID, emptyObject)
+	pid := p.ID
+	m.reg.store.AppendEvents(context.Background(), m.id, []store.Event{ev}, func(err error) {
+		if err != nil {
+			m.log.Error("logging a presence entry failed", "type", typ, "participant", pid, "err", err)
 		}
-	}()
+	})
 }

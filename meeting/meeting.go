@@ -32,7 +32,7 @@ type Store interface {
 	SetParticipantPreset(ctx context.Context, meetingID, id, preset string, statuses []store.Status, events []store.Event) error
 	RemoveParticipant(ctx context.Context, meetingID, id string, events []store.Event) error
 	SaveStatuses(ctx context.Context, meetingID string, s []store.Status, events []store.Event) error
-	AppendEvents(ctx context.Context, meetingID string, events []store.Event) <-chan error
+	AppendEvents(ctx context.Context, meetingID string, events []store.Event, done func(error))
 	// LastEventSeq returns the Seq of the meeting's last log entry (0:
 	// none).
 	LastEventSeq(ctx context.Context, meetingID string) (uint64, error)

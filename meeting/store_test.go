@@ -50,15 +50,16 @@ func (s *memStore) UpdateMeeting(_ context.Context, m store.Meeting, ev []store.
 	s.events = append(s.events, ev...)
 	return nil
 }
-func (s *memStore) AppendEvents(_ context.Context, _ string, ev []store.Event) <-chan error {
+func (s *memStore) AppendEvents(_ context.Context, _ string, ev []store.Event, done func(error)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(chan error, 1)
 	if s.fail == nil {
 		s.events = append(s.events, ev...)
 	}
-	out <- s.fail
-	return out
+	err := s.fail
+	s.mu.Unlock()
+	if done != nil {
+		done(err)
+	}
 }
 func (s *memStore) LastEventSeq(context.Context, string) (uint64, error) {
 	s.mu.Lock()

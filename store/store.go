@@ -224,9 +224,10 @@ type Store interface {
 	SaveStatuses(ctx context.Context, meetingID string, s []Status, events []Event) error
 	// AppendEvents queues log entries that tell of no stored change (a
 	// participant connected, or left after its grace) for the next
-	// commit, in the order of the calls, without waiting for it; the
-	// channel says how it went.
-	AppendEvents(ctx context.Context, meetingID string, events []Event) <-chan error
+	// commit, in the order of the calls, without waiting for it; done, if
+	// not nil, is told how it went, on the store's goroutine: it must not
+	// block.
+	AppendEvents(ctx context.Context, meetingID string, events []Event, done func(error))
 	// LastEventSeq returns the Seq of the last entry of meeting
 	// meetingID's log, 0 if it has none.
 	LastEventSeq(ctx context.Context, meetingID string) (uint64, error)

@@ -355,16 +355,29 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
+const insertEvent = `INSERT INTO events (meeting_id, seq, type, at, actor_kind, actor_id, participant_id, user_id, data)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
 // insertEvents appends events to their meetings' logs.
 func insertEvents(ctx context.Context, tx execer, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	return insertEventsWith(ctx, func(args ...any) error {
+		_, err := tx.ExecContext(ctx, insertEvent, args...)
+		return err
+	}, events)
+}
+
+// insertEventsWith appends events with exec, which runs insertEvent.
+func insertEventsWith(_ context.Context, exec func(args ...any) error, events []store.Event) error {
 	for _, e := range events {
 		data := e.Data
 		if data == nil {
 			data = []byte("{}")
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events (meeting_id, seq, type, at, actor_kind, actor_id, participant_id, user_id, data)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.MeetingID, int64(e.Seq), e.Type, ms(e.At), string(e.Actor.Kind), e.Actor.ID,
-			e.ParticipantID, e.UserID, data); err != nil {
+		if err := exec(e.MeetingID, int64(e.Seq), e.Type, ms(e.At), string(e.Actor.Kind), e.Actor.ID,
+			e.ParticipantID, e.UserID, []byte(data)); err != nil {
 			return err
 		}
 	}
@@ -611,6 +624,7 @@ type statusWrite struct {
 	statuses  []store.Status
 	events    []store.Event
 	done      chan error
+	then      func(error) // AppendEvents' callback, if any
 }
 
 // SaveStatuses implements store.Store. It returns once the statuses are
@@ -620,7 +634,7 @@ func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Statu
 	if len(s) == 0 && len(events) == 0 {
 		return nil
 	}
-	w, err := d.queue(ctx, meetingID, s, events)
+	w, err := d.queue(ctx, meetingID, s, events, nil)
 	if err != nil {
 		return err
 	}
@@ -628,22 +642,18 @@ func (d *DB) SaveStatuses(ctx context.Context, meetingID string, s []store.Statu
 }
 
 // AppendEvents implements store.Store: the entries are queued for the
-// next group commit now, in the order of the calls, and the returned
-// channel says how the commit went.
-func (d *DB) AppendEvents(ctx context.Context, meetingID string, events []store.Event) <-chan error {
-	out := make(chan error, 1)
-	w, err := d.queue(ctx, meetingID, nil, events)
-	if err != nil {
-		out <- err
-		return out
+// next group commit now, in the order of the calls; done, if not nil, is
+// called with the commit's outcome, on the committer's goroutine (it must
+// not block).
+func (d *DB) AppendEvents(ctx context.Context, meetingID string, events []store.Event, done func(error)) {
+	if _, err := d.queue(ctx, meetingID, nil, events, done); err != nil && done != nil {
+		done(err)
 	}
-	go func() { out <- d.wait(w) }()
-	return out
 }
 
 // queue hands a write to the committer.
-func (d *DB) queue(ctx context.Context, meetingID string, s []store.Status, events []store.Event) (*statusWrite, error) {
-	w := &statusWrite{meetingID: meetingID, statuses: s, events: events, done: make(chan error, 1)}
+func (d *DB) queue(ctx context.Context, meetingID string, s []store.Status, events []store.Event, then func(error)) (*statusWrite, error) {
+	w := &statusWrite{meetingID: meetingID, statuses: s, events: events, done: make(chan error, 1), then: then}
 	select {
 	case <-d.stop:
 		return nil, errClosed
@@ -718,6 +728,9 @@ func (d *DB) commit(group []*statusWrite) {
 			errs[i] = err
 		}
 		w.done <- errs[i]
+		if w.then != nil {
+			w.then(errs[i])
+		}
 	}
 }
 
@@ -734,6 +747,15 @@ func (d *DB) commitGroup(group []*statusWrite, errs []error) error {
 		return err
 	}
 	defer stmt.Close()
+	evStmt, err := tx.PrepareContext(ctx, insertEvent)
+	if err != nil {
+		return err
+	}
+	defer evStmt.Close()
+	execEvent := func(args ...any) error {
+		_, err := evStmt.ExecContext(ctx, args...)
+		return err
+	}
 	for i, w := range group {
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 			return err
@@ -745,7 +767,7 @@ func (d *DB) commitGroup(group []*statusWrite, errs []error) error {
 			}
 		}
 		if errs[i] == nil {
-			errs[i] = insertEvents(ctx, tx, w.events)
+			errs[i] = insertEventsWith(ctx, execEvent, w.events)
 		}
 		if errs[i] != nil {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
