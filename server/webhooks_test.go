@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -382,5 +383,60 @@ func TestWebhooks_badRegistration(t *testing.T) {
 	}
 	if code := ts.api("DELETE", "/v1/webhooks/"+ep.ID, nil, nil); code != 204 {
 		t.Errorf("delete: %d", code)
+	}
+}
+
+// A receiver that holds one meeting's delivery does not hold back another
+// meeting's: the endpoint is sent several meetings at once, each in order.
+func TestWebhooks_meetingsInParallel(t *testing.T) {
+	// A timeout longer than the test: the held delivery stays held.
+	ts := startServer(t, testOptions{webhooks: &webhook.Config{Poll: 20 * time.Millisecond, Client: webhook.NewClient(time.Minute, true)}})
+	slowMeeting := ts.meeting(map[string]any{"title": "slow", "type": "WEBINAR"})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	rx := newReceiver(t)
+	t.Cleanup(free) // before the receiver closes: a failed test does not hang
+	var held atomic.Int32
+	slow := rx.srv.Config.Handler
+	rx.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), slowMeeting) {
+			held.Add(1)
+			<-release
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		slow.ServeHTTP(w, r)
+	})
+	rx.register(ts)
+	ts.mustAPI("PATCH", "/v1/meetings/"+slowMeeting, map[string]any{"title": "slow, still"}, nil)
+	for held.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fast := ts.meeting(map[string]any{"title": "fast", "type": "WEBINAR"})
+	for i := range 3 {
+		ts.mustAPI("PATCH", "/v1/meetings/"+fast, map[string]any{"title": fmt.Sprint("fast ", i)}, nil)
+	}
+	got := rx.waitFor(4, 5*time.Second) // the fast meeting's, while the slow one is held
+	for _, e := range got {
+		if e.MeetingID != fast {
+			t.Errorf("delivered %s of %s while the slow meeting was held", e.Type, e.MeetingID)
+		}
+	}
+	free()
+	got = rx.waitFor(5, 10*time.Second)
+	// The held delivery timed out and was made again: the receiver may
+	// take it twice, with the same id (at least once).
+	var slowIDs []string
+	for _, e := range got {
+		if e.MeetingID == slowMeeting && !slices.Contains(slowIDs, e.ID) {
+			slowIDs = append(slowIDs, e.ID)
+			if e.Type != "meeting.updated" {
+				t.Errorf("the slow meeting's entry: %s", e.Type)
+			}
+		}
+	}
+	if len(slowIDs) != 1 {
+		t.Errorf("the slow meeting's entries: %v", slowIDs)
 	}
 }

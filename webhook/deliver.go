@@ -23,7 +23,7 @@ import (
 // entries of its meeting to that endpoint — none is skipped — while the
 // endpoint's other meetings go on, and every endpoint has a goroutine of
 // its own, so a slow or dead receiver delays nobody else, and never the
-// meeting. Retries back off exponentially with jitter, from RetryMin to
+// meeting; an endpoint is sent up to Concurrency meetings' entries at once. Retries back off exponentially with jitter, from RetryMin to
 // RetryMax; an entry that has failed for GiveUpAfter stops the endpoint
 // (failing), as does a 410 Gone (gone), until the operator replays it.
 
@@ -53,6 +53,9 @@ type Config struct {
 	// GiveUpAfter is how long an entry may fail before its endpoint is
 	// stopped (failing); 0 means 24 h.
 	GiveUpAfter time.Duration
+	// Concurrency is how many meetings' entries an endpoint is sent at
+	// once, each meeting's in order; 0 means 8.
+	Concurrency int
 	// Now is the clock retries are timed by; nil means time.Now. Tests
 	// move it on to make days pass.
 	Now    func() time.Time
@@ -109,6 +112,9 @@ func NewDeliverer(cfg Config) *Deliverer {
 	}
 	if cfg.GiveUpAfter == 0 {
 		cfg.GiveUpAfter = 24 * time.Hour
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -227,121 +233,182 @@ func (d *Deliverer) stat(id string, fn func(*Stats)) {
 // batch is how many entries a worker reads at a time.
 const batch = 200
 
-// work delivers to one endpoint until ctx ends or the endpoint stops.
+// work delivers to one endpoint until ctx ends or the endpoint stops. It
+// reads what is pending every Poll and hands each meeting with entries to a goroutine of its own, up
+// to Concurrency at once: a meeting's entries go in order, one at a time,
+// and a receiver that holds one meeting's delivery does not hold back the
+// others'.
 func (d *Deliverer) work(ctx context.Context, ep store.Endpoint) {
-	states := map[string]*meetingState{}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := &endpointWork{d: d, ep: ep, cancel: cancel, states: map[string]*meetingState{}, inflight: map[string]int64{},
+		ended: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	after := ep.StartN
-	for {
-		busy, stop := d.round(ctx, ep, states, &after)
-		if stop {
-			return
+	for ctx.Err() == nil {
+		events, err := d.cfg.Store.PendingEvents(ctx, ep.ID, after, batch)
+		if err != nil && ctx.Err() == nil {
+			d.cfg.Logger.Warn("webhooks: reading pending entries", "endpoint", ep.ID, "err", err)
 		}
-		if busy {
-			continue
+		oldest := time.Time{}
+		if len(events) > 0 {
+			oldest = events[0].At
+		}
+		d.stat(ep.ID, func(s *Stats) { s.Pending, s.OldestPending = len(events), oldest })
+		var order []string
+		byMeeting := map[string][]store.Event{}
+		for _, ev := range events {
+			if byMeeting[ev.MeetingID] == nil {
+				order = append(order, ev.MeetingID)
+			}
+			byMeeting[ev.MeetingID] = append(byMeeting[ev.MeetingID], ev)
+		}
+		held := int64(-1) // the first entry not delivered yet: the next read starts there
+		hold := func(n int64) {
+			if held < 0 || n < held {
+				held = n
+			}
+		}
+		now := d.cfg.Now()
+		w.mu.Lock()
+		for _, n := range w.inflight {
+			hold(n)
+		}
+		for _, mid := range order {
+			evs := byMeeting[mid]
+			if _, busy := w.inflight[mid]; busy {
+				continue
+			}
+			if st := w.states[mid]; st != nil && st.seq == evs[0].Seq && now.Before(st.nextAt) {
+				hold(evs[0].N) // waiting to be tried again
+				continue
+			}
+			if len(w.inflight) >= d.cfg.Concurrency {
+				hold(evs[0].N)
+				continue
+			}
+			w.inflight[mid] = evs[0].N
+			hold(evs[0].N)
+			wg.Go(func() { w.meeting(ctx, mid, evs) })
+		}
+		w.mu.Unlock()
+		switch {
+		case held >= 0:
+			after = max(after, held-1)
+		case len(events) > 0:
+			after = max(after, events[len(events)-1].N)
+		}
+		if len(events) == batch && held < 0 {
+			continue // more may wait
+		}
+		// Every Poll, not as soon as a meeting is done: entries that come
+		// meanwhile go in one round, and one transaction, to the store the
+		// meetings commit to. But a backlog (a full read) is read on as
+		// soon as a meeting is done with its part.
+		var ended <-chan struct{}
+		if len(events) == batch {
+			ended = w.ended
 		}
 		select {
 		case <-ctx.Done():
-			return
+		case <-ended:
 		case <-time.After(d.cfg.Poll):
 		}
 	}
 }
 
-// round delivers what is pending now. busy: a full batch was read, more
-// may wait; stop: the endpoint stopped, or ctx ended. What it did — the
-// attempts, the cursors moved — is written once, at its end (one
-// transaction, not two a delivery): the next round's read starts from it.
-// Killed before that, the round's deliveries are made again: at least
-// once, with the same ids.
-func (d *Deliverer) round(ctx context.Context, ep store.Endpoint, states map[string]*meetingState, after *int64) (busy, stop bool) {
-	events, err := d.cfg.Store.PendingEvents(ctx, ep.ID, *after, batch)
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, true
-		}
-		d.cfg.Logger.Warn("webhooks: reading pending entries", "endpoint", ep.ID, "err", err)
-		return false, false
-	}
-	oldest := time.Time{}
-	if len(events) > 0 {
-		oldest = events[0].At
-	}
-	d.stat(ep.ID, func(s *Stats) { s.Pending, s.OldestPending = len(events), oldest })
+// endpointWork is one endpoint's delivery state.
+type endpointWork struct {
+	d      *Deliverer
+	ep     store.Endpoint
+	cancel context.CancelFunc // stops the endpoint's work
+
+	mu       sync.Mutex
+	states   map[string]*meetingState // by meeting: its head entry's retries
+	inflight map[string]int64         // meetings being delivered: their first entry's N
+	stopped  bool
+	ended    chan struct{} // a meeting's deliveries ended
+}
+
+// meeting delivers one meeting's entries, in order, until one fails, and
+// records what it did in one transaction (killed before that, they are
+// delivered again, with the same ids: at least once).
+func (w *endpointWork) meeting(ctx context.Context, mid string, evs []store.Event) {
+	d, ep := w.d, w.ep
 	var attempts []store.Attempt
-	delivered := map[string]uint64{}
+	var last uint64
 	defer func() {
-		if len(attempts) == 0 && len(delivered) == 0 {
-			return
+		if len(attempts) > 0 || last > 0 {
+			delivered := map[string]uint64{}
+			if last > 0 {
+				delivered[mid] = last
+			}
+			// Written even when ctx ended: what was delivered stays so.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := d.cfg.Store.Record(wctx, ep.ID, attempts, delivered); err != nil {
+				d.cfg.Logger.Warn("webhooks: recording deliveries", "endpoint", ep.ID, "err", err)
+			}
+			cancel()
 		}
-		// Written even when ctx ended: what was delivered stays so.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := d.cfg.Store.Record(wctx, ep.ID, attempts, delivered); err != nil {
-			d.cfg.Logger.Warn("webhooks: recording deliveries", "endpoint", ep.ID, "err", err)
-			*after = ep.StartN // read again from the cursors the store has
+		w.mu.Lock()
+		delete(w.inflight, mid)
+		w.mu.Unlock()
+		select {
+		case w.ended <- struct{}{}:
+		default:
 		}
 	}()
-	blocked := map[string]bool{}
-	var firstBlocked int64 = -1
-	for _, ev := range events {
+	for _, ev := range evs {
 		if ctx.Err() != nil {
-			return false, true
-		}
-		if blocked[ev.MeetingID] {
-			continue
-		}
-		st := states[ev.MeetingID]
-		now := d.cfg.Now()
-		if st != nil && st.seq == ev.Seq && now.Before(st.nextAt) {
-			blocked[ev.MeetingID] = true
-			if firstBlocked < 0 {
-				firstBlocked = ev.N
-			}
-			continue
+			return
 		}
 		if len(ep.EventTypes) > 0 && !slices.Contains(ep.EventTypes, ev.Type) {
-			delivered[ev.MeetingID] = ev.Seq
+			last = ev.Seq
 			continue
 		}
 		a := d.Send(ctx, ep, ev)
 		if ctx.Err() != nil {
-			return false, true // shut down mid-delivery: tried again at the next start
+			return // stopping mid-delivery: tried again later
 		}
 		attempts = append(attempts, a)
 		if a.Error == "" {
 			d.stat(ep.ID, func(s *Stats) { s.Delivered++ })
-			delete(states, ev.MeetingID)
-			delivered[ev.MeetingID] = ev.Seq
+			last = ev.Seq
+			w.mu.Lock()
+			delete(w.states, mid)
+			w.mu.Unlock()
 			continue
 		}
 		d.stat(ep.ID, func(s *Stats) { s.Failed++ })
-		if a.Status == http.StatusGone {
-			d.stopEndpoint(ctx, ep, store.EndpointGone, "the receiver answered 410 Gone")
-			return false, true
-		}
+		now := d.cfg.Now()
+		w.mu.Lock()
+		st := w.states[mid]
 		if st == nil || st.seq != ev.Seq {
 			st = &meetingState{seq: ev.Seq, firstFail: now}
-			states[ev.MeetingID] = st
+			w.states[mid] = st
 		}
 		st.failures++
-		if now.Sub(st.firstFail) >= d.cfg.GiveUpAfter {
-			d.stopEndpoint(ctx, ep, store.EndpointFailing, fmt.Sprintf("entry %s failing since %s: %s", a.EventID, st.firstFail.UTC().Format(time.RFC3339), a.Error))
-			return false, true
-		}
 		st.nextAt = now.Add(d.backoff(st.failures))
-		blocked[ev.MeetingID] = true
-		if firstBlocked < 0 {
-			firstBlocked = ev.N
+		var status store.EndpointStatus
+		var why string
+		switch {
+		case a.Status == http.StatusGone:
+			status, why = store.EndpointGone, "the receiver answered 410 Gone"
+		case now.Sub(st.firstFail) >= d.cfg.GiveUpAfter:
+			status, why = store.EndpointFailing, fmt.Sprintf("entry %s failing since %s: %s", a.EventID, st.firstFail.UTC().Format(time.RFC3339), a.Error)
 		}
-	}
-	if len(events) > 0 {
-		if firstBlocked >= 0 {
-			*after = max(*after, firstBlocked-1)
-		} else {
-			*after = max(*after, events[len(events)-1].N)
+		first := why != "" && !w.stopped
+		if why != "" {
+			w.stopped = true
 		}
+		w.mu.Unlock()
+		if first {
+			d.stopEndpoint(context.WithoutCancel(ctx), ep, status, why)
+			w.cancel()
+		}
+		return
 	}
-	return len(events) == batch && firstBlocked < 0, false
 }
 
 // backoff is the wait after the n-th failure of an entry: RetryMin
