@@ -898,6 +898,31 @@ class Media {
   #publishing = Promise.resolve();
   /** @type {Record<string, string>} the publisher's sources, by mid */
   #pubSources = {};
+  /** @type {Record<string, string[]>} */
+  #layersWanted = {};
+  #layersChain = Promise.resolve();
+
+  /** Sets which simulcast layers of source's track are encoded: the latest wanted.
+   * @param {string} source */
+  async #applyLayers(source) {
+    const want = this.#layersWanted[source];
+    const tr = this.#pub?.getTransceivers().find((t) => t.mid && this.#pubSources[t.mid] === source);
+    if (!tr || !want) return;
+    const params = tr.sender.getParameters();
+    let changed = false;
+    for (const e of params.encodings || []) {
+      if (e.rid && e.active !== want.includes(e.rid)) {
+        e.active = want.includes(e.rid);
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    try {
+      await tr.sender.setParameters(params);
+    } catch (e) {
+      this.#d.log.warn('cocmd: pausing or resuming simulcast layers', e);
+    }
+  }
   /** @param {MediaDeps} d */
   constructor(d) { this.#d = d; }
 
@@ -1140,13 +1165,12 @@ class Media {
       return;
     }
     if (name === 'media.layers') {
-      // Dynacast: encode only the layers someone receives.
-      const pc = this.#pub;
-      const tr = pc?.getTransceivers().find((t) => t.mid && this.#pubSources[t.mid] === d.source);
-      if (!tr) return;
-      const params = tr.sender.getParameters();
-      for (const e of params.encodings || []) if (e.rid) e.active = (d.active || []).includes(e.rid);
-      tr.sender.setParameters(params).catch((e) => log.warn('cocmd: pausing simulcast layers', e));
+      // Dynacast: encode only the layers someone receives. Changes are
+      // applied one at a time, each the latest wanted for its source: a
+      // setParameters started before the last one settled would be
+      // refused, and the encoder left as it was.
+      this.#layersWanted[d.source] = d.active || [];
+      this.#layersChain = this.#layersChain.then(() => this.#applyLayers(d.source));
       return;
     }
     if (name === 'media.activeSpeaker') {
