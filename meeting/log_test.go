@@ -126,7 +126,7 @@ func TestMeeting_logLeftAfterGrace(t *testing.T) {
 			}
 		}
 	}
-	waitLog(3) // a's grace over
+	waitLog(3)              // a's grace over
 	reg.Leave(connect("a")) // and a second time, on purpose
 	waitLog(5)
 	var got []string
