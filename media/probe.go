@@ -2,8 +2,6 @@ package media
 
 import (
 	"time"
-
-	"github.com/cocmd/cocmd/protocol"
 )
 
 // Probing: before a subscriber moves up to a larger layer than its
@@ -38,17 +36,7 @@ func (s *Session) probeFor(t *Track, d *downTrack, need float64, now time.Time) 
 // estimateFor is the estimate with which budget(t) would be need: its
 // inverse.
 func (s *Session) estimateFor(t *Track, need float64) float64 {
-	if t.source == protocol.SourceScreenshare {
-		return need + audioReserve
-	}
-	weight, total := 1.0, float64(max(1, s.simDowns.Load()))
-	if p := s.room.activePID.Load(); p != nil && *p != "" && *p != s.pid {
-		total++
-		if *p == t.pid {
-			weight = 2
-		}
-	}
-	return need*total/weight + audioReserve
+	return need/s.share(t) + audioReserve
 }
 
 // sendProbe sends the probe's padding on d, paced over probeDuration,

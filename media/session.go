@@ -31,18 +31,24 @@ func (s *Session) budget(t *Track) float64 {
 	if s == nil || s.bwe == nil {
 		return 0
 	}
-	b := s.bwe.estimate() - audioReserve
-	if t.source != protocol.SourceScreenshare {
-		weight, total := 1.0, float64(max(1, s.simDowns.Load()))
-		if p := s.room.activePID.Load(); p != nil && *p != "" && *p != s.pid {
-			total++ // the active speaker's camera counts twice
-			if *p == t.pid {
-				weight = 2
-			}
-		}
-		b = b * weight / total
+	return max((s.bwe.estimate()-audioReserve)*s.share(t), 1)
+}
+
+// share is the part of the estimate, less audio's reserve, that track t
+// may take: all of it for a screen share; for a camera its share with the
+// other cameras, the active speaker's counting twice.
+func (s *Session) share(t *Track) float64 {
+	if t.source == protocol.SourceScreenshare {
+		return 1
 	}
-	return max(b, 1)
+	weight, total := 1.0, float64(max(1, s.simDowns.Load()))
+	if p := s.room.activePID.Load(); p != nil && *p != "" && *p != s.pid {
+		total++ // the active speaker's camera counts twice
+		if *p == t.pid {
+			weight = 2
+		}
+	}
+	return weight / total
 }
 
 // sendHistory returns the subscriber connection's send history, made on
