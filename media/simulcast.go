@@ -296,7 +296,6 @@ func (t *Track) handleLayer(l *layer, p []byte, o *outBuf) {
 		l.width.Store(int32(d.width))
 		l.height.Store(int32(d.height))
 	}
-	stripExtensions(h)
 	seq, ts := h.SequenceNumber, h.Timestamp
 	idx := int32(l.idx)
 	downs := *t.downs.Load()

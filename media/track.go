@@ -47,8 +47,7 @@ type Track struct {
 	downsMu sync.Mutex                   // serializes writers of downs
 	downs   atomic.Pointer[[]*downTrack] // copy on write: the forwarding loop reads it without a lock
 	cache   *packetCache
-	lastSeq atomic.Uint32 // 1<<16 | the last packet's sequence number; 0: none yet
-	batch   *batchConn    // nil: no batching
+	batch   *batchConn // nil: no batching
 	counters
 
 	kf keyframeThrottle
@@ -154,9 +153,7 @@ func (t *Track) handle(p []byte, o *outBuf) {
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	t.cache.put(h.SequenceNumber, p)
-	t.lastSeq.Store(uint32(h.SequenceNumber) | 1<<16)
 	t.levels.add(h)
-	stripExtensions(h)
 	payload := p[hl:]
 	sent := 0
 	downs := *t.downs.Load()
