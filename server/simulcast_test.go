@@ -115,12 +115,7 @@ func TestMedia_simulcast(t *testing.T) {
 	ts := startServer(t, testOptions{})
 	mid := ts.meeting(map[string]any{"title": "simulcast", "type": "WEBINAR"})
 	ctx := ctxT(t)
-	dir := filepath.Join("..", "..", "shared", "media")
-	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
-		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := openSimulcastClips(t)
 	host := ts.join(ts.participant(mid, "host", "webinar_host"))
 	if err := host.Stage.Join(ctx); err != nil {
 		t.Fatal(err)
@@ -230,12 +225,7 @@ func TestMedia_dynacast(t *testing.T) {
 	ts := startServer(t, testOptions{})
 	mid := ts.meeting(map[string]any{"title": "dynacast", "type": "WEBINAR"})
 	ctx := ctxT(t)
-	dir := filepath.Join("..", "..", "shared", "media")
-	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
-		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := openSimulcastClips(t)
 	host := ts.join(ts.participant(mid, "host", "webinar_host"))
 	if err := host.Stage.Join(ctx); err != nil {
 		t.Fatal(err)
@@ -388,4 +378,17 @@ func TestMedia_trackEndedBeforeOffer(t *testing.T) {
 			answer(o.SDP) // an offer still with it: fine
 		}
 	}
+}
+
+// openSimulcastClips opens the three aligned simulcast clips of the test
+// media (320x180, 640x360, 1280x720, VP8), smallest first.
+func openSimulcastClips(t *testing.T) *mediasource.Simulcast {
+	t.Helper()
+	dir := filepath.Join("..", "..", "shared", "media")
+	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
+		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sim
 }

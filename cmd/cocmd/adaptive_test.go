@@ -124,8 +124,7 @@ func TestBinary_adaptiveLayers(t *testing.T) {
 		return p.Token
 	}
 	dir := filepath.Join("..", "..", "..", "shared", "media")
-	sim, err := mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
-		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+	sim, err := openSimulcastClips(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -502,13 +502,19 @@ func (run *mediaRun) join(uid, preset string) (*client.Meeting, error) {
 	return client.Join(ctx, run.srv.base, p.Token, opts)
 }
 
+// openSimulcastClips opens the three aligned simulcast clips of the test
+// media in dir (320x180, 640x360, 1280x720, VP8), smallest first.
+func openSimulcastClips(dir string) (*mediasource.Simulcast, error) {
+	return mediasource.OpenSimulcastIVF(filepath.Join(dir, "simulcast-q-320x180-30fps-vp8.ivf"),
+		filepath.Join(dir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(dir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+}
+
 // start starts the server and puts a publisher of the test clips on stage.
 func (run *mediaRun) start() error {
 	var camera client.LocalTrack
 	var play func(context.Context, bool) error
 	if run.o.simulcast {
-		sim, err := mediasource.OpenSimulcastIVF(filepath.Join(run.o.mediaDir, "simulcast-q-320x180-30fps-vp8.ivf"),
-			filepath.Join(run.o.mediaDir, "simulcast-h-640x360-30fps-vp8.ivf"), filepath.Join(run.o.mediaDir, "simulcast-f-1280x720-30fps-vp8.ivf"))
+		sim, err := openSimulcastClips(run.o.mediaDir)
 		if err != nil {
 			return err
 		}
