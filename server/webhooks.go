@@ -258,7 +258,6 @@ func (s *Server) replayEndpoint(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	io.Copy(io.Discard, io.LimitReader(r.Body, maxBody))
 	ep.Status, ep.StatusAt, ep.Note = store.EndpointActive, s.cfg.Now().UTC().Truncate(time.Millisecond), ""
 	if err := s.store.UpdateEndpoint(r.Context(), ep); err != nil {
 		return err
