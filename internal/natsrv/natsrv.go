@@ -1,0 +1,105 @@
+// Package natsrv runs a NATS server with JetStream inside the process: the
+// embedded mode of cocmd's cluster, where each node's server routes to the
+// others' and together they replicate the state of record.
+package natsrv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config is one embedded server.
+type Config struct {
+	// Name is the server's name, unique in its cluster.
+	Name string
+	// Dir holds JetStream's files.
+	Dir string
+	// Listen is the host:port of client connections; port 0 picks one.
+	Listen string
+	// Cluster names the cluster; empty runs a single server.
+	Cluster string
+	// ClusterListen is the host:port of routes from the other servers.
+	ClusterListen string
+	// Routes are the other servers' route addresses (host:port or
+	// nats://host:port); this server's own may be among them.
+	Routes []string
+	// SyncInterval is how often JetStream fsyncs; default 1 s (see
+	// docs/cluster.md: a write is acknowledged once a quorum has it in
+	// memory, and reaches disk within this interval).
+	SyncInterval time.Duration
+	// Logger, if set, receives the server's log.
+	Logger server.Logger
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(cfg Config) (*server.Server, error) {
+	host, port, err := hostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("natsrv: listen: %w", err)
+	}
+	if cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = time.Second
+	}
+	opts := &server.Options{
+		ServerName:   cfg.Name,
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     cfg.Dir,
+		NoSigs:       true,
+		NoLog:        cfg.Logger == nil,
+		SyncInterval: cfg.SyncInterval,
+	}
+	if cfg.Cluster != "" {
+		ch, cp, err := hostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("natsrv: cluster listen: %w", err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: ch, Port: cp}
+		for _, r := range cfg.Routes {
+			if !strings.Contains(r, "://") {
+				r = "nats://" + r
+			}
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("natsrv: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsrv: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(cfg.Logger, false, false, false)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("natsrv: the server did not start within 30 s")
+	}
+	return s, nil
+}
+
+func hostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	if n == 0 {
+		n = server.RANDOM_PORT
+	}
+	return h, n, nil
+}

@@ -1,0 +1,300 @@
+// Package natsjs implements store.Store on NATS JetStream, for cocmd's
+// cluster mode: several nodes share one state of record, replicated by
+// JetStream (acknowledged means stored by a quorum of the stream's
+// replicas).
+//
+// Layout:
+//
+//   - Stream <prefix>_MEETINGS, subjects <prefix>.m.<meeting>: each meeting's
+//     changes, one record per commit (see record). A meeting's state — its
+//     settings, participants, stage statuses and log (the audit log, which
+//     webhooks deliver) — is the fold of its records, so a change and the
+//     log entries that tell of it are one message, committed together or
+//     not at all. Every write is conditional on the subject's last sequence
+//     (fencing: see Store.Claim).
+//   - Key-value buckets <prefix>_settings, _presets, _webhooks and _cursors:
+//     settings, presets, webhook endpoints and their delivery cursors.
+//   - Stream <prefix>_ATTEMPTS, subjects <prefix>.a.<endpoint>: webhook
+//     delivery attempts, kept 30 days.
+//
+// Every node keeps a view of all of it in memory, fed by ordered consumers
+// and watchers, and answers reads from it. A node's own writes are in its
+// view when they return; another node's appear within the replication
+// delay. A meeting's owner loads it through the stream's leader (Claim).
+package natsjs
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+)
+
+// Config says how the store lays itself out in JetStream.
+type Config struct {
+	// Prefix names the streams, subjects and buckets; default "cocmd".
+	Prefix string
+	// Replicas is each stream's and bucket's replica count: 3 in a cluster
+	// of three or more servers (a write is acknowledged once two have it),
+	// 1 on a single server.
+	Replicas int
+	// Node names this node in the records it writes.
+	Node string
+	// Timeout bounds one round trip to JetStream; default 5 s.
+	Timeout time.Duration
+}
+
+// Store is a store.Store in JetStream. Its methods are safe for concurrent
+// use.
+type Store struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
+
+	meetingsStream jetstream.Stream
+	attemptsStream jetstream.Stream
+	settings       *kvView
+	presets        *kvView
+	endpoints      *kvView
+	cursors        *kvView
+
+	mu       sync.Mutex
+	applied  progress // of the meetings stream
+	meetings map[string]*mstate
+	order    []*mstate // by n
+	log      []eventRef
+	attApp   progress // of the attempts stream
+	attempts map[string][]attemptRow
+	writers  map[string]*writer
+	closed   bool
+
+	consumers []jetstream.ConsumeContext
+}
+
+var _ store.Store = (*Store)(nil)
+
+// progress is how far a view has applied its stream, with a channel closed
+// (and replaced) at every step, for waiters.
+type progress struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+func (p *progress) advance(seq uint64) {
+	if seq <= p.seq {
+		return
+	}
+	p.seq = seq
+	if p.ch != nil {
+		close(p.ch)
+		p.ch = nil
+	}
+}
+
+func (p *progress) wait() <-chan struct{} {
+	if p.ch == nil {
+		p.ch = make(chan struct{})
+	}
+	return p.ch
+}
+
+// ErrFenced is returned by a write of a meeting this node no longer owns:
+// another node wrote to the meeting since this node claimed it. It is
+// stage.ErrUnavailable to callers, who retry on the meeting's new owner.
+var ErrFenced = stage.Errorf(stage.ErrUnavailable, "the meeting moved to another node")
+
+// maxAttemptsKept bounds the delivery attempts of one endpoint listed.
+const maxAttemptsKept = 10000
+
+// attemptRetention is how long the attempts stream keeps an attempt.
+const attemptRetention = 30 * 24 * time.Hour
+
+// Open creates (or binds to) the streams and buckets on nc's JetStream and
+// fills the view from them.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "cocmd"
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{nc: nc, js: js, cfg: cfg, meetings: map[string]*mstate{}, attempts: map[string][]attemptRow{}, writers: map[string]*writer{}}
+	up := strings.ToUpper(cfg.Prefix)
+	if s.meetingsStream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: up + "_MEETINGS", Subjects: []string{cfg.Prefix + ".m.*"}, Storage: jetstream.FileStorage,
+		Replicas: cfg.Replicas, Discard: jetstream.DiscardNew, MaxMsgSize: 1 << 20,
+	}); err != nil {
+		return nil, fmt.Errorf("natsjs: meetings stream: %w", err)
+	}
+	if s.attemptsStream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: up + "_ATTEMPTS", Subjects: []string{cfg.Prefix + ".a.*"}, Storage: jetstream.FileStorage,
+		Replicas: cfg.Replicas, MaxAge: attemptRetention,
+	}); err != nil {
+		return nil, fmt.Errorf("natsjs: attempts stream: %w", err)
+	}
+	for _, b := range []struct {
+		v    **kvView
+		name string
+	}{{&s.settings, "settings"}, {&s.presets, "presets"}, {&s.endpoints, "webhooks"}, {&s.cursors, "cursors"}} {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Prefix + "_" + b.name, Replicas: cfg.Replicas, Storage: jetstream.FileStorage})
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: bucket %s: %w", b.name, err)
+		}
+		if *b.v, err = watch(ctx, js, kv); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	if err := s.consume(ctx, s.meetingsStream, s.applyRecord); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.consume(ctx, s.attemptsStream, s.applyAttempts); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.sync(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// consume feeds every message of stream to apply, in order, from the first.
+func (s *Store) consume(ctx context.Context, stream jetstream.Stream, apply func(seq uint64, data []byte)) error {
+	c, err := s.js.OrderedConsumer(ctx, stream.CachedInfo().Config.Name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return err
+	}
+	cc, err := c.Consume(func(msg jetstream.Msg) {
+		md, err := msg.Metadata()
+		if err != nil {
+			return
+		}
+		apply(md.Sequence.Stream, msg.Data())
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.consumers = append(s.consumers, cc)
+	s.mu.Unlock()
+	return nil
+}
+
+// sync waits until the view holds everything the streams' leaders had
+// when it was called.
+func (s *Store) sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	for _, x := range []struct {
+		st jetstream.Stream
+		p  *progress
+	}{{s.meetingsStream, &s.applied}, {s.attemptsStream, &s.attApp}} {
+		info, err := x.st.Info(ctx)
+		if err != nil {
+			return unavailable(err)
+		}
+		if err := s.waitFor(ctx, x.p, info.State.LastSeq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitFor waits until p reaches seq.
+func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
+	for {
+		s.mu.Lock()
+		if p.seq >= seq {
+			s.mu.Unlock()
+			return nil
+		}
+		ch := p.wait()
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return unavailable(fmt.Errorf("waiting for the view to reach %d: %w", seq, ctx.Err()))
+		}
+	}
+}
+
+// Close stops the view; it does not close the connection.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	cs := s.consumers
+	s.consumers = nil
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.Stop()
+	}
+	for _, v := range []*kvView{s.settings, s.presets, s.endpoints, s.cursors} {
+		if v != nil {
+			v.stop()
+		}
+	}
+	return nil
+}
+
+// unavailable wraps a failure to reach JetStream: the caller may retry.
+func unavailable(err error) error {
+	return stage.Errorf(stage.ErrUnavailable, "the cluster store is unavailable: "+err.Error())
+}
+
+func notFound(what, id string) error {
+	return stage.Errorf(stage.ErrNotFound, what+" "+fmt.Sprintf("%q", id)+" not found")
+}
+
+// token returns id as one subject token or key: itself when it is made of
+// letters, digits, '_' and '-', else "~" and its base64url.
+func token(id string) string {
+	ok := id != ""
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return id
+	}
+	return "~" + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// untoken reverses token.
+func untoken(t string) string {
+	if b, ok := strings.CutPrefix(t, "~"); ok {
+		if v, err := base64.RawURLEncoding.DecodeString(b); err == nil {
+			return string(v)
+		}
+	}
+	return t
+}
+
+// isWrongLast reports whether err is JetStream refusing a write because
+// the subject's last sequence was not the one expected.
+func isWrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
