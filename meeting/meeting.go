@@ -57,6 +57,21 @@ type Config struct {
 	// Media is told who may publish what; nil when the server has no
 	// media plane.
 	Media Media
+	// Ownership, in a cluster, makes this node a meeting's owner before
+	// the meeting loads here; nil on a single node.
+	Ownership Ownership
+}
+
+// Ownership decides which node of a cluster runs a meeting: one at a time.
+type Ownership interface {
+	// Acquire makes this node the owner of meeting id, or fails (another
+	// live node owns it: a stage.ErrUnavailable error). The channel it
+	// returns is closed when this node stops being the owner; the meeting
+	// then unloads, closing its clients with "going away" so that they
+	// reconnect, to the new owner.
+	Acquire(ctx context.Context, id string) (lost <-chan struct{}, err error)
+	// Release gives meeting id up, once it unloaded. It must not block.
+	Release(id string)
 }
 
 // Media is the media plane as a meeting sees it. The owner calls it after

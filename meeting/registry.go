@@ -83,7 +83,19 @@ func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 
 	// The load is shared: it must not end with the first caller's context.
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	m, err := r.load(lctx, id)
+	var lost <-chan struct{}
+	var err error
+	var m *Meeting
+	own := r.cfg.Ownership
+	if own != nil {
+		lost, err = own.Acquire(lctx, id)
+	}
+	if err == nil {
+		m, err = r.load(lctx, id)
+		if err != nil && own != nil {
+			own.Release(id)
+		}
+	}
 	cancel()
 	r.mu.Lock()
 	delete(r.loading, id)
@@ -91,6 +103,9 @@ func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 	case err != nil:
 	case r.closed:
 		m, err = nil, errClosed
+		if own != nil {
+			own.Release(id)
+		}
 	default:
 		// The owner's first command is queued before anyone can find the
 		// meeting, so it runs before theirs.
@@ -101,6 +116,16 @@ func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 	r.mu.Unlock()
 	if m != nil && err == nil {
 		go m.run() // outside the lock: the owner calls the media plane
+		if lost != nil {
+			go func() {
+				select {
+				case <-lost:
+					m.log.Warn("this node no longer owns the meeting: unloading it")
+					m.post(func() { m.stop(protocol.CloseGoingAway, "the meeting moved to another node") })
+				case <-m.stopped:
+				}
+			}()
+		}
 	}
 	l.m, l.err = m, err
 	close(l.done)
@@ -121,6 +146,9 @@ func (r *Registry) forget(m *Meeting) {
 		delete(r.live, m.id)
 	}
 	r.mu.Unlock()
+	if own := r.cfg.Ownership; own != nil {
+		own.Release(m.id)
+	}
 	r.wg.Done()
 }
 

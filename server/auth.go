@@ -155,6 +155,14 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) 
 	if k.APIKeyHash, err = st.SetSettingOnce(ctx, settingAPIKeyHash, hashKey(apiKey)); err != nil {
 		return k, err
 	}
+	if subtle.ConstantTimeCompare(hashKey(apiKey), k.APIKeyHash) != 1 {
+		// Another node of a cluster set it up first.
+		if !k.Generated {
+			return Keys{}, errors.New("the given API key is not the one the cluster was created with")
+		}
+		k.Generated = false
+		return k, nil
+	}
 	k.NewAPIKey = apiKey
 	return k, nil
 }

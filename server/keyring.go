@@ -38,9 +38,76 @@ const legacyKeyID = "legacy"
 // verify until they are retired. Its methods are safe for concurrent use.
 type Keyring struct {
 	path string // "" keeps the keys in memory only
+	// shared, in a cluster, is the store every node shares, which keeps
+	// the keys instead of a file (see OpenSharedKeyring).
+	shared store.Store
 
-	mu   sync.Mutex
-	keys []SigningKey // oldest first; the last one signs
+	mu     sync.Mutex
+	keys   []SigningKey // oldest first; the last one signs
+	loaded time.Time    // when the keys were last read from shared
+}
+
+// settingSigningKeys is where a cluster's shared store keeps the keyring.
+const settingSigningKeys = "signing_keys"
+
+// refreshEvery is how often a shared keyring reads the keys again, to
+// learn of another node's rotation.
+const refreshEvery = 10 * time.Second
+
+// OpenSharedKeyring loads the keyring kept in st, the store every node of a
+// cluster shares, creating it with a new key if it is not there (the first
+// node to start makes it; the others read it). Every node verifies the
+// tokens any node signed. The keys are in the shared store, unlike a single
+// node's, which keeps them out of its database: protect the cluster's NATS
+// with authentication and TLS (docs/cluster.md).
+func OpenSharedKeyring(ctx context.Context, st store.Store) (*Keyring, error) {
+	k := &Keyring{shared: st}
+	b, err := st.Setting(ctx, settingSigningKeys)
+	if errors.Is(err, stage.ErrNotFound) {
+		nb, merr := json.Marshal(keyringFile{Keys: []SigningKey{newSigningKey(time.Now().UTC().Truncate(time.Second))}})
+		if merr != nil {
+			return nil, merr
+		}
+		b, err = st.SetSettingOnce(ctx, settingSigningKeys, nb)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := k.use(b); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// use takes the keys of a shared keyring's setting b.
+func (k *Keyring) use(b []byte) error {
+	var f keyringFile
+	if err := json.Unmarshal(b, &f); err != nil || len(f.Keys) == 0 {
+		return fmt.Errorf("the shared keyring is unreadable or empty (%v)", err)
+	}
+	k.mu.Lock()
+	k.keys, k.loaded = f.Keys, time.Now()
+	k.mu.Unlock()
+	return nil
+}
+
+// refresh reads a shared keyring again if it is due, or if force and it
+// was not read in the last second; outside the lock.
+func (k *Keyring) refresh(force bool) {
+	if k.shared == nil {
+		return
+	}
+	k.mu.Lock()
+	since := time.Since(k.loaded)
+	k.mu.Unlock()
+	if since < refreshEvery && (!force || since < time.Second) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if b, err := k.shared.Setting(ctx, settingSigningKeys); err == nil {
+		_ = k.use(b)
+	}
 }
 
 type keyringFile struct {
@@ -99,6 +166,19 @@ func newSigningKey(now time.Time) SigningKey {
 
 // save writes the keyring: a new file, fsynced, renamed over the old one.
 func (k *Keyring) save() error {
+	if k.shared != nil {
+		b, err := json.Marshal(keyringFile{Keys: k.keys})
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := k.shared.SetSetting(ctx, settingSigningKeys, b); err != nil {
+			return err
+		}
+		k.loaded = time.Now()
+		return nil
+	}
 	if k.path == "" {
 		return nil
 	}
@@ -138,6 +218,7 @@ func (k *Keyring) save() error {
 
 // current returns the signing key.
 func (k *Keyring) current() SigningKey {
+	k.refresh(false)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.keys[len(k.keys)-1]
@@ -145,14 +226,25 @@ func (k *Keyring) current() SigningKey {
 
 // key returns the key with id if it still verifies at now.
 func (k *Keyring) key(id string, now time.Time) (SigningKey, bool) {
+	k.refresh(false)
+	sk, found, ok := k.find(id, now)
+	if !found {
+		// Another node may have made it since the last read.
+		k.refresh(true)
+		sk, _, ok = k.find(id, now)
+	}
+	return sk, ok
+}
+
+func (k *Keyring) find(id string, now time.Time) (sk SigningKey, found, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, sk := range k.keys {
 		if sk.ID == id {
-			return sk, sk.RetireAt == nil || now.Before(*sk.RetireAt)
+			return sk, true, sk.RetireAt == nil || now.Before(*sk.RetireAt)
 		}
 	}
-	return SigningKey{}, false
+	return SigningKey{}, false, false
 }
 
 // Keys returns the keys, oldest first, without their secrets.

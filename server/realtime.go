@@ -30,6 +30,11 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrBadRequest, "this endpoint speaks WebSocket only"))
 		return
 	}
+	if err := s.ready(); err != nil {
+		// Cut off from the cluster: the client tries another node.
+		writeError(w, stage.Errorf(stage.ErrUnavailable, "this node cannot serve meetings now: "+err.Error()))
+		return
+	}
 	client := s.clientAddr(r)
 	if !s.authed.take(client, s.limits.Authenticated) {
 		writeError(w, stage.Errorf(stage.ErrRateLimited, "too many realtime connections from one address"))

@@ -51,6 +51,11 @@ type Config struct {
 	// the meeting's own queue limit notices it; 0 keeps the kernel's
 	// autotuning.
 	SendBuffer int
+	// Ready, if set, says whether the node should take connections now
+	// (in a cluster: whether it reaches NATS); GET /readyz answers 503 with
+	// its error, and new realtime connections are refused, while it returns
+	// one.
+	Ready func() error
 	// Media is the media plane; nil serves no media (media requests fail).
 	Media *media.SFU
 	// Webhooks delivers the meetings' logs to the registered endpoints
@@ -156,6 +161,15 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 	return s
 }
 
+// ready returns why the node should not take connections now, if it
+// should not: Config.Ready's verdict.
+func (s *Server) ready() error {
+	if s.cfg.Ready != nil {
+		return s.cfg.Ready()
+	}
+	return nil
+}
+
 // Wait stops the keepalive pinger and blocks until every realtime
 // connection has ended. Call it after the registry is closed.
 func (s *Server) Wait() {
@@ -209,6 +223,13 @@ func (s *Server) Handler() http.Handler {
 		w.Write(s.cfg.OpenAPI)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, stage.Errorf(stage.ErrNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path))
 	})

@@ -28,6 +28,7 @@ import (
 	"github.com/cocmd/cocmd/meeting"
 	"github.com/cocmd/cocmd/relay"
 	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/store"
 	"github.com/cocmd/cocmd/store/sqlite"
 	"github.com/cocmd/cocmd/webhook"
 )
@@ -69,7 +70,18 @@ type config struct {
 	ConnLimit      int           // realtime connections per client address
 	UnauthLimit    int           // unauthenticated connections per peer address
 	TrustedProxies string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
+	// Cluster mode (docs/cluster.md): the state in NATS JetStream.
+	NATS          string        // comma-separated URLs of an existing NATS cluster with JetStream
+	ClusterListen string        // host:port: run an embedded NATS server, its routes listening here
+	ClusterRoutes string        // comma-separated host:port of the embedded servers' routes (this node's among them, or not)
+	NATSListen    string        // host:port of the embedded server's clients; default 127.0.0.1 on a port of its choosing
+	Node          string        // this node's name in the cluster; default the host name and HTTP port
+	Replicas      int           // replicas of the state; 0: 3 with three servers or more, else 1
+	LeaseTTL      time.Duration // how long a dead node's meetings stay its own
 }
+
+// clustered reports whether the node runs in cluster mode.
+func (c config) clustered() bool { return c.NATS != "" || c.ClusterListen != "" }
 
 func defaults() config {
 	return config{
@@ -84,6 +96,7 @@ func defaults() config {
 		ACMERenewCheck: 10 * time.Minute,
 		ConnLimit:      2000,
 		UnauthLimit:    64,
+		LeaseTTL:       2 * time.Second,
 	}
 }
 
@@ -176,6 +189,9 @@ func (c config) Validate() error {
 		return fmt.Errorf("audit retention %v: 0 (for ever) or at least 48h, as webhook deliveries are retried for a day from the log", c.AuditRetention)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := c.validateCluster(); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(c.mediaAddr()); err != nil {
@@ -348,6 +364,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_ACME_CA", &c.ACMECA)
 	env("COCMD_ACME_EMAIL", &c.ACMEEmail)
 	env("COCMD_ACME_CA_ROOT", &c.ACMECARoot)
+	env("COCMD_NATS", &c.NATS)
+	env("COCMD_CLUSTER_LISTEN", &c.ClusterListen)
+	env("COCMD_CLUSTER_ROUTES", &c.ClusterRoutes)
+	env("COCMD_NATS_LISTEN", &c.NATSListen)
+	env("COCMD_NODE", &c.Node)
 	for name, dst := range map[string]*int{"COCMD_CONN_LIMIT": &c.ConnLimit, "COCMD_CONN_LIMIT_UNAUTHENTICATED": &c.UnauthLimit} {
 		if v := getenv(name); v != "" {
 			n, err := strconv.Atoi(v)
@@ -416,6 +437,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.ConnLimit, "conn-limit", c.ConnLimit, "realtime connections per client address (env COCMD_CONN_LIMIT)")
 	fs.IntVar(&c.UnauthLimit, "conn-limit-unauthenticated", c.UnauthLimit, "connections without a valid token per address (env COCMD_CONN_LIMIT_UNAUTHENTICATED)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env COCMD_TRUSTED_PROXIES)")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "cluster mode: keep the state in this NATS cluster's JetStream (comma-separated URLs) instead of SQLite (env COCMD_NATS)")
+	fs.StringVar(&c.ClusterListen, "cluster-listen", c.ClusterListen, "cluster mode with an embedded NATS server: its routes listen here (host:port) (env COCMD_CLUSTER_LISTEN)")
+	fs.StringVar(&c.ClusterRoutes, "cluster-routes", c.ClusterRoutes, "the embedded NATS servers' route addresses (comma-separated host:port, this node's may be among them) (env COCMD_CLUSTER_ROUTES)")
+	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "the embedded NATS server's client address; default 127.0.0.1 on a free port (env COCMD_NATS_LISTEN)")
+	fs.StringVar(&c.Node, "node", c.Node, "this node's name in the cluster, unique and stable across restarts; default host name and HTTP port (env COCMD_NODE)")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "cluster mode: replicas of the state; 0: 3 with three NATS servers or more, else 1")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "cluster mode: how long a dead node's meetings wait before another node takes them over")
 	fs.StringVar(&c.Dev, "dev", c.Dev, "development mode: the demo app can make demo webinars without the API key; auto: on when listening on loopback (env COCMD_DEV)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -481,18 +509,39 @@ func serve(args []string) error {
 		return err
 	}
 	defer dir.Close()
-	dbPath := dir.DBPath()
-	db, err := sqlite.Open(ctx, dbPath)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	keys, err := server.Bootstrap(ctx, db, cfg.APIKey, dir.New)
-	if err != nil {
-		return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
-	}
-	if keys.Keyring, err = server.OpenKeyring(ctx, dir.KeysPath(), db); err != nil {
-		return err
+	// The state of record: SQLite in the data directory, or, in cluster
+	// mode, JetStream, shared with the other nodes.
+	var (
+		st    store.Store
+		db    *sqlite.DB
+		cn    *clusterNode
+		owner meeting.Ownership
+		keys  server.Keys
+	)
+	if cfg.clustered() {
+		if cn, err = joinCluster(ctx, cfg, cfg.DataDir, log); err != nil {
+			return err
+		}
+		defer cn.close()
+		st, owner = cn.store, cn.node
+		if keys, err = server.Bootstrap(ctx, st, cfg.APIKey, true); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		if keys.Keyring, err = server.OpenSharedKeyring(ctx, st); err != nil {
+			return err
+		}
+	} else {
+		if db, err = sqlite.Open(ctx, dir.DBPath()); err != nil {
+			return err
+		}
+		defer db.Close()
+		st = db
+		if keys, err = server.Bootstrap(ctx, db, cfg.APIKey, dir.New); err != nil {
+			return fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+		}
+		if keys.Keyring, err = server.OpenKeyring(ctx, dir.KeysPath(), db); err != nil {
+			return err
+		}
 	}
 	if err := dir.Secure(); err != nil {
 		return err
@@ -500,7 +549,7 @@ func serve(args []string) error {
 	switch {
 	case keys.Generated:
 		fmt.Printf("New data directory %s.\nAPI key (shown once; keep it): %s\n", cfg.DataDir, keys.NewAPIKey)
-	case dir.New:
+	case dir.New && !cfg.clustered():
 		fmt.Printf("New data directory %s, with the API key you gave.\n", cfg.DataDir)
 	}
 
@@ -571,7 +620,7 @@ func serve(args []string) error {
 		return err
 	}
 	defer sfu.Close()
-	reg := meeting.NewRegistry(db, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log, Media: sfu})
+	reg := meeting.NewRegistry(st, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log, Media: sfu, Ownership: owner})
 	// 256 KiB of kernel buffer per connection is hundreds of events; past
 	// that, the meeting's queue limit decides, instead of the kernel
 	// growing its buffer to megabytes for a client that does not read.
@@ -580,20 +629,31 @@ func serve(args []string) error {
 		return err
 	}
 	proxies, _ := cfg.trustedProxies() // checked by Validate
-	deliverer := webhook.NewDeliverer(webhook.Config{Store: db, Body: server.WebhookBody, ID: server.WebhookID,
+	deliverer := webhook.NewDeliverer(webhook.Config{Store: st, Body: server.WebhookBody, ID: server.WebhookID,
 		Client: webhook.NewClient(10*time.Second, cfg.WebhooksAllowPrivate), Logger: log})
 	whctx, stopWebhooks := context.WithCancel(context.Background())
 	whDone := make(chan struct{})
 	go func() {
 		defer close(whDone)
+		if cn != nil {
+			// One node of the cluster delivers at a time.
+			cn.node.Exclusive(whctx, "webhooks", deliverer.Run)
+			return
+		}
 		deliverer.Run(whctx)
 	}()
 	defer func() { stopWebhooks(); <-whDone }()
-	go prune(whctx, db, cfg.AuditRetention, log)
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu,
+	if db != nil {
+		go prune(whctx, db, cfg.AuditRetention, log)
+	}
+	var ready func() error
+	if cn != nil {
+		ready = cn.node.Ready
+	}
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
-		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, db, reg, keys)
+		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, st, reg, keys)
 	if cfg.DebugAddr != "" {
 		go func() {
 			// net/http/pprof registers on http.DefaultServeMux.
@@ -671,7 +731,7 @@ func serve(args []string) error {
 		}
 	}
 	addr := cfg.scheme() + "://" + ln.Addr().String()
-	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", dbPath)
+	log.Info("cocmd serving", "addr", addr, "public_url", strings.TrimSuffix(cfg.PublicURL, "/"), "data", cfg.DataDir, "cluster", cfg.clustered())
 	fmt.Printf("cocmd listening on %s (media on udp %s)\n", addr, udp.LocalAddr())
 	if turnSrv != nil {
 		log.Info("TURN server", "udp", udp.LocalAddr(), "tcp", ln.Addr(), "tls", tlsCfg != nil)

@@ -6,6 +6,7 @@ package natsrv
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -86,6 +87,15 @@ func Start(cfg Config) (*server.Server, error) {
 		s.Shutdown()
 		return nil, errors.New("natsrv: the server did not start within 30 s")
 	}
+	// The server logs a port it could not bind and carries on: refuse.
+	if s.Addr() == nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("natsrv: cannot listen on %s", cfg.Listen)
+	}
+	if cfg.Cluster != "" && s.ClusterAddr() == nil {
+		s.Shutdown()
+		return nil, fmt.Errorf("natsrv: cannot listen for routes on %s", cfg.ClusterListen)
+	}
 	return s, nil
 }
 
@@ -103,3 +113,16 @@ func hostPort(addr string) (string, int, error) {
 	}
 	return h, n, nil
 }
+
+// Slog adapts l to the server's logger: its notices are Info, its debug
+// and trace lines Debug.
+func Slog(l *slog.Logger) server.Logger { return slogLogger{l.With("component", "nats")} }
+
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }

@@ -136,13 +136,13 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	}
 	s := &Store{nc: nc, js: js, cfg: cfg, meetings: map[string]*mstate{}, attempts: map[string][]attemptRow{}, writers: map[string]*writer{}}
 	up := strings.ToUpper(cfg.Prefix)
-	if s.meetingsStream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if s.meetingsStream, err = EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name: up + "_MEETINGS", Subjects: []string{cfg.Prefix + ".m.*"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, Discard: jetstream.DiscardNew, MaxMsgSize: 1 << 20,
 	}); err != nil {
 		return nil, fmt.Errorf("natsjs: meetings stream: %w", err)
 	}
-	if s.attemptsStream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if s.attemptsStream, err = EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name: up + "_ATTEMPTS", Subjects: []string{cfg.Prefix + ".a.*"}, Storage: jetstream.FileStorage,
 		Replicas: cfg.Replicas, MaxAge: attemptRetention,
 	}); err != nil {
@@ -152,7 +152,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		v    **kvView
 		name string
 	}{{&s.settings, "settings"}, {&s.presets, "presets"}, {&s.endpoints, "webhooks"}, {&s.cursors, "cursors"}} {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Prefix + "_" + b.name, Replicas: cfg.Replicas, Storage: jetstream.FileStorage})
+		kv, err := EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: cfg.Prefix + "_" + b.name, Replicas: cfg.Replicas, Storage: jetstream.FileStorage})
 		if err != nil {
 			return nil, fmt.Errorf("natsjs: bucket %s: %w", b.name, err)
 		}
@@ -174,6 +174,47 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// EnsureStream returns stream cfg.Name, creating it if it does not exist.
+// Nodes starting together all try to create it; JetStream may leave the
+// requests of such a race unanswered, or refuse them while its peers join
+// ("no suitable peers"): each try is short, a lookup comes first, and
+// failures are tried again until ctx ends, which returns the last.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return ensure(ctx, func(c context.Context) (jetstream.Stream, error) { return js.Stream(c, cfg.Name) },
+		func(c context.Context) (jetstream.Stream, error) { return js.CreateStream(c, cfg) })
+}
+
+// EnsureKeyValue returns bucket cfg.Bucket, creating it if it does not
+// exist, as EnsureStream does.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return ensure(ctx, func(c context.Context) (jetstream.KeyValue, error) { return js.KeyValue(c, cfg.Bucket) },
+		func(c context.Context) (jetstream.KeyValue, error) { return js.CreateKeyValue(c, cfg) })
+}
+
+func ensure[T any](ctx context.Context, lookup, create func(context.Context) (T, error)) (T, error) {
+	for {
+		v, err := tryShort(ctx, lookup)
+		if err == nil {
+			return v, nil
+		}
+		if v, err = tryShort(ctx, create); err == nil {
+			return v, nil
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// tryShort calls fn with a context of at most two seconds.
+func tryShort[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	c, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return fn(c)
 }
 
 // consume feeds every message of stream to apply, in order, from the first.

@@ -1,0 +1,118 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cocmd/cocmd/internal/natstest"
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+	"github.com/cocmd/cocmd/store/natsjs"
+)
+
+// testNode joins a node named name through server i of c.
+func testNode(t *testing.T, c *natstest.Cluster, i int, name string) (*Node, *nats.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	nc := natstest.Connect(t, c.URL(i))
+	st, err := natsjs.Open(ctx, nc, natsjs.Config{Replicas: 3, Node: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	n, err := Open(ctx, nc, st, Config{Node: name, Replicas: 3, LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, nc
+}
+
+func TestNode_ownership(t *testing.T) {
+	ctx := context.Background()
+	c := natstest.Start(t, 3)
+	a, ancon := testNode(t, c, 0, "a")
+	b, _ := testNode(t, c, 1, "b")
+	d, _ := testNode(t, c, 2, "d")
+	defer b.Close()
+	defer d.Close()
+	if err := a.Store().CreateMeeting(ctx, store.Meeting{ID: "m1", Type: stage.Webinar, CreatedAt: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(ctx, "nope"); !errors.Is(err, stage.ErrNotFound) {
+		t.Fatalf("acquire an unknown meeting: %v", err)
+	}
+
+	// Three nodes race for the meeting: exactly one wins, the others are
+	// told which.
+	var wg sync.WaitGroup
+	nodes := []*Node{a, b, d}
+	errs := make([]error, 3)
+	for i, n := range nodes {
+		wg.Go(func() { _, errs[i] = n.Acquire(ctx, "m1") })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		var ee *ElsewhereError
+		switch {
+		case err == nil && winner < 0:
+			winner = i
+		case err == nil:
+			t.Fatalf("two owners: %s and %s", nodes[winner].Name(), nodes[i].Name())
+		case !errors.As(err, &ee) || !errors.Is(err, stage.ErrUnavailable):
+			t.Fatalf("%s: %v", nodes[i].Name(), err)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("nobody won: %v", errs)
+	}
+	for i, err := range errs {
+		var ee *ElsewhereError
+		if errors.As(err, &ee) && ee.Node != nodes[winner].Name() {
+			t.Fatalf("%s was told %s owns it, not %s", nodes[i].Name(), ee.Node, nodes[winner].Name())
+		}
+	}
+
+	// A graceful hand-off: released, taken at once by the next.
+	w := nodes[winner]
+	w.Release("m1")
+	if _, err := a.Acquire(ctx, "m1"); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	if owner, _ := b.Store().Owner("m1"); owner != "a" {
+		t.Logf("b's view lags: owner %q", owner)
+	}
+
+	// a is cut off from NATS: it learns it lost the meeting, and another
+	// node takes it over once the lease lapsed, without anyone releasing.
+	lost, _ := a.Acquire(ctx, "m1") // a holds it: the same channel
+	ancon.Close()
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node cut off from NATS still believes it owns the meeting")
+	}
+	// Until a's liveness lapses too, b is told a owns it (as a client
+	// reconnecting to b would be, and retry).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := b.Acquire(ctx, "m1")
+		if err == nil {
+			break
+		}
+		if !errors.As(err, new(*ElsewhereError)) || time.Now().After(deadline) {
+			t.Fatalf("taking over from a dead node: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if owner, epoch := b.Store().Owner("m1"); owner != "b" || epoch == 0 {
+		t.Fatalf("owner %s epoch %d", owner, epoch)
+	}
+	if _, err := d.Acquire(ctx, "m1"); !errors.As(err, new(*ElsewhereError)) {
+		t.Fatalf("d while b owns it: %v", err)
+	}
+}
