@@ -59,6 +59,8 @@ type Node struct {
 	held     map[string]*lease
 	releases sync.WaitGroup
 
+	counts Counters
+
 	stop chan struct{}
 	done chan struct{}
 }

@@ -23,6 +23,8 @@ type LiveState struct {
 	Participants []LiveParticipant // the connected ones, in no order
 	Requests     []stage.Request   // oldest first
 	Seq          uint64            // the meeting's last event
+	// Node, in a cluster, is the node that owns the meeting.
+	Node string
 }
 
 // Live returns who is connected, with their statuses, and the pending
@@ -37,6 +39,9 @@ func (r *Registry) Live(ctx context.Context, meetingID string) (LiveState, error
 				Preset: m.presets[p.ID], Status: p.Status})
 		}
 		ls.Requests, ls.Seq = nonNil(m.st.Requests()), m.seq
+		if bus := r.cfg.Bus; bus != nil {
+			ls.Node = bus.Node()
+		}
 		return nil
 	})
 	return ls, err

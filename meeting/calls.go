@@ -14,12 +14,23 @@ import (
 
 // Ping waits until the meeting has run everything c asked for before it.
 func (c *Client) Ping(ctx context.Context) error {
+	if c.proxy != nil {
+		_, err := c.callRemote(ctx, callPing, nil)
+		return err
+	}
 	return c.call(ctx, func(*Meeting) error { return nil })
 }
 
 // AccessRequests returns the pending requests, oldest first, if c's
 // participant may accept them.
 func (c *Client) AccessRequests(ctx context.Context) ([]stage.Request, error) {
+	if c.proxy != nil {
+		resp, err := c.callRemote(ctx, callRequests, nil)
+		if err != nil {
+			return nil, err
+		}
+		return nonNil(resp.Requests), nil
+	}
 	var reqs []stage.Request
 	err := c.call(ctx, func(m *Meeting) error {
 		var err error
@@ -33,6 +44,9 @@ func (c *Client) AccessRequests(ctx context.Context) ([]stage.Request, error) {
 // RequestAccess asks for the stage; it returns the participant's status
 // after the call.
 func (c *Client) RequestAccess(ctx context.Context) (stage.Status, error) {
+	if c.proxy != nil {
+		return c.selfRemote(ctx, callRequest)
+	}
 	return c.self(ctx, func(s *stage.State, pid string, now time.Time) (stage.Outcome, error) {
 		return s.RequestAccess(pid, now)
 	})
@@ -40,6 +54,9 @@ func (c *Client) RequestAccess(ctx context.Context) (stage.Status, error) {
 
 // CancelRequestAccess withdraws the participant's pending request.
 func (c *Client) CancelRequestAccess(ctx context.Context) (stage.Status, error) {
+	if c.proxy != nil {
+		return c.selfRemote(ctx, callCancel)
+	}
 	return c.self(ctx, func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) {
 		return s.CancelRequestAccess(pid)
 	})
@@ -47,6 +64,9 @@ func (c *Client) CancelRequestAccess(ctx context.Context) (stage.Status, error) 
 
 // JoinStage puts the participant on the stage (stage.join).
 func (c *Client) JoinStage(ctx context.Context) (stage.Status, error) {
+	if c.proxy != nil {
+		return c.selfRemote(ctx, callJoin)
+	}
 	return c.self(ctx, func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) {
 		return s.Join(pid)
 	})
@@ -55,6 +75,9 @@ func (c *Client) JoinStage(ctx context.Context) (stage.Status, error) {
 // LeaveStage takes the participant off the stage, or declines its
 // invitation (stage.leave). It stays in the meeting.
 func (c *Client) LeaveStage(ctx context.Context) (stage.Status, error) {
+	if c.proxy != nil {
+		return c.selfRemote(ctx, callLeave)
+	}
 	return c.self(ctx, func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) {
 		return s.Leave(pid)
 	})
@@ -63,18 +86,27 @@ func (c *Client) LeaveStage(ctx context.Context) (stage.Status, error) {
 // GrantAccess accepts the requests of, or invites, the users userIDs: one
 // result per user id, in order.
 func (c *Client) GrantAccess(ctx context.Context, userIDs []string) ([]stage.Result, error) {
+	if c.proxy != nil {
+		return c.moderateRemote(ctx, callGrant, userIDs)
+	}
 	return c.moderate(ctx, userIDs, (*stage.State).GrantAccess)
 }
 
 // DenyAccess rejects the requests of, or withdraws the invitations of, the
 // users userIDs.
 func (c *Client) DenyAccess(ctx context.Context, userIDs []string) ([]stage.Result, error) {
+	if c.proxy != nil {
+		return c.moderateRemote(ctx, callDeny, userIDs)
+	}
 	return c.moderate(ctx, userIDs, (*stage.State).DenyAccess)
 }
 
 // Kick takes the users userIDs off the stage, or withdraws their
 // acceptance.
 func (c *Client) Kick(ctx context.Context, userIDs []string) ([]stage.Result, error) {
+	if c.proxy != nil {
+		return c.moderateRemote(ctx, callKick, userIDs)
+	}
 	return c.moderate(ctx, userIDs, (*stage.State).Kick)
 }
 
@@ -151,4 +183,20 @@ func (m *Meeting) moderate(caller string, userIDs []string, rule batchRule) ([]s
 		return nil, err
 	}
 	return o.Results, nil
+}
+
+func (c *Client) selfRemote(ctx context.Context, method string) (stage.Status, error) {
+	resp, err := c.callRemote(ctx, method, nil)
+	if err != nil {
+		return 0, err
+	}
+	return resp.Status, nil
+}
+
+func (c *Client) moderateRemote(ctx context.Context, method string, userIDs []string) ([]stage.Result, error) {
+	resp, err := c.callRemote(ctx, method, userIDs)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Results, nil
 }

@@ -40,7 +40,16 @@ type Client struct {
 	// UserID is that participant's user id.
 	UserID string
 
-	meeting *Meeting
+	meeting   *Meeting
+	meetingID string
+	// node, on a meeting's owner, is the node holding this connection,
+	// when another one does ("" here): what is sent to it goes there as
+	// frames (see remote.go), and rid names the connection on that node.
+	node string
+	rid  string
+	// proxy, on a node that is not the meeting's owner, forwards this
+	// connection's calls to the owner.
+	proxy *proxy
 
 	mu      sync.Mutex
 	start   func()
@@ -57,7 +66,11 @@ type Client struct {
 }
 
 func newClient(m *Meeting, participantID string, limit int) *Client {
-	return &Client{ParticipantID: participantID, meeting: m, limit: limit}
+	c := &Client{ParticipantID: participantID, meeting: m, limit: limit}
+	if m != nil {
+		c.meetingID = m.id
+	}
+	return c
 }
 
 // SetWriter installs the transport's writer and, if messages are already
@@ -95,6 +108,12 @@ func (c *Client) Send(m *Message) bool {
 	defer c.mu.Unlock()
 	if c.closed {
 		return false
+	}
+	if c.node != "" {
+		// On the owner, for a connection another node holds: called by
+		// the owner goroutine only.
+		c.meeting.publishFrame(frame{K: frameTo, To: c.ParticipantID, C: c.rid, Data: m.Data})
+		return true
 	}
 	if c.direct != nil && !c.running && len(c.queue) == 0 && c.partial == nil && !c.ping {
 		// Idle: write it now. running keeps any writer out meanwhile.
@@ -145,6 +164,9 @@ func (c *Client) RequestPing() {
 func (c *Client) Close(code int, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.node != "" && !c.closed {
+		c.meeting.publishFrame(frame{K: frameClose, To: c.ParticipantID, C: c.rid, Code: code, Reason: reason})
+	}
 	c.closeLocked(code, reason)
 	c.kickLocked()
 }
@@ -194,4 +216,4 @@ func (c *Client) Take(dst []*Message) Batch {
 }
 
 // MeetingID returns the id of the client's meeting.
-func (c *Client) MeetingID() string { return c.meeting.id }
+func (c *Client) MeetingID() string { return c.meetingID }

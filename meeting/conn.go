@@ -21,13 +21,29 @@ func (r *Registry) Connect(ctx context.Context, meetingID, pid string, media *pr
 		c, err = m.connect(pid, media)
 		return err
 	})
+	if owner, ok := ownerOf(err); ok && r.cfg.Bus != nil {
+		// Another node owns the meeting: connect through it.
+		return r.connectProxy(ctx, meetingID, owner, pid, media)
+	}
 	return c, err
 }
 
 func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, error) {
+	c, welcome, err := m.attachConn(pid, media, "", "")
+	if err != nil {
+		return nil, err
+	}
+	c.Send(NewMessage(welcome))
+	return c, nil
+}
+
+// attachConn makes a new connection of participant pid, held by this node
+// (node "") or by node as its connection rid, and returns it with its
+// welcome.
+func (m *Meeting) attachConn(pid string, media *protocol.MediaConfig, node, rid string) (*Client, []byte, error) {
 	p, ok := m.st.Participant(pid)
 	if !ok {
-		return nil, stage.Errorf(stage.ErrNotFound, "participant "+pid+" is not in the meeting")
+		return nil, nil, stage.Errorf(stage.ErrNotFound, "participant "+pid+" is not in the meeting")
 	}
 	old := m.conns[pid]
 	if old != nil {
@@ -39,23 +55,26 @@ func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, err
 		delete(m.away, pid)
 	}
 	c := newClient(m, pid, m.reg.cfg.QueueBytes)
-	c.UserID = p.UserID
+	c.UserID, c.node, c.rid = p.UserID, node, rid
+	if old != nil {
+		m.detach(pid) // keeps the counts of remote connections right
+	}
 	m.attach(&p, c)
 	resumed := old != nil || wasAway
 	w := m.welcome(&p, resumed)
 	w.Media = media
 	b, err := protocol.EncodeWelcome(m.seq, w)
 	if err != nil {
-		return nil, err
+		m.detach(pid)
+		return nil, nil, err
 	}
-	c.Send(NewMessage(b))
 	if !resumed {
 		m.presenceEntry(EventParticipantJoined, byParticipant(pid), &p)
 		m.presence(&p, protocol.EventParticipantJoined, m.describe(&p))
 	}
 	m.checkIdle()
-	m.log.Debug("participant connected", "participant", pid, "resumed", resumed)
-	return c, nil
+	m.log.Debug("participant connected", "participant", pid, "resumed", resumed, "node", node)
+	return c, b, nil
 }
 
 // errReplaced answers a call made on a connection that a newer one of the
@@ -98,6 +117,10 @@ func (c *Client) post(fn func(m *Meeting)) {
 // Disconnect tells the meeting that c's connection ended. The participant
 // keeps its place for the grace period.
 func (r *Registry) Disconnect(c *Client) {
+	if c.proxy != nil {
+		c.leaveRemote(opDisconnect)
+		return
+	}
 	c.post(func(m *Meeting) {
 		m.detach(c.ParticipantID)
 		m.startGrace(c.ParticipantID)
@@ -109,6 +132,10 @@ func (r *Registry) Disconnect(c *Client) {
 // closed the connection normally): it leaves the meeting now, without a
 // grace period.
 func (r *Registry) Leave(c *Client) {
+	if c.proxy != nil {
+		c.leaveRemote(opLeave)
+		return
+	}
 	c.post(func(m *Meeting) {
 		m.detach(c.ParticipantID)
 		m.depart(c.ParticipantID, byParticipant(c.ParticipantID))

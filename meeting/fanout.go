@@ -39,10 +39,14 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 		return
 	}
 	b := m.encode(name, data)
+	if m.remoteConns > 0 {
+		// The other nodes' participants: one frame for all of them.
+		m.publishFrame(frame{K: frameAll, Except: except, Data: b.Data})
+	}
 	skip := m.conns[except] // compare pointers, not ids, in the loop
 	if len(m.conns) < parallelFanOut || runtime.GOMAXPROCS(0) == 1 {
 		for _, c := range m.conns {
-			if c != skip {
+			if c != skip && c.node == "" {
 				c.Send(b)
 			}
 		}
@@ -53,7 +57,7 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 	// the next event still follows this one on every connection.
 	to := m.fanOutScratch[:0]
 	for _, c := range m.conns {
-		if c != skip {
+		if c != skip && c.node == "" {
 			to = append(to, c)
 		}
 	}
@@ -76,9 +80,11 @@ func (m *Meeting) broadcast(name string, data any, except string) {
 const parallelFanOut = 512
 
 // toHosts queues one encoding of an event for every connected host (but
-// except) whose permissions want accepts.
-func (m *Meeting) toHosts(name string, data any, except string, want func(stage.Permissions) bool) {
+// except): those who accept requests if accept, else every host.
+func (m *Meeting) toHosts(name string, data any, except string, accept bool) {
+	want := hostFilter(accept)
 	var b *Message
+	remote := false
 	for id, c := range m.hostConns {
 		if p, ok := m.st.Participant(id); !ok || id == except || !want(p.Perms) {
 			continue
@@ -86,16 +92,37 @@ func (m *Meeting) toHosts(name string, data any, except string, want func(stage.
 		if b == nil {
 			b = m.encode(name, data)
 		}
+		if c.node != "" {
+			remote = true // one frame for every node, below
+			continue
+		}
 		c.Send(b)
+	}
+	if remote {
+		k := frameHosts
+		if accept {
+			k = frameAccept
+		}
+		m.publishFrame(frame{K: k, Except: except, Data: b.Data})
 	}
 }
 
-func isHost(p stage.Permissions) bool          { return p.IsHost() }
-func acceptsRequests(p stage.Permissions) bool { return p.AcceptStageRequests }
+// hostFilter returns the test of toHosts' recipients.
+func hostFilter(accept bool) func(stage.Permissions) bool {
+	if accept {
+		return func(p stage.Permissions) bool { return p.AcceptStageRequests }
+	}
+	return stage.Permissions.IsHost
+}
 
 // attach makes c the connection of participant p.
 func (m *Meeting) attach(p *stage.Participant, c *Client) {
 	m.conns[p.ID] = c
+	if c.node != "" {
+		m.remoteConns++
+		m.remoteNodes[c.node]++
+		m.watchNodes()
+	}
 	m.classify(p)
 }
 
@@ -114,10 +141,20 @@ func (m *Meeting) classify(p *stage.Participant) {
 	if p.Perms.HiddenParticipant {
 		m.hiddenConns[p.ID] = struct{}{}
 	}
+	if c.node != "" {
+		perms := p.Perms
+		m.publishFrame(frame{K: framePerms, To: p.ID, C: c.rid, Perms: &perms})
+	}
 }
 
 // detach forgets participant id's connection.
 func (m *Meeting) detach(id string) {
+	if c := m.conns[id]; c != nil && c.node != "" {
+		m.remoteConns--
+		if m.remoteNodes[c.node]--; m.remoteNodes[c.node] == 0 {
+			delete(m.remoteNodes, c.node)
+		}
+	}
 	delete(m.conns, id)
 	delete(m.hostConns, id)
 	delete(m.hiddenConns, id)
@@ -152,10 +189,10 @@ func (m *Meeting) fanOut(o stage.Outcome) {
 		// Only requestAccess adds a request, one at a time, at the end.
 		reqs := m.st.Requests()
 		ev := protocol.NewStageRequest{Count: len(reqs), Request: reqs[len(reqs)-1]}
-		m.toHosts(protocol.EventNewStageRequest, ev, "", acceptsRequests)
+		m.toHosts(protocol.EventNewStageRequest, ev, "", true)
 	}
 	if o.RequestsChanged {
-		m.toHosts(protocol.EventStageAccessRequestUpdate, protocol.StageAccessRequestUpdate{Requests: nonNil(m.st.Requests())}, "", acceptsRequests)
+		m.toHosts(protocol.EventStageAccessRequestUpdate, protocol.StageAccessRequestUpdate{Requests: nonNil(m.st.Requests())}, "", true)
 	}
 }
 
@@ -175,7 +212,7 @@ func (m *Meeting) presence(p *stage.Participant, name string, data any) {
 	if p.Status != stage.OffStage {
 		m.broadcast(name, data, p.ID)
 	} else {
-		m.toHosts(name, data, p.ID, isHost)
+		m.toHosts(name, data, p.ID, false)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cocmd/cocmd/protocol"
@@ -60,6 +61,9 @@ type Config struct {
 	// Ownership, in a cluster, makes this node a meeting's owner before
 	// the meeting loads here; nil on a single node.
 	Ownership Ownership
+	// Bus, in a cluster, carries the calls and events of meetings owned
+	// by another node for this node's connections (see remote.go).
+	Bus Bus
 }
 
 // Ownership decides which node of a cluster runs a meeting: one at a time.
@@ -135,6 +139,13 @@ type Meeting struct {
 	counter       *time.Timer // the next participantCount
 	counted       int         // the count everyone was last told
 	stopping      bool
+	remoteConns   int            // connections other nodes hold
+	remoteNodes   map[string]int // those nodes, and how many each holds
+	nodeTimer     *time.Timer    // the next check of those nodes
+	stopServe     func()         // stops answering other nodes
+
+	frameMu sync.Mutex
+	frameN  uint64 // frames published to other nodes
 }
 
 // load reads meeting id from the store into a new, not yet started, owner.
@@ -171,6 +182,7 @@ func (r *Registry) load(ctx context.Context, id string) (*Meeting, error) {
 		hostConns:   map[string]*Client{},
 		hiddenConns: map[string]struct{}{},
 		away:        map[string]*time.Timer{},
+		remoteNodes: map[string]int{},
 	}
 	// Sequence numbers start from the load time, so that they keep growing
 	// across reloads and restarts (a meeting makes far fewer than 1,000
@@ -292,6 +304,13 @@ func (m *Meeting) stop(code int, reason string) {
 		m.idle.Stop()
 	}
 	m.counter.Stop()
+	if m.nodeTimer != nil {
+		m.nodeTimer.Stop()
+	}
+	if m.stopServe != nil {
+		m.stopServe()
+		m.publishFrame(frame{K: frameStop})
+	}
 	if md := m.reg.cfg.Media; md != nil {
 		md.Forget(m.id)
 	}

@@ -21,6 +21,7 @@ type Registry struct {
 	mu      sync.Mutex
 	live    map[string]*Meeting
 	loading map[string]*load
+	proxies map[string]*proxy // meetings other nodes own, with connections here
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -42,7 +43,7 @@ func NewRegistry(s Store, cfg Config) *Registry {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Registry{store: s, cfg: cfg, log: cfg.Logger, live: map[string]*Meeting{}, loading: map[string]*load{}}
+	return &Registry{store: s, cfg: cfg, log: cfg.Logger, live: map[string]*Meeting{}, loading: map[string]*load{}, proxies: map[string]*proxy{}}
 }
 
 func (r *Registry) now() time.Time {
@@ -115,6 +116,15 @@ func (r *Registry) get(ctx context.Context, id string) (*Meeting, error) {
 	}
 	r.mu.Unlock()
 	if m != nil && err == nil {
+		if bus := r.cfg.Bus; bus != nil {
+			// Other nodes' connections to the meeting call it here. The
+			// owner's first command (init) runs before any of theirs.
+			if stop, serr := bus.Serve(id, m.serveRemote); serr != nil {
+				m.log.Error("cannot answer other nodes", "err", serr)
+			} else {
+				m.cmds <- func() { m.stopServe = stop }
+			}
+		}
 		go m.run() // outside the lock: the owner calls the media plane
 		if lost != nil {
 			go func() {
@@ -196,7 +206,14 @@ func (r *Registry) Loaded() int {
 func (r *Registry) Close() {
 	r.mu.Lock()
 	r.closed = true
+	proxies := make([]*proxy, 0, len(r.proxies))
+	for _, p := range r.proxies {
+		proxies = append(proxies, p)
+	}
 	r.mu.Unlock()
+	for _, p := range proxies {
+		p.shut(protocol.CloseGoingAway, "server shutting down")
+	}
 	for _, m := range r.loaded() {
 		m.post(func() { m.stop(protocol.CloseGoingAway, "server shutting down") })
 	}

@@ -386,6 +386,8 @@ type Live struct {
 	Participants []protocol.Participant `json:"participants"` // the connected ones
 	Requests     []stage.Request        `json:"requests"`     // oldest first
 	Seq          uint64                 `json:"seq"`
+	// Node, in a cluster, is the node that owns the meeting now.
+	Node string `json:"node,omitempty"`
 }
 
 func (s *Server) live(w http.ResponseWriter, r *http.Request) error {
@@ -393,7 +395,7 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := Live{Participants: make([]protocol.Participant, len(ls.Participants)), Requests: ls.Requests, Seq: ls.Seq}
+	out := Live{Participants: make([]protocol.Participant, len(ls.Participants)), Requests: ls.Requests, Seq: ls.Seq, Node: ls.Node}
 	for i, p := range ls.Participants {
 		out.Participants[i] = protocol.Participant{ID: p.ID, UserID: p.UserID, Name: p.Name, Preset: p.Preset,
 			Status: p.Status, Connected: true}

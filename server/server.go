@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -56,6 +57,9 @@ type Config struct {
 	// its error, and new realtime connections are refused, while it returns
 	// one.
 	Ready func() error
+	// Forward, in a cluster, sends a REST request about a meeting another
+	// node owns to that node, and writes its answer to w.
+	Forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
 	// Media is the media plane; nil serves no media (media requests fail).
 	Media *media.SFU
 	// Webhooks delivers the meetings' logs to the registered endpoints
@@ -268,7 +272,28 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 			writeError(w, stage.Errorf(stage.ErrUnauthenticated, "an API key is required: Authorization: Bearer <key>"))
 			return
 		}
-		if err := h(w, r); err != nil {
+		var body []byte
+		if s.cfg.Forward != nil && r.Body != nil && r.Method != http.MethodGet {
+			// Kept, in case the request goes to another node.
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			if err != nil {
+				writeError(w, stage.Errorf(stage.ErrBadRequest, "reading the request body: "+err.Error()))
+				return
+			}
+			body = b
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		err := h(w, r)
+		if node, ok := ownerNode(err); ok && s.cfg.Forward != nil && r.Header.Get(forwardedHeader) == "" {
+			// The meeting runs on another node: it answers.
+			ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+			err = s.cfg.Forward(ctx, node, r, body, w)
+			cancel()
+			if err == nil {
+				return
+			}
+		}
+		if err != nil {
 			if stage.CodeOf(err) == stage.CodeInternal {
 				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 				err = stage.Errorf(stage.ErrInternal, "internal error")
@@ -276,6 +301,19 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 			writeError(w, err)
 		}
 	})
+}
+
+// forwardedHeader marks a request another node of the cluster forwarded.
+const forwardedHeader = "X-Cocmd-Forwarded"
+
+// ownerNode returns the node that owns the meeting, if err says another
+// node does.
+func ownerNode(err error) (string, bool) {
+	var e interface{ OwnerNode() string }
+	if errors.As(err, &e) {
+		return e.OwnerNode(), true
+	}
+	return "", false
 }
 
 func (s *Server) validKey(k string) bool {

@@ -620,7 +620,11 @@ func serve(args []string) error {
 		return err
 	}
 	defer sfu.Close()
-	reg := meeting.NewRegistry(st, meeting.Config{Grace: cfg.ReconnectGrace, Logger: log, Media: sfu, Ownership: owner})
+	mtc := meeting.Config{Grace: cfg.ReconnectGrace, Logger: log, Media: sfu, Ownership: owner}
+	if cn != nil {
+		mtc.Bus = cn.node
+	}
+	reg := meeting.NewRegistry(st, mtc)
 	// 256 KiB of kernel buffer per connection is hundreds of events; past
 	// that, the meeting's queue limit decides, instead of the kernel
 	// growing its buffer to megabytes for a client that does not read.
@@ -647,10 +651,11 @@ func serve(args []string) error {
 		go prune(whctx, db, cfg.AuditRetention, log)
 	}
 	var ready func() error
+	var forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
 	if cn != nil {
-		ready = cn.node.Ready
+		ready, forward = cn.node.Ready, cn.node.Forward
 	}
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready,
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, st, reg, keys)
@@ -687,7 +692,17 @@ func serve(args []string) error {
 		tlsCfg = acme.TLSConfig()
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	hs := server.HTTPServer(srv.Handler(), server.HTTPTimeouts{}, errLog)
+	handler := srv.Handler()
+	if cn != nil {
+		stopForwarded, err := cn.node.ServeForwarded(handler)
+		if err != nil {
+			ln.Close()
+			reg.Close()
+			return err
+		}
+		defer stopForwarded()
+	}
+	hs := server.HTTPServer(handler, server.HTTPTimeouts{}, errLog)
 	served := make(chan error, 2)
 	httpLn, turnTLS := srv.WebListener(webLn, tlsCfg)
 	hs.TLSConfig = tlsCfg

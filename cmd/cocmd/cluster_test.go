@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// testCluster is three cocmd nodes, each with an embedded NATS server, on
+// loopback.
+type testCluster struct {
+	t      *testing.T
+	bin    string
+	addrs  []string // HTTP
+	routes []string
+	dirs   []string
+	cmds   []*exec.Cmd
+}
+
+func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, bin: binary(t)}
+	for range n {
+		c.addrs = append(c.addrs, freeAddr(t))
+		c.routes = append(c.routes, freeAddr(t))
+		c.dirs = append(c.dirs, t.TempDir())
+	}
+	c.cmds = make([]*exec.Cmd, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { c.start(i) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, cmd := range c.cmds {
+			if cmd != nil && cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		}
+	})
+	for i := range n {
+		c.waitReady(i)
+	}
+	return c
+}
+
+// start runs node i.
+func (c *testCluster) start(i int) {
+	level := os.Getenv("COCMD_TEST_LOG_LEVEL") // to see the nodes' log
+	if level == "" {
+		level = "warn"
+	}
+	args := []string{c.bin, "serve", "-listen", c.addrs[i], "-data", c.dirs[i], "-api-key", testKey, "-log-level", level,
+		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
+		"-lease-ttl", "1s", "-turn=false", "-media-listen", "127.0.0.1:0"}
+	cmd, err := startServe(args, 2*time.Minute)
+	if err != nil {
+		c.t.Error(err)
+		return
+	}
+	c.cmds[i] = cmd
+}
+
+// waitReady waits until node i answers /readyz.
+func (c *testCluster) waitReady(i int) {
+	c.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + c.addrs[i] + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("node %d is not ready after a minute", i)
+}
+
+func (c *testCluster) base(i int) string { return "http://" + c.addrs[i] }
+
+// balancer is a TCP load balancer in front of the nodes: each connection
+// goes to the first node in its order that accepts it. One per
+// participant, to place it on a node of the test's choosing.
+func (c *testCluster) balancer(first int) string {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { ln.Close() })
+	order := []string{}
+	for k := range c.addrs {
+		order = append(order, c.addrs[(first+k)%len(c.addrs)])
+	}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				for _, a := range order {
+					out, err := net.DialTimeout("tcp", a, time.Second)
+					if err != nil {
+						continue
+					}
+					defer out.Close()
+					go func() { io.Copy(out, in); out.Close() }()
+					io.Copy(in, out)
+					return
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// live is the REST /live answer.
+type live struct {
+	Participants []struct {
+		UserID string       `json:"user_id"`
+		Status stage.Status `json:"stage_status"`
+	} `json:"participants"`
+	Requests []stage.Request `json:"requests"`
+	Node     string          `json:"node"`
+}
+
+// view is the stage as one answer tells it: user → status, and the
+// pending requests' users in order.
+func (l live) view() string {
+	var ps []string
+	for _, p := range l.Participants {
+		ps = append(ps, p.UserID+":"+p.Status.String())
+	}
+	sort.Strings(ps)
+	var rs []string
+	for _, r := range l.Requests {
+		rs = append(rs, r.UserID)
+	}
+	return fmt.Sprint(ps, rs)
+}
+
+// TestBinary_cluster runs one webinar over three nodes, its participants
+// spread over them: the stage story works from every node, REST answers
+// the same on every node; the owner is SIGKILLed and the webinar goes on
+// on the others, its participants reconnecting by themselves, nothing
+// acknowledged lost.
+func TestBinary_cluster(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var m struct{ ID string }
+	rest(t, c.base(1), "POST", "/v1/meetings", map[string]any{"title": "Three nodes", "type": "WEBINAR"}, &m)
+
+	// The host on node 0, viewers on every node; the meeting runs where
+	// it was first needed.
+	placed := map[string]int{}
+	byUID := map[string]*client.Meeting{}
+	join := func(uid, preset string, node int) *client.Meeting {
+		placed[uid] = node
+		var p struct{ Token string }
+		rest(t, c.base((node+1)%3), "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		cl, err := client.Join(ctx, c.balancer(node), p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("%s joining through node %d: %v", uid, node, err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		byUID[uid] = cl
+		return cl
+	}
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	host := join("host", "webinar_host", 0)
+	vs := map[string]*client.Meeting{}
+	names := []string{"v0", "v1", "v2", "v3", "v4", "v5"}
+	for i, n := range names {
+		vs[n] = join(n, "webinar_viewer", i%3)
+	}
+	all := append([]*client.Meeting{host}, vs["v0"], vs["v1"], vs["v2"], vs["v3"], vs["v4"], vs["v5"])
+
+	check(host.Stage.Join(ctx))
+	for _, n := range []string{"v1", "v2", "v4", "v5"} {
+		check(vs[n].Stage.RequestAccess(ctx)) // from nodes 1 and 2
+	}
+	// The host, on node 0, sees the requests made on the others, in order.
+	reqs, err := host.Stage.GetAccessRequests(ctx)
+	check(err)
+	var order []string
+	for _, r := range reqs {
+		order = append(order, r.UserID)
+	}
+	if fmt.Sprint(order) != "[v1 v2 v4 v5]" {
+		t.Fatalf("the host's requests %v", order)
+	}
+	check(host.Stage.GrantAccess(ctx, "v1")) // v1 on node 1
+	waitEvent(t, vs["v1"], "stageRequestApproved")
+	check(vs["v1"].Stage.Join(ctx))
+	// v1 moderates nothing: a viewer calling a host method through node 1
+	// is refused there as on the owner.
+	if err := vs["v2"].Stage.GrantAccess(ctx, "v4"); stage.CodeOf(err) != stage.CodePermissionDenied {
+		t.Fatalf("a viewer granting through node 2: %v", err)
+	}
+	check(host.Stage.DenyAccess(ctx, "v2"))
+	waitEvent(t, vs["v2"], "stageRequestRejected")
+
+	want := map[string]stage.Status{"host": stage.OnStage, "v0": stage.OffStage, "v1": stage.OnStage, "v2": stage.OffStage,
+		"v3": stage.OffStage, "v4": stage.Requested, "v5": stage.Requested}
+	agree := func(when string) string {
+		t.Helper()
+		// Every participant sees every other's status as the owner has it.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			bad := ""
+			for _, cl := range all {
+				self := cl.Self().UserID
+				if cl.Stage.Status() != want[self] {
+					bad = fmt.Sprintf("%s sees itself %v, want %v", self, cl.Stage.Status(), want[self])
+				}
+				for uid, st := range want {
+					if p, ok := cl.Participant(uid); ok && st != stage.OffStage && p.Status != st {
+						bad = fmt.Sprintf("%s sees %s %v, want %v", self, uid, p.Status, st)
+					}
+				}
+			}
+			var views []string
+			var owner string
+			for i := range c.addrs {
+				if c.cmds[i].ProcessState != nil {
+					continue
+				}
+				var l live
+				rest(t, c.base(i), "GET", "/v1/meetings/"+m.ID+"/live", nil, &l)
+				views = append(views, l.view())
+				owner = l.Node
+				if len(l.Participants) != len(want) && bad == "" {
+					bad = fmt.Sprintf("node %d: %d participants connected, want %d", i, len(l.Participants), len(want))
+				}
+			}
+			if bad == "" && len(slices.Compact(views)) != 1 {
+				bad = fmt.Sprintf("the nodes answer differently: %v", views)
+			}
+			if bad == "" {
+				t.Logf("%s: every participant and node agree: %s, owner %s", when, views[0], owner)
+				return owner
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s", when, bad)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	owner := agree("before the kill")
+	dead := slices.Index([]string{"n0", "n1", "n2"}, owner)
+	if dead < 0 {
+		t.Fatalf("the meeting is owned by %q", owner)
+	}
+
+	// SIGKILL the owner: its participants reconnect through their
+	// balancer to another node, which takes the meeting over.
+	c.cmds[dead].Process.Signal(syscall.SIGKILL)
+	c.cmds[dead].Wait()
+	killed := time.Now()
+	for uid, node := range placed {
+		if node == dead {
+			waitEvent(t, byUID[uid], "reconnected")
+		}
+	}
+	owner = agree("after the owner's kill")
+	t.Logf("after the kill: the meeting runs on %s, everyone agreeing %v after the kill", owner, time.Since(killed).Round(10*time.Millisecond))
+	if owner == fmt.Sprint("n", dead) || owner == "" {
+		t.Fatalf("owner after the kill: %q", owner)
+	}
+	// The webinar goes on.
+	check(host.Stage.GrantAccess(ctx, "v4"))
+	waitEvent(t, vs["v4"], "stageRequestApproved")
+	check(vs["v4"].Stage.Join(ctx))
+	check(host.Stage.Kick(ctx, "v1"))
+	waitEvent(t, vs["v1"], "removedFromStage")
+	want["v4"], want["v1"] = stage.OnStage, stage.OffStage
+	agree("after the story went on")
+}

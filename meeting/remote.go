@@ -1,0 +1,716 @@
+package meeting
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+)
+
+// A meeting across the nodes of a cluster. One node owns the meeting (its
+// Meeting runs there, see Ownership); a participant connected to another
+// node talks to the owner through that node's proxy:
+//
+//   - calls: the proxy sends each of its connections' calls (connect, the
+//     stage methods, disconnect, leave) to the owner as a request, which
+//     the owner runs as it runs its own connections' (remoteRequest);
+//   - events: the owner publishes what it sends to other nodes'
+//     connections as frames, one per event for every node (a broadcast is
+//     one frame, not one per recipient), numbered; each proxy hands a
+//     frame to the connections it concerns, in order, and closes its
+//     connections (which reconnect and start from a new welcome) if it
+//     ever misses one.
+
+// Bus carries calls and frames between the nodes of a cluster (package
+// cluster implements it on NATS).
+type Bus interface {
+	// Node names this node.
+	Node() string
+	// Serve makes this node answer other nodes' requests to meeting id
+	// with handle, until stop is called.
+	Serve(id string, handle func(req []byte) []byte) (stop func(), err error)
+	// Call sends a request to meeting id's owner and returns its answer.
+	Call(ctx context.Context, id string, req []byte) ([]byte, error)
+	// Publish sends a frame of meeting id to every node, in order.
+	Publish(id string, frame []byte) error
+	// Subscribe hands meeting id's frames to fn, one at a time, in order.
+	Subscribe(id string, fn func(frame []byte)) (stop func(), err error)
+	// Alive reports whether node is alive.
+	Alive(ctx context.Context, node string) (bool, error)
+}
+
+// remoteVersion is the version of requests and frames between nodes. A
+// node accepts its own and the one before (a rolling upgrade runs both),
+// and refuses any other, saying so.
+const remoteVersion = 1
+
+// checkVersion refuses a message of a version this node does not speak.
+func checkVersion(v int) error {
+	if v != remoteVersion && v != remoteVersion-1 {
+		return stage.Errorf(stage.ErrUnavailable, fmt.Sprintf("a node speaks version %d of the protocol between nodes; this node speaks %d and %d", v, remoteVersion-1, remoteVersion))
+	}
+	return nil
+}
+
+// The kinds of frame.
+const (
+	frameAll    = "all"    // every connection but Except's
+	frameHosts  = "hosts"  // every host but Except
+	frameAccept = "accept" // every host that accepts requests but Except
+	frameTo     = "to"     // connection C of participant To
+	frameClose  = "close"  // close connection C of participant To
+	framePerms  = "perms"  // connection C of participant To has new permissions
+	frameStop   = "stop"   // the owner unloaded the meeting: reconnect
+)
+
+// frame is what the owner sends its meeting's other nodes.
+type frame struct {
+	V      int                `json:"v"`
+	Owner  string             `json:"owner"`
+	N      uint64             `json:"n"` // frames of an owner are numbered from 1, with no gap
+	K      string             `json:"k"`
+	To     string             `json:"to,omitempty"`
+	C      string             `json:"c,omitempty"`
+	Except string             `json:"except,omitempty"`
+	Data   json.RawMessage    `json:"data,omitempty"`
+	Code   int                `json:"code,omitempty"`
+	Reason string             `json:"reason,omitempty"`
+	Perms  *stage.Permissions `json:"perms,omitempty"`
+}
+
+// publishFrame numbers f and sends it to the other nodes.
+func (m *Meeting) publishFrame(f frame) {
+	bus := m.reg.cfg.Bus
+	if bus == nil {
+		return
+	}
+	m.frameMu.Lock()
+	defer m.frameMu.Unlock()
+	m.frameN++
+	f.V, f.Owner, f.N = remoteVersion, bus.Node(), m.frameN
+	b, err := json.Marshal(f)
+	if err == nil {
+		err = bus.Publish(m.id, b)
+	}
+	if err != nil {
+		// The other nodes will see the gap and have their connections
+		// start again.
+		m.log.Warn("publishing to the other nodes failed", "err", err)
+	}
+}
+
+// frameCount returns the number of the last frame published.
+func (m *Meeting) frameCount() uint64 {
+	m.frameMu.Lock()
+	defer m.frameMu.Unlock()
+	return m.frameN
+}
+
+// The operations of a request.
+const (
+	opConnect    = "connect"
+	opDisconnect = "disconnect"
+	opLeave      = "leave"
+	opCall       = "call"
+)
+
+// The methods of an opCall.
+const (
+	callPing     = "ping"
+	callRequests = "requests"
+	callRequest  = "request"
+	callCancel   = "cancel"
+	callJoin     = "join"
+	callLeave    = "leave"
+	callGrant    = "grant"
+	callDeny     = "deny"
+	callKick     = "kick"
+)
+
+// remoteReq is a request from a proxy to the owner.
+type remoteReq struct {
+	V       int                   `json:"v"`
+	Op      string                `json:"op"`
+	Node    string                `json:"node"`
+	PID     string                `json:"pid"`
+	C       string                `json:"c"` // the connection, on its node
+	Method  string                `json:"method,omitempty"`
+	UserIDs []string              `json:"user_ids,omitempty"`
+	Media   *protocol.MediaConfig `json:"media,omitempty"`
+}
+
+// remoteResp is the owner's answer.
+type remoteResp struct {
+	Node     string            `json:"node"` // the owner that answered
+	Error    *wireError        `json:"error,omitempty"`
+	Frame    uint64            `json:"frame"` // the last frame published before the answer
+	Welcome  json.RawMessage   `json:"welcome,omitempty"`
+	UserID   string            `json:"user_id,omitempty"`
+	Perms    stage.Permissions `json:"perms"`
+	Status   stage.Status      `json:"status,omitempty"`
+	Results  []stage.Result    `json:"results,omitempty"`
+	Requests []stage.Request   `json:"requests,omitempty"`
+}
+
+type wireError struct {
+	Code    stage.Code `json:"code"`
+	Message string     `json:"message"`
+}
+
+func toWire(err error) *wireError {
+	if err == nil {
+		return nil
+	}
+	return &wireError{Code: stage.CodeOf(err), Message: err.Error()}
+}
+
+func (e *wireError) err() error {
+	if e == nil {
+		return nil
+	}
+	sentinel := stage.ErrorOf(e.Code)
+	if sentinel == nil {
+		sentinel = stage.ErrInternal
+	}
+	return stage.Errorf(sentinel, e.Message)
+}
+
+// serveRemote answers one request of another node; it runs on a goroutine
+// of its own and waits for the owner.
+func (m *Meeting) serveRemote(b []byte) []byte {
+	var req remoteReq
+	resp := &remoteResp{}
+	err := json.Unmarshal(b, &req)
+	if err == nil {
+		err = checkVersion(req.V)
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var ferr error
+		err = m.do(ctx, func() { ferr = m.remoteRequest(&req, resp) })
+		cancel()
+		switch {
+		case errors.Is(err, ErrStopped):
+			err = stage.Errorf(stage.ErrUnavailable, "the meeting moved; try again")
+		case err != nil:
+			err = unavailable(err)
+		default:
+			err = ferr
+		}
+	}
+	resp.Error = toWire(err)
+	resp.Node = m.reg.cfg.Bus.Node()
+	out, _ := json.Marshal(resp)
+	return out
+}
+
+// remoteRequest runs a request on the owner goroutine.
+func (m *Meeting) remoteRequest(req *remoteReq, resp *remoteResp) error {
+	defer func() { resp.Frame = m.frameCount() }()
+	if req.Op == opConnect {
+		return m.connectRemote(req, resp)
+	}
+	c := m.conns[req.PID]
+	if c == nil || c.node != req.Node || c.rid != req.C {
+		if req.Op == opCall {
+			return errReplaced
+		}
+		return nil // replaced meanwhile: nothing to undo
+	}
+	switch req.Op {
+	case opDisconnect:
+		m.detach(req.PID)
+		m.startGrace(req.PID)
+		m.checkIdle()
+		return nil
+	case opLeave:
+		m.detach(req.PID)
+		m.depart(req.PID, byParticipant(req.PID))
+		m.checkIdle()
+		return nil
+	case opCall:
+		return m.remoteCall(c, req, resp)
+	}
+	return stage.Errorf(stage.ErrBadRequest, "unknown operation "+req.Op)
+}
+
+func (m *Meeting) connectRemote(req *remoteReq, resp *remoteResp) error {
+	if req.Node == "" || req.C == "" {
+		return stage.Errorf(stage.ErrBadRequest, "a remote connection needs its node and id")
+	}
+	c, welcome, err := m.attachConn(req.PID, req.Media, req.Node, req.C)
+	if err != nil {
+		return err
+	}
+	p, _ := m.st.Participant(req.PID)
+	resp.Welcome, resp.UserID, resp.Perms = welcome, c.UserID, p.Perms
+	return nil
+}
+
+// remoteCall runs a stage method for connection c of another node.
+func (m *Meeting) remoteCall(c *Client, req *remoteReq, resp *remoteResp) error {
+	pid := c.ParticipantID
+	self := func(rule selfRule) error {
+		o, err := rule(m.st, pid, m.now())
+		if err != nil {
+			return err
+		}
+		if err := m.commit(o, byParticipant(pid)); err != nil {
+			return err
+		}
+		p, _ := m.st.Participant(pid)
+		resp.Status = p.Status
+		return nil
+	}
+	batch := func(rule batchRule) (err error) {
+		resp.Results, err = m.moderate(pid, req.UserIDs, rule)
+		return err
+	}
+	switch req.Method {
+	case callPing:
+		return nil
+	case callRequests:
+		reqs, err := m.st.AccessRequests(pid)
+		resp.Requests = nonNil(reqs)
+		return err
+	case callRequest:
+		return self(func(s *stage.State, pid string, now time.Time) (stage.Outcome, error) {
+			return s.RequestAccess(pid, now)
+		})
+	case callCancel:
+		return self(func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) {
+			return s.CancelRequestAccess(pid)
+		})
+	case callJoin:
+		return self(func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) { return s.Join(pid) })
+	case callLeave:
+		return self(func(s *stage.State, pid string, _ time.Time) (stage.Outcome, error) { return s.Leave(pid) })
+	case callGrant:
+		return batch((*stage.State).GrantAccess)
+	case callDeny:
+		return batch((*stage.State).DenyAccess)
+	case callKick:
+		return batch((*stage.State).Kick)
+	}
+	return stage.Errorf(stage.ErrBadRequest, "unknown method "+req.Method)
+}
+
+// nodeCheckEvery is how often an owner checks that the nodes holding its
+// connections are alive.
+const nodeCheckEvery = time.Second
+
+// watchNodes arms the check of the nodes holding connections, if it is not
+// armed. A dead node's connections are dropped: their participants get
+// the grace period to come back, through another node.
+func (m *Meeting) watchNodes() {
+	bus := m.reg.cfg.Bus
+	if bus == nil || m.nodeTimer != nil || len(m.remoteNodes) == 0 {
+		return
+	}
+	m.nodeTimer = time.AfterFunc(nodeCheckEvery, func() {
+		m.post(func() {
+			nodes := make([]string, 0, len(m.remoteNodes))
+			for n := range m.remoteNodes {
+				nodes = append(nodes, n)
+			}
+			go func() { // the check waits on NATS: not on the owner
+				var dead []string
+				for _, n := range nodes {
+					ctx, cancel := context.WithTimeout(context.Background(), nodeCheckEvery)
+					alive, err := bus.Alive(ctx, n)
+					cancel()
+					if err == nil && !alive {
+						dead = append(dead, n)
+					}
+				}
+				m.post(func() {
+					m.nodeTimer = nil
+					for _, n := range dead {
+						m.dropNode(n)
+					}
+					m.watchNodes()
+				})
+			}()
+		})
+	})
+}
+
+// dropNode drops the connections node held.
+func (m *Meeting) dropNode(node string) {
+	for pid, c := range m.conns {
+		if c.node == node {
+			m.log.Info("the node of a connection died", "participant", pid, "node", node)
+			m.detach(pid)
+			m.startGrace(pid)
+		}
+	}
+	m.checkIdle()
+}
+
+// proxy is, on a node that does not own a meeting, that meeting's
+// connections to this node.
+type proxy struct {
+	reg   *Registry
+	id    string
+	owner string
+	unsub func()
+	done  chan struct{}
+
+	mu      sync.Mutex
+	clients map[string]*Client // by participant
+	perms   map[string]stage.Permissions
+	lastN   uint64  // the last frame applied; 0: none yet
+	recent  []frame // the last frames, for connections starting
+	waiters []frameWaiter
+	closed  bool
+}
+
+type frameWaiter struct {
+	n  uint64
+	ch chan struct{}
+}
+
+// recentFrames is how many frames a proxy keeps for connections starting.
+const recentFrames = 1024
+
+// proxyFor returns the proxy of meeting id to owner, starting one.
+func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
+	r.mu.Lock()
+	if p := r.proxies[id]; p != nil && p.owner == owner {
+		r.mu.Unlock()
+		return p, nil
+	}
+	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{}, perms: map[string]stage.Permissions{}, done: make(chan struct{})}
+	old := r.proxies[id]
+	r.proxies[id] = p
+	r.mu.Unlock()
+	if old != nil {
+		old.shut(protocol.CloseGoingAway, "the meeting moved to another node")
+	}
+	unsub, err := r.cfg.Bus.Subscribe(id, p.onFrame)
+	if err != nil {
+		p.shut(protocol.CloseGoingAway, "")
+		return nil, unavailable(err)
+	}
+	p.mu.Lock()
+	p.unsub = unsub
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		unsub()
+	}
+	go p.watchOwner()
+	return p, nil
+}
+
+// onFrame applies one frame of the owner.
+func (p *proxy) onFrame(b []byte) {
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil || checkVersion(f.V) != nil {
+		p.reg.log.Warn("a frame this node cannot read", "meeting", p.id, "err", err)
+		p.shut(protocol.CloseGoingAway, "the meeting's owner speaks another version")
+		return
+	}
+	p.mu.Lock()
+	if f.Owner != p.owner || p.closed {
+		p.mu.Unlock()
+		return
+	}
+	switch {
+	case p.lastN == 0: // not started: keep it for the first connection
+	case f.N <= p.lastN:
+		p.mu.Unlock()
+		return
+	case f.N != p.lastN+1:
+		p.mu.Unlock()
+		p.reg.log.Warn("frames from the meeting's owner went missing", "meeting", p.id, "after", p.lastN, "got", f.N)
+		p.shut(protocol.CloseGoingAway, "events went missing; reconnect")
+		return
+	default:
+		p.apply(&f, nil)
+		p.lastN = f.N
+		p.wake()
+	}
+	p.recent = append(p.recent, f)
+	if len(p.recent) > recentFrames {
+		p.recent = p.recent[len(p.recent)-recentFrames:]
+	}
+	stop := f.K == frameStop
+	p.mu.Unlock()
+	if stop {
+		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
+	}
+}
+
+// apply hands f to the connections it concerns (only to only, if set);
+// with p.mu held.
+func (p *proxy) apply(f *frame, only *Client) {
+	to := func(c *Client) bool { return only == nil || c == only }
+	var msg *Message
+	message := func() *Message {
+		if msg == nil {
+			msg = NewMessage(f.Data)
+		}
+		return msg
+	}
+	switch f.K {
+	case frameAll, frameHosts, frameAccept:
+		for pid, c := range p.clients {
+			if pid == f.Except || !to(c) {
+				continue
+			}
+			if f.K != frameAll && !hostFilter(f.K == frameAccept)(p.perms[pid]) {
+				continue
+			}
+			c.Send(message())
+		}
+	case frameTo, frameClose, framePerms:
+		c := p.clients[f.To]
+		if c == nil || c.rid != f.C || !to(c) {
+			return
+		}
+		switch f.K {
+		case frameTo:
+			c.Send(message())
+		case frameClose:
+			c.Close(f.Code, f.Reason)
+		case framePerms:
+			if f.Perms != nil {
+				p.perms[f.To] = *f.Perms
+			}
+		}
+	}
+}
+
+// wake releases the calls waiting for frames up to p.lastN; with p.mu held.
+func (p *proxy) wake() {
+	k := 0
+	for _, w := range p.waiters {
+		if w.n <= p.lastN {
+			close(w.ch)
+		} else {
+			p.waiters[k] = w
+			k++
+		}
+	}
+	p.waiters = p.waiters[:k]
+}
+
+// waitFrame waits until frame n is applied: the events a call caused reach
+// its connection before its answer.
+func (p *proxy) waitFrame(ctx context.Context, n uint64) error {
+	p.mu.Lock()
+	if p.lastN >= n || p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	w := frameWaiter{n: n, ch: make(chan struct{})}
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return unavailable(errors.New("the events of the call did not arrive"))
+	}
+}
+
+// request sends req to the owner and returns its answer.
+func (p *proxy) request(ctx context.Context, req remoteReq) (*remoteResp, error) {
+	req.V, req.Node = remoteVersion, p.reg.cfg.Bus.Node()
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	out, err := p.reg.cfg.Bus.Call(ctx, p.id, b)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var resp remoteResp
+	if err := json.Unmarshal(out, &resp); err != nil {
+		return nil, unavailable(fmt.Errorf("the owner's answer: %w", err))
+	}
+	if resp.Node != p.owner && req.Op != opConnect {
+		// Another node took the meeting over: this proxy's connections
+		// start again, with it.
+		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
+		return nil, unavailable(errors.New("the meeting moved to another node"))
+	}
+	if req.Op == opConnect && resp.Node != p.owner && resp.Error == nil {
+		// Taken over between this node's look and the request.
+		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
+		return nil, unavailable(errors.New("the meeting moved to another node; try again"))
+	}
+	return &resp, resp.Error.err()
+}
+
+// connectProxy connects participant pid of meeting id, owned by owner,
+// through this node.
+func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, media *protocol.MediaConfig) (*Client, error) {
+	p, err := r.proxyFor(id, owner)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{ParticipantID: pid, meetingID: id, proxy: p, rid: newConnID(), limit: r.cfg.QueueBytes}
+	resp, err := p.request(ctx, remoteReq{Op: opConnect, PID: pid, C: c.rid, Media: media})
+	if err != nil {
+		p.release(c)
+		return nil, err
+	}
+	c.UserID = resp.UserID
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, unavailable(errors.New("the meeting moved to another node"))
+	}
+	// Frames after the welcome's: those this proxy applied already, from
+	// its recent ones; those to come, as they come.
+	if p.lastN == 0 {
+		p.lastN = resp.Frame
+	}
+	var missed []frame
+	if p.lastN > resp.Frame {
+		for _, f := range p.recent {
+			if f.N > resp.Frame && f.N <= p.lastN {
+				missed = append(missed, f)
+			}
+		}
+		if uint64(len(missed)) != p.lastN-resp.Frame {
+			go p.request(context.Background(), remoteReq{Op: opDisconnect, PID: pid, C: c.rid})
+			return nil, unavailable(errors.New("this node fell behind the meeting; try again"))
+		}
+	}
+	if old := p.clients[pid]; old != nil {
+		old.Close(protocol.CloseReplaced, "replaced by a newer connection")
+	}
+	p.clients[pid], p.perms[pid] = c, resp.Perms
+	c.Send(NewMessage(resp.Welcome))
+	for i := range missed {
+		p.apply(&missed[i], c)
+	}
+	// Frames this proxy kept before it had a connection.
+	if len(p.clients) == 1 && p.lastN == resp.Frame {
+		for i := range p.recent {
+			if f := &p.recent[i]; f.N == p.lastN+1 {
+				p.apply(f, nil)
+				p.lastN = f.N
+			}
+		}
+		p.wake()
+	}
+	return c, nil
+}
+
+// release forgets connection c; the proxy ends with its last connection.
+func (p *proxy) release(c *Client) {
+	p.mu.Lock()
+	if p.clients[c.ParticipantID] == c {
+		delete(p.clients, c.ParticipantID)
+		delete(p.perms, c.ParticipantID)
+	}
+	empty := len(p.clients) == 0
+	p.mu.Unlock()
+	if empty {
+		p.shut(protocol.CloseGoingAway, "")
+	}
+}
+
+// shut closes every connection of the proxy with code and reason and ends
+// it.
+func (p *proxy) shut(code int, reason string) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	clients := p.clients
+	p.clients = map[string]*Client{}
+	unsub := p.unsub
+	p.wake()
+	close(p.done)
+	p.mu.Unlock()
+	for _, c := range clients {
+		c.Close(code, reason)
+	}
+	if unsub != nil {
+		unsub()
+	}
+	p.reg.mu.Lock()
+	if p.reg.proxies[p.id] == p {
+		delete(p.reg.proxies, p.id)
+	}
+	p.reg.mu.Unlock()
+}
+
+// ownerCheckEvery is how often a proxy checks that the owner is alive.
+const ownerCheckEvery = time.Second
+
+// watchOwner closes the proxy's connections when the owner dies: they
+// reconnect, and a node takes the meeting over.
+func (p *proxy) watchOwner() {
+	t := time.NewTicker(ownerCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ownerCheckEvery)
+		alive, err := p.reg.cfg.Bus.Alive(ctx, p.owner)
+		cancel()
+		if err == nil && !alive {
+			p.reg.log.Warn("the meeting's owner died", "meeting", p.id, "owner", p.owner)
+			p.shut(protocol.CloseGoingAway, "the meeting's node went away")
+			return
+		}
+	}
+}
+
+// call runs a stage method on the owner for proxied connection c.
+func (c *Client) callRemote(ctx context.Context, method string, userIDs []string) (*remoteResp, error) {
+	p := c.proxy
+	resp, err := p.request(ctx, remoteReq{Op: opCall, PID: c.ParticipantID, C: c.rid, Method: method, UserIDs: userIDs})
+	if resp != nil {
+		if werr := p.waitFrame(ctx, resp.Frame); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return resp, err
+}
+
+// leaveRemote tells the owner that proxied connection c ended: op is
+// opDisconnect or opLeave.
+func (c *Client) leaveRemote(op string) {
+	p := c.proxy
+	p.release(c)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := p.request(ctx, remoteReq{Op: op, PID: c.ParticipantID, C: c.rid}); err != nil {
+			p.reg.log.Debug("telling the owner a connection ended", "meeting", p.id, "err", err)
+		}
+	}()
+}
+
+// ownerOf returns the node that owns the meeting, if err says another node
+// does.
+func ownerOf(err error) (string, bool) {
+	var e interface{ OwnerNode() string }
+	if errors.As(err, &e) {
+		return e.OwnerNode(), true
+	}
+	return "", false
+}
+
+// newConnID names a connection on its node.
+func newConnID() string { return rand.Text()[:16] }
