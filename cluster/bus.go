@@ -25,6 +25,7 @@ import (
 // Counters of the traffic between nodes, for the metrics.
 type Counters struct {
 	Calls, CallErrors, Frames, FramesIn, Forwards atomic.Int64
+	PacketsOut, PacketsIn                         atomic.Int64 // media relayed
 }
 
 // Counts returns the node's counters.
@@ -187,4 +188,56 @@ func (n *Node) Forward(ctx context.Context, node string, r *http.Request, body [
 	w.WriteHeader(out.Status)
 	_, err = w.Write(out.Body)
 	return err
+}
+
+// PublishControl implements media.Relay.
+func (n *Node) PublishControl(id string, msg []byte) error {
+	return n.nc.Publish(n.cfg.Prefix+".media."+keyOf(id), msg)
+}
+
+// SubscribeControl implements media.Relay.
+func (n *Node) SubscribeControl(id string, fn func(msg []byte)) (func(), error) {
+	sub, err := n.nc.Subscribe(n.cfg.Prefix+".media."+keyOf(id), func(msg *nats.Msg) { fn(msg.Data) })
+	if err != nil {
+		return nil, err
+	}
+	return func() { sub.Unsubscribe() }, nil
+}
+
+// PublishPacket implements media.Relay: one NATS message per packet, which
+// the NATS servers copy to each subscribed node once.
+func (n *Node) PublishPacket(id, track string, layer int, p []byte) error {
+	n.counts.PacketsOut.Add(1)
+	return n.nc.Publish(n.rtpSubject(id, track, layer), p)
+}
+
+// rtpSubject returns the subject of layer of track of meeting id, made
+// once.
+func (n *Node) rtpSubject(id, track string, layer int) string {
+	k := rtpKey{id, track, layer}
+	if s, ok := n.subjects.Load(k); ok {
+		return s.(string)
+	}
+	s := n.cfg.Prefix + ".rtp." + keyOf(id) + "." + keyOf(track) + "." + string(rune('0'+layer))
+	n.subjects.Store(k, s)
+	return s
+}
+
+type rtpKey struct {
+	id, track string
+	layer     int
+}
+
+// SubscribePackets implements media.Relay.
+func (n *Node) SubscribePackets(id, track string, fn func(layer int, p []byte)) (func(), error) {
+	sub, err := n.nc.Subscribe(n.cfg.Prefix+".rtp."+keyOf(id)+"."+keyOf(track)+".*", func(msg *nats.Msg) {
+		n.counts.PacketsIn.Add(1)
+		s := msg.Subject
+		fn(int(s[len(s)-1]-'0'), msg.Data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	sub.SetPendingLimits(1<<16, 64<<20)
+	return func() { sub.Unsubscribe() }, nil
 }

@@ -59,7 +59,8 @@ type Node struct {
 	held     map[string]*lease
 	releases sync.WaitGroup
 
-	counts Counters
+	counts   Counters
+	subjects sync.Map // rtpKey -> subject
 
 	stop chan struct{}
 	done chan struct{}

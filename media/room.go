@@ -36,6 +36,7 @@ type Room struct {
 	speakerRunning bool                   // watchSpeakers runs
 	spk            speakers               // its state: only watchSpeakers touches it
 	activePID      atomic.Pointer[string] // the active speaker, for the bandwidth shares
+	relay          *roomRelay             // in a cluster; set before the room is shared
 	done           chan struct{}          // closed by close
 	doneOnce       sync.Once
 }
@@ -163,6 +164,9 @@ func (r *Room) publish(t *Track) error {
 	}
 	r.tracks = append(r.tracks, t)
 	subs := r.others(s)
+	if r.relay != nil {
+		r.relay.announce(t)
+	}
 	if t.levels.ext != 0 && !r.speakerRunning {
 		select {
 		case <-r.done:
@@ -203,6 +207,9 @@ func (r *Room) unpublish(t *Track) {
 	subs := r.others(nil)
 	r.ended.add(&t.counters)
 	r.mu.Unlock()
+	if r.relay != nil {
+		r.relay.withdraw(t)
+	}
 	for _, sub := range subs {
 		sub.stopSending(t)
 	}
@@ -255,6 +262,9 @@ func (r *Room) stopOwn(s *Session) {
 // close closes every session of the room, on the room's worker.
 func (r *Room) close() {
 	r.doneOnce.Do(func() { close(r.done) })
+	if r.relay != nil {
+		r.relay.close()
+	}
 	r.mu.Lock()
 	sessions := slices.Collect(maps.Values(r.sessions))
 	r.mu.Unlock()

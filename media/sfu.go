@@ -59,6 +59,9 @@ type Config struct {
 	Loopback bool
 	// Logger receives the SFU's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Relay, in a cluster, carries tracks to and from the other nodes'
+	// SFUs (relay.go).
+	Relay Relay
 }
 
 // SFU is the media plane of one server. Its methods are safe for
@@ -71,6 +74,7 @@ type SFU struct {
 	tcpMux     ice.TCPMux // nil without ICE-TCP
 	batch      *batchConn // nil if the socket is not a *net.UDPConn
 	log        *slog.Logger
+	relay      Relay
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -155,7 +159,7 @@ func New(cfg Config) (*SFU, error) {
 	if initial <= 0 {
 		initial = initialEstimate
 	}
-	return &SFU{initialBWE: initial, api: api, pubAPI: pubAPI, mux: mux, tcpMux: tcpMux, batch: batch, log: log, rooms: map[string]*Room{}}, nil
+	return &SFU{initialBWE: initial, api: api, pubAPI: pubAPI, mux: mux, tcpMux: tcpMux, batch: batch, log: log, relay: cfg.Relay, rooms: map[string]*Room{}}, nil
 }
 
 // videoFeedback is the RTCP feedback the SFU handles for video: NACKs (it
@@ -273,6 +277,7 @@ func (s *SFU) room(id string) *Room {
 	r := s.rooms[id]
 	if r == nil {
 		r = newRoom(s, id)
+		r.startRelay() // subscribes, never waits on the network
 		s.rooms[id] = r
 	}
 	return r

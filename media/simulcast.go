@@ -287,6 +287,9 @@ func (t *Track) handleLayer(l *layer, p []byte, o *outBuf) {
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	l.cache.put(h.SequenceNumber, p)
+	if t.exportMask.Load()&(1<<l.idx) != 0 {
+		t.exportPacket(l.idx, p) // before the rewriting below changes the payload
+	}
 	payload := p[hl:]
 	d, ok := parseVP8(payload)
 	if !ok {
@@ -396,6 +399,10 @@ func (d *downTrack) writePadding(seq uint16, ts uint32, o *outBuf, now int64) in
 // most once per keyframeInterval (keyframeThrottle).
 func (t *Track) requestLayerKeyframe(l *layer) {
 	if l == nil || t.stopped.Load() {
+		return
+	}
+	if t.origin != "" {
+		l.kf.request(func() { t.relay.pli(t, l.idx) })
 		return
 	}
 	l.kf.request(func() { t.sendPLI(l.remote.SSRC()) })
@@ -664,7 +671,7 @@ func (t *Track) dynacast(now int64) {
 		}
 	}
 	t.layersMu.Unlock()
-	if changed {
+	if changed && t.sess != nil { // a remote track's origin hears of it as wants (relay.go)
 		t.sess.signal(protocol.EventMediaLayers, protocol.MediaLayers{Source: t.source, Active: active})
 	}
 }

@@ -51,6 +51,22 @@ type Track struct {
 	counters
 
 	kf keyframeThrottle
+
+	// In a cluster (relay.go): origin names the node a remote track comes
+	// from ("" for a track published here) and relay is its room's part
+	// in the cluster; a local track's export sends the layers other nodes
+	// want (exportMask) to them.
+	origin     string
+	relay      *roomRelay
+	export     atomic.Pointer[exporter]
+	exportMask atomic.Uint32
+}
+
+// exportPacket sends packet p of layer to the nodes that want it.
+func (t *Track) exportPacket(layer int, p []byte) {
+	if ex := t.export.Load(); ex != nil {
+		ex.rr.relay.PublishPacket(ex.rr.r.id, t.id, layer, p)
+	}
 }
 
 func newTrack(s *Session, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, src protocol.Source) *Track {
@@ -153,6 +169,9 @@ func (t *Track) handle(p []byte, o *outBuf) {
 	t.packetsIn.Add(1)
 	t.bytesIn.Add(uint64(len(p)))
 	t.cache.put(h.SequenceNumber, p)
+	if t.exportMask.Load()&1 != 0 {
+		t.exportPacket(0, p)
+	}
 	t.levels.add(h)
 	payload := p[hl:]
 	sent := 0
@@ -189,6 +208,10 @@ func (t *Track) requestKeyframe() {
 	}
 	if t.simulcast {
 		t.choose(time.Now().UnixNano()) // asks for the keyframes subscribers wait for
+		return
+	}
+	if t.origin != "" {
+		t.kf.request(func() { t.relay.pli(t, 0) })
 		return
 	}
 	t.kf.request(func() { t.sendPLI(t.remote.SSRC()) })

@@ -235,9 +235,14 @@ func (m *Meeting) init() {
 
 // tellMedia tells the media plane what participant pid may publish now.
 func (m *Meeting) tellMedia(pid string) {
+	kinds, ok := m.st.Publishing(pid)
 	if md := m.reg.cfg.Media; md != nil {
-		kinds, ok := m.st.Publishing(pid)
 		md.Allow(m.id, pid, kinds, ok)
+	}
+	if m.remoteConns > 0 {
+		// The participant may publish through another node's media
+		// plane: every node hears (a kick stops the track at its origin).
+		m.publishFrame(frame{K: frameAllow, To: pid, Media: &kinds, OK: ok})
 	}
 }
 

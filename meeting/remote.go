@@ -67,6 +67,7 @@ const (
 	frameClose  = "close"  // close connection C of participant To
 	framePerms  = "perms"  // connection C of participant To has new permissions
 	frameStop   = "stop"   // the owner unloaded the meeting: reconnect
+	frameAllow  = "allow"  // what participant To may publish now (Media, OK)
 )
 
 // frame is what the owner sends its meeting's other nodes.
@@ -82,6 +83,8 @@ type frame struct {
 	Code   int                `json:"code,omitempty"`
 	Reason string             `json:"reason,omitempty"`
 	Perms  *stage.Permissions `json:"perms,omitempty"`
+	Media  *stage.Media       `json:"media,omitempty"`
+	OK     bool               `json:"ok,omitempty"`
 }
 
 // publishFrame numbers f and sends it to the other nodes.
@@ -156,6 +159,9 @@ type remoteResp struct {
 	Status   stage.Status      `json:"status,omitempty"`
 	Results  []stage.Result    `json:"results,omitempty"`
 	Requests []stage.Request   `json:"requests,omitempty"`
+	// What the connecting participant may publish now.
+	Publish    stage.Media `json:"publish"`
+	MayPublish bool        `json:"may_publish,omitempty"`
 }
 
 type wireError struct {
@@ -250,6 +256,7 @@ func (m *Meeting) connectRemote(req *remoteReq, resp *remoteResp) error {
 	}
 	p, _ := m.st.Participant(req.PID)
 	resp.Welcome, resp.UserID, resp.Perms = welcome, c.UserID, p.Perms
+	resp.Publish, resp.MayPublish = m.st.Publishing(req.PID)
 	return nil
 }
 
@@ -470,6 +477,10 @@ func (p *proxy) apply(f *frame, only *Client) {
 			}
 			c.Send(message())
 		}
+	case frameAllow:
+		if md := p.reg.cfg.Media; md != nil && f.Media != nil && only == nil {
+			md.Allow(p.id, f.To, *f.Media, f.OK)
+		}
 	case frameTo, frameClose, framePerms:
 		c := p.clients[f.To]
 		if c == nil || c.rid != f.C || !to(c) {
@@ -592,6 +603,9 @@ func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, medi
 		old.Close(protocol.CloseReplaced, "replaced by a newer connection")
 	}
 	p.clients[pid], p.perms[pid] = c, resp.Perms
+	if md := r.cfg.Media; md != nil {
+		md.Allow(id, pid, resp.Publish, resp.MayPublish)
+	}
 	c.Send(NewMessage(resp.Welcome))
 	for i := range missed {
 		p.apply(&missed[i], c)
@@ -643,6 +657,9 @@ func (p *proxy) shut(code int, reason string) {
 	}
 	if unsub != nil {
 		unsub()
+	}
+	if md := p.reg.cfg.Media; md != nil {
+		md.Forget(p.id) // this node's media of the meeting ends with its connections
 	}
 	p.reg.mu.Lock()
 	if p.reg.proxies[p.id] == p {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/client/mediasource"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -300,4 +301,94 @@ func TestBinary_cluster(t *testing.T) {
 	waitEvent(t, vs["v1"], "removedFromStage")
 	want["v4"], want["v1"] = stage.OnStage, stage.OffStage
 	agree("after the story went on")
+}
+
+// TestBinary_clusterMedia: a host publishing on one node reaches viewers
+// on the two others; a kick through a third stops its track at the
+// origin: the viewers' tracks end and nothing more arrives.
+func TestBinary_clusterMedia(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var m struct{ ID string }
+	rest(t, c.base(0), "POST", "/v1/meetings", map[string]any{"title": "Media over nodes", "type": "WEBINAR"}, &m)
+	join := func(uid, preset string, node int) *client.Meeting {
+		var p struct{ Token string }
+		rest(t, c.base(node), "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+		cl, err := client.Join(ctx, c.base(node), p.Token, nil)
+		if err != nil {
+			t.Fatalf("%s on node %d: %v", uid, node, err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	mod := join("mod", "webinar_host", 2)
+	host := join("host", "webinar_host", 0)
+	viewers := []*client.Meeting{join("v1", "webinar_viewer", 1), join("v2", "webinar_viewer", 2)}
+	if err := host.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src, err := mediasource.Synthetic(30, 500_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go src.Play(ctx, true)
+	if err := host.Media.Publish(ctx, src.LocalTrack(client.SourceCamera)); err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		uid     string
+		packets int
+		ended   time.Time
+	}
+	results := make(chan got, 2*len(viewers))
+	var kickAt time.Time
+	for i, v := range viewers {
+		if err := v.Media.Subscribe(ctx); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for e := range v.Events() {
+				ta, ok := e.(client.TrackAdded)
+				if !ok || ta.Track.UserID != "host" {
+					continue
+				}
+				buf := make([]byte, 1500)
+				n := 0
+				for {
+					if _, _, err := ta.Track.Read(buf); err != nil {
+						results <- got{uid: fmt.Sprint("v", i+1), packets: n, ended: time.Now()}
+						return
+					}
+					n++
+					if n == 60 {
+						results <- got{uid: fmt.Sprint("v", i+1), packets: n}
+					}
+				}
+			}
+		}()
+	}
+	for range viewers {
+		select {
+		case g := <-results:
+			t.Logf("%s (node %s) receives the host's video from node 0", g.uid, g.uid[1:])
+		case <-ctx.Done():
+			t.Fatal("a viewer on another node got no video")
+		}
+	}
+	kickAt = time.Now()
+	if err := mod.Stage.Kick(ctx, "host"); err != nil { // through node 2; the meeting runs on node 0
+		t.Fatal(err)
+	}
+	for range viewers {
+		select {
+		case g := <-results:
+			if g.ended.IsZero() {
+				t.Fatalf("%s: %+v", g.uid, g)
+			}
+			t.Logf("%s: the track ended %v after the kick", g.uid, g.ended.Sub(kickAt).Round(time.Millisecond))
+		case <-time.After(30 * time.Second):
+			t.Fatal("a viewer's track did not end after the kick")
+		}
+	}
 }

@@ -610,6 +610,9 @@ func serve(args []string) error {
 		}
 	}
 	mcfg := media.Config{Conn: udp, TCP: iceLn, PublicIPs: publicIPs, Loopback: cfg.MediaLoopback, Logger: log}
+	if cn != nil {
+		mcfg.Relay = cn.node
+	}
 	if turnSrv != nil {
 		mcfg.Divert = turnSrv
 	}
