@@ -134,8 +134,8 @@ func Open(ctx context.Context, nc *nats.Conn, st *natsjs.Store, cfg Config) (*No
 }
 
 // Ready returns an error when the node should not take connections: it is
-// cut off from NATS, or could not say it is alive for half the lease TTL
-// (its meetings are about to be taken over).
+// cut off from NATS, or could not say it is alive for a lease TTL (the
+// other nodes consider it dead; its meetings were given up by then).
 func (n *Node) Ready() error {
 	if !n.nc.IsConnected() {
 		return errors.New("cut off from NATS")
@@ -143,7 +143,7 @@ func (n *Node) Ready() error {
 	n.mu.Lock()
 	since := time.Since(n.alive)
 	n.mu.Unlock()
-	if since > n.cfg.LeaseTTL/2 {
+	if since > n.cfg.LeaseTTL {
 		return fmt.Errorf("NATS has not answered for %v", since.Round(time.Millisecond))
 	}
 	return nil

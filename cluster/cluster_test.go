@@ -80,9 +80,16 @@ func TestNode_ownership(t *testing.T) {
 
 	// A graceful hand-off: released, taken at once by the next.
 	w := nodes[winner]
-	w.Release("m1")
-	if _, err := a.Acquire(ctx, "m1"); err != nil {
-		t.Fatalf("after a release: %v", err)
+	w.Release("m1") // the lease's deletion is sent on a goroutine of its own
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := a.Acquire(ctx, "m1")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a release: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if owner, _ := b.Store().Owner("m1"); owner != "a" {
 		t.Logf("b's view lags: owner %q", owner)

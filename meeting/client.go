@@ -48,8 +48,10 @@ type Client struct {
 	node string
 	rid  string
 	// proxy, on a node that is not the meeting's owner, forwards this
-	// connection's calls to the owner.
+	// connection's calls to the owner; from is the owner's frame its
+	// welcome follows (guarded by the proxy's lock).
 	proxy *proxy
+	from  uint64
 
 	mu      sync.Mutex
 	start   func()

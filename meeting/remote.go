@@ -372,7 +372,7 @@ type proxy struct {
 	mu      sync.Mutex
 	clients map[string]*Client // by participant
 	perms   map[string]stage.Permissions
-	lastN   uint64  // the last frame applied; 0: none yet
+	lastN   uint64  // the last frame received (and applied); 0: none yet
 	recent  []frame // the last frames, for connections starting
 	waiters []frameWaiter
 	closed  bool
@@ -430,20 +430,19 @@ func (p *proxy) onFrame(b []byte) {
 		return
 	}
 	switch {
-	case p.lastN == 0: // not started: keep it for the first connection
-	case f.N <= p.lastN:
+	case p.lastN != 0 && f.N <= p.lastN:
 		p.mu.Unlock()
 		return
-	case f.N != p.lastN+1:
+	case p.lastN != 0 && f.N != p.lastN+1:
 		p.mu.Unlock()
 		p.reg.log.Warn("frames from the meeting's owner went missing", "meeting", p.id, "after", p.lastN, "got", f.N)
 		p.shut(protocol.CloseGoingAway, "events went missing; reconnect")
 		return
-	default:
-		p.apply(&f, nil)
-		p.lastN = f.N
-		p.wake()
 	}
+	// Each connection gets the frames after its welcome's (Client.from).
+	p.apply(&f, nil)
+	p.lastN = f.N
+	p.wake()
 	p.recent = append(p.recent, f)
 	if len(p.recent) > recentFrames {
 		p.recent = p.recent[len(p.recent)-recentFrames:]
@@ -458,7 +457,7 @@ func (p *proxy) onFrame(b []byte) {
 // apply hands f to the connections it concerns (only to only, if set);
 // with p.mu held.
 func (p *proxy) apply(f *frame, only *Client) {
-	to := func(c *Client) bool { return only == nil || c == only }
+	to := func(c *Client) bool { return (only == nil || c == only) && f.N > c.from }
 	var msg *Message
 	message := func() *Message {
 		if msg == nil {
@@ -582,15 +581,14 @@ func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, medi
 	if p.closed {
 		return nil, unavailable(errors.New("the meeting moved to another node"))
 	}
-	// Frames after the welcome's: those this proxy applied already, from
-	// its recent ones; those to come, as they come.
-	if p.lastN == 0 {
-		p.lastN = resp.Frame
-	}
+	// The frames after the welcome's: those received already are sent
+	// now, from the recent ones; those to come as they come. (The answer
+	// may also overtake frames before it: c.from keeps them from c.)
+	c.from = resp.Frame
 	var missed []frame
 	if p.lastN > resp.Frame {
 		for _, f := range p.recent {
-			if f.N > resp.Frame && f.N <= p.lastN {
+			if f.N > resp.Frame {
 				missed = append(missed, f)
 			}
 		}
@@ -609,16 +607,6 @@ func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, medi
 	c.Send(NewMessage(resp.Welcome))
 	for i := range missed {
 		p.apply(&missed[i], c)
-	}
-	// Frames this proxy kept before it had a connection.
-	if len(p.clients) == 1 && p.lastN == resp.Frame {
-		for i := range p.recent {
-			if f := &p.recent[i]; f.N == p.lastN+1 {
-				p.apply(f, nil)
-				p.lastN = f.N
-			}
-		}
-		p.wake()
 	}
 	return c, nil
 }

@@ -35,7 +35,8 @@ var verbose bool
 
 const benchUsage = `usage: cocmd bench stage [-n 1000,5000,10000] [-rounds 5] [-server-cpu 0] [-load-cpu 1]
        cocmd bench media [-n 50,100,200] [-window 10s] [-server-cpu 0] [-load-cpu 1] [-media ../shared/media]
-       cocmd bench webhooks [-entries 4000] [-grants 400] [-server-cpu 0]`
+       cocmd bench webhooks [-entries 4000] [-grants 400] [-server-cpu 0]
+       cocmd bench cluster [-n 1000,3000] [-nodes 3] [-rounds 5]`
 
 func bench(args []string) error {
 	if len(args) > 0 && args[0] == "media" {
@@ -43,6 +44,9 @@ func bench(args []string) error {
 	}
 	if len(args) > 0 && args[0] == "webhooks" {
 		return benchWebhooks(args[1:])
+	}
+	if len(args) > 0 && args[0] == "cluster" {
+		return benchCluster(args[1:])
 	}
 	if len(args) > 0 && args[0] == "media-subscribers" { // a load process of bench media -procs
 		return benchMediaSubscribers()
@@ -413,8 +417,12 @@ var benchDialer = &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024,
 
 // connectViewer opens a realtime connection and reads its welcome.
 func connectViewer(wsURL, token string) (*websocket.Conn, error) {
-	c, _, err := benchDialer.Dial(wsURL, http.Header{"Authorization": {"Bearer " + token}})
+	c, resp, err := benchDialer.Dial(wsURL, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			err = fmt.Errorf("%w: %d %s", err, resp.StatusCode, b)
+		}
 		return nil, err
 	}
 	if _, _, err := c.ReadMessage(); err != nil { // the welcome

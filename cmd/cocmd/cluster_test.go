@@ -68,7 +68,7 @@ func (c *testCluster) start(i int) {
 	}
 	args := []string{c.bin, "serve", "-listen", c.addrs[i], "-data", c.dirs[i], "-api-key", testKey, "-log-level", level,
 		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
-		"-lease-ttl", "1s", "-turn=false", "-media-listen", "127.0.0.1:0"}
+		"-turn=false", "-media-listen", "127.0.0.1:0"}
 	cmd, err := startServe(args, 2*time.Minute)
 	if err != nil {
 		c.t.Error(err)

@@ -114,8 +114,9 @@ func hostPort(addr string) (string, int, error) {
 	return h, n, nil
 }
 
-// Slog adapts l to the server's logger: its notices are Info, its debug
-// and trace lines Debug.
+// Slog adapts l to the server's logger: its notices are Info, its errors
+// Warn (most are a route to a server not up yet, retried by itself), its
+// debug and trace lines Debug.
 func Slog(l *slog.Logger) server.Logger { return slogLogger{l.With("component", "nats")} }
 
 type slogLogger struct{ l *slog.Logger }
@@ -123,6 +124,6 @@ type slogLogger struct{ l *slog.Logger }
 func (s slogLogger) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s slogLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogLogger) Errorf(format string, v ...any)  { s.l.Warn(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s slogLogger) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
