@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sync/atomic"
@@ -240,4 +241,40 @@ func (n *Node) SubscribePackets(id, track string, fn func(layer int, p []byte)) 
 	}
 	sub.SetPendingLimits(1<<16, 64<<20)
 	return func() { sub.Unsubscribe() }, nil
+}
+
+// WriteMetrics writes the node's figures in the Prometheus text format.
+func (n *Node) WriteMetrics(w io.Writer) error {
+	n.mu.Lock()
+	held := len(n.held)
+	n.mu.Unlock()
+	c := &n.counts
+	ready := 1
+	if n.Ready() != nil {
+		ready = 0
+	}
+	_, err := fmt.Fprintf(w, `# HELP cocmd_cluster_ready Whether this node reaches NATS and takes connections.
+# TYPE cocmd_cluster_ready gauge
+cocmd_cluster_ready{node=%[1]q} %[2]d
+# HELP cocmd_cluster_leases Meetings (and jobs) this node owns.
+# TYPE cocmd_cluster_leases gauge
+cocmd_cluster_leases{node=%[1]q} %[3]d
+# HELP cocmd_cluster_calls_total Calls this node sent to other nodes' meetings (NATS round trips), and those that failed.
+# TYPE cocmd_cluster_calls_total counter
+cocmd_cluster_calls_total{node=%[1]q} %[4]d
+cocmd_cluster_call_errors_total{node=%[1]q} %[5]d
+# HELP cocmd_cluster_frames_total Event frames this node published for its meetings, and received for others'.
+# TYPE cocmd_cluster_frames_total counter
+cocmd_cluster_frames_total{node=%[1]q,dir="out"} %[6]d
+cocmd_cluster_frames_total{node=%[1]q,dir="in"} %[7]d
+# HELP cocmd_cluster_forwards_total REST calls this node forwarded to a meeting's owner.
+# TYPE cocmd_cluster_forwards_total counter
+cocmd_cluster_forwards_total{node=%[1]q} %[8]d
+# HELP cocmd_cluster_rtp_packets_total Media packets this node relayed to other nodes, and received from them.
+# TYPE cocmd_cluster_rtp_packets_total counter
+cocmd_cluster_rtp_packets_total{node=%[1]q,dir="out"} %[9]d
+cocmd_cluster_rtp_packets_total{node=%[1]q,dir="in"} %[10]d
+`, n.cfg.Node, ready, held, c.Calls.Load(), c.CallErrors.Load(), c.Frames.Load(), c.FramesIn.Load(), c.Forwards.Load(),
+		c.PacketsOut.Load(), c.PacketsIn.Load())
+	return err
 }

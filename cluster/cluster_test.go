@@ -123,3 +123,74 @@ func TestNode_ownership(t *testing.T) {
 		t.Fatalf("d while b owns it: %v", err)
 	}
 }
+
+// NATS loses one of its three servers, the one the node is connected to:
+// the node reconnects to another, everything acknowledged before is still
+// there, writes and ownership work again once JetStream has re-elected
+// the leaders the server held.
+func TestNode_natsLosesAServer(t *testing.T) {
+	ctx := context.Background()
+	c := natstest.Start(t, 3)
+	nc := natstest.Connect(t, c.URL(0)+","+c.URL(1)+","+c.URL(2))
+	st, err := natsjs.Open(ctx, nc, natsjs.Config{Replicas: 3, Node: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	n, err := Open(ctx, nc, st, Config{Node: "a", Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	for _, p := range stage.BuiltinPresets() {
+		if err := st.CreatePreset(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now().UTC()
+	if err := st.CreateMeeting(ctx, store.Meeting{ID: "m1", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Acquire(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	add := func(id string) error {
+		return st.AddParticipant(ctx, store.Participant{ID: id, MeetingID: "m1", UserID: "u" + id, Preset: "webinar_viewer", CreatedAt: now})
+	}
+	if err := add("p1"); err != nil {
+		t.Fatal(err)
+	}
+	// Stop the server the node is connected to.
+	var connected int
+	for i := range c.Servers {
+		if nc.ConnectedUrl() == c.URL(i) {
+			connected = i
+		}
+	}
+	c.Servers[connected].Shutdown()
+	c.Servers[connected].WaitForShutdown()
+	c.Servers[connected] = nil
+	start := time.Now()
+	deadline := start.Add(30 * time.Second)
+	for {
+		// The meeting may have been lost meanwhile (its lease unanswered
+		// for half its TTL): take it again, then write.
+		_, aerr := n.Acquire(ctx, "m1")
+		werr := aerr
+		if aerr == nil {
+			werr = add("p2")
+		}
+		if werr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write 30 s after losing a NATS server: %v", werr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("writes work again %v after a NATS server stopped (reconnected to %s)", time.Since(start).Round(10*time.Millisecond), nc.ConnectedUrl())
+	ps, _ := st.AllParticipants(ctx, "m1")
+	if len(ps) != 2 || ps[0].ID != "p1" || ps[1].ID != "p2" {
+		t.Fatalf("participants %+v", ps)
+	}
+}

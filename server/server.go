@@ -57,6 +57,9 @@ type Config struct {
 	// its error, and new realtime connections are refused, while it returns
 	// one.
 	Ready func() error
+	// Metrics, if set, writes more metrics (the cluster's) after the
+	// server's own.
+	Metrics func(w io.Writer) error
 	// Forward, in a cluster, sends a REST request about a meeting another
 	// node owns to that node, and writes its answer to w.
 	Forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
@@ -286,7 +289,7 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 		err := h(w, r)
 		if node, ok := ownerNode(err); ok && s.cfg.Forward != nil && r.Header.Get(forwardedHeader) == "" {
 			// The meeting runs on another node: it answers.
-			ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+			ctx, cancel := context.WithTimeout(r.Context(), forwardTimeout)
 			err = s.cfg.Forward(ctx, node, r, body, w)
 			cancel()
 			if err == nil {
@@ -302,6 +305,10 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 		}
 	})
 }
+
+// forwardTimeout bounds a REST call forwarded to the meeting's owner: a
+// dead owner's calls fail (503) within it, and the caller tries again.
+const forwardTimeout = 5 * time.Second
 
 // forwardedHeader marks a request another node of the cluster forwarded.
 const forwardedHeader = "X-Cocmd-Forwarded"
@@ -399,7 +406,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if s.cfg.TURN != nil {
-		return s.cfg.TURN.WriteMetrics(w)
+		if err := s.cfg.TURN.WriteMetrics(w); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Metrics != nil {
+		return s.cfg.Metrics(w)
 	}
 	return nil
 }

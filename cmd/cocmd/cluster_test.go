@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -278,8 +279,23 @@ func TestBinary_cluster(t *testing.T) {
 		t.Fatalf("the meeting is owned by %q", owner)
 	}
 
-	// SIGKILL the owner: its participants reconnect through their
-	// balancer to another node, which takes the meeting over.
+	// SIGKILL the owner in the middle of a grant (of v5, through another
+	// node): its participants reconnect through their balancer to another
+	// node, which takes the meeting over; the grant happened everywhere or
+	// nowhere, and if it was answered it happened.
+	granted := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", c.base((dead+1)%3)+"/v1/meetings/"+m.ID+"/stage/grant", strings.NewReader(`{"user_ids":["v5"]}`))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			granted <- 0
+			return
+		}
+		resp.Body.Close()
+		granted <- resp.StatusCode
+	}()
+	time.Sleep(time.Millisecond)
 	c.cmds[dead].Process.Signal(syscall.SIGKILL)
 	c.cmds[dead].Wait()
 	killed := time.Now()
@@ -288,8 +304,42 @@ func TestBinary_cluster(t *testing.T) {
 			waitEvent(t, byUID[uid], "reconnected")
 		}
 	}
+	// What the grant did, as the new owner has it, is what everyone must
+	// see.
+	var after live
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		after = live{}
+		alive := (dead + 1) % 3
+		req, _ := http.NewRequest("GET", c.base(alive)+"/v1/meetings/"+m.ID+"/live", nil)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			ok := resp.StatusCode == http.StatusOK
+			if ok {
+				json.NewDecoder(resp.Body).Decode(&after)
+			}
+			resp.Body.Close()
+			if ok && after.Node != fmt.Sprint("n", dead) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no node answers /live after the kill")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the meeting answered again, from %s, %v after the kill", after.Node, time.Since(killed).Round(10*time.Millisecond))
+	status := <-granted
+	v5 := stage.Requested
+	if !slices.ContainsFunc(after.Requests, func(r stage.Request) bool { return r.UserID == "v5" }) {
+		v5 = stage.Accepted
+	}
+	if status == http.StatusOK && v5 != stage.Accepted {
+		t.Fatalf("the grant was answered 200 and is not there after the kill")
+	}
+	t.Logf("the grant in flight at the kill: answered %d, v5 %v after it", status, v5)
+	want["v5"] = v5
 	owner = agree("after the owner's kill")
-	t.Logf("after the kill: the meeting runs on %s, everyone agreeing %v after the kill", owner, time.Since(killed).Round(10*time.Millisecond))
+	t.Logf("after the kill: the meeting runs on %s, everyone agreeing %v after the kill (the grant in flight waited for its answer)", owner, time.Since(killed).Round(10*time.Millisecond))
 	if owner == fmt.Sprint("n", dead) || owner == "" {
 		t.Fatalf("owner after the kill: %q", owner)
 	}

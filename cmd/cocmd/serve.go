@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	iofs "io/fs"
 	"log/slog"
 	"net"
@@ -655,10 +656,11 @@ func serve(args []string) error {
 	}
 	var ready func() error
 	var forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
+	var metrics func(w io.Writer) error
 	if cn != nil {
-		ready, forward = cn.node.Ready, cn.node.Forward
+		ready, forward, metrics = cn.node.Ready, cn.node.Forward, cn.node.WriteMetrics
 	}
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward,
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward, Metrics: metrics,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, st, reg, keys)

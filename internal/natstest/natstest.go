@@ -86,7 +86,7 @@ func (c *Cluster) WaitJetStream(t testing.TB) {
 // Stop stops every server still running.
 func (c *Cluster) Stop() {
 	for _, s := range c.Servers {
-		if s != nil {
+		if s != nil && s.Running() {
 			s.Shutdown()
 			s.WaitForShutdown()
 		}

@@ -1,0 +1,201 @@
+package meeting
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
+	"github.com/cocmd/cocmd/store"
+)
+
+// hub is an in-memory Bus between registries, as NATS is between nodes.
+type hub struct {
+	mu    sync.Mutex
+	serve map[string]func([]byte) []byte
+	subs  map[string][]chan []byte
+}
+
+type memBus struct {
+	h    *hub
+	node string
+}
+
+func (b memBus) Node() string { return b.node }
+func (b memBus) Serve(id string, handle func([]byte) []byte) (func(), error) {
+	b.h.mu.Lock()
+	b.h.serve[id] = handle
+	b.h.mu.Unlock()
+	return func() { b.h.mu.Lock(); delete(b.h.serve, id); b.h.mu.Unlock() }, nil
+}
+func (b memBus) Call(ctx context.Context, id string, req []byte) ([]byte, error) {
+	b.h.mu.Lock()
+	handle := b.h.serve[id]
+	b.h.mu.Unlock()
+	if handle == nil {
+		return nil, errors.New("no responders")
+	}
+	return handle(req), nil
+}
+func (b memBus) Publish(id string, frame []byte) error {
+	b.h.mu.Lock()
+	defer b.h.mu.Unlock()
+	for _, ch := range b.h.subs[id] {
+		ch <- frame
+	}
+	return nil
+}
+func (b memBus) Subscribe(id string, fn func([]byte)) (func(), error) {
+	ch := make(chan []byte, 4096)
+	b.h.mu.Lock()
+	b.h.subs[id] = append(b.h.subs[id], ch)
+	b.h.mu.Unlock()
+	go func() {
+		for f := range ch {
+			fn(f)
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.h.mu.Lock()
+			b.h.subs[id] = slices.DeleteFunc(b.h.subs[id], func(c chan []byte) bool { return c == ch })
+			b.h.mu.Unlock()
+			close(ch)
+		})
+	}, nil
+}
+func (b memBus) Alive(context.Context, string) (bool, error) { return true, nil }
+
+// owns grants every meeting to its node; elsewhere says node A owns it.
+type owns struct{}
+
+func (owns) Acquire(context.Context, string) (<-chan struct{}, error) { return make(chan struct{}), nil }
+func (owns) Release(string)                                           {}
+
+type elsewhere struct{}
+
+func (elsewhere) Acquire(context.Context, string) (<-chan struct{}, error) { return nil, elsewhereErr{} }
+func (elsewhere) Release(string)                                           {}
+
+type elsewhereErr struct{}
+
+func (elsewhereErr) Error() string     { return "served by node A" }
+func (elsewhereErr) OwnerNode() string { return "A" }
+
+// twoNodes returns the registries of node A, which owns meeting m (the
+// host h connected there), and node B, where v1 and v2 connect.
+func twoNodes(t *testing.T) (a, b *Registry, cs map[string]*Client) {
+	t.Helper()
+	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
+		{ID: "h", UserID: "hu", Preset: "webinar_host"},
+		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
+		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
+	}}
+	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}}
+	a = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: owns{}, Bus: memBus{h, "A"}})
+	b = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: elsewhere{}, Bus: memBus{h, "B"}})
+	t.Cleanup(func() { b.Close(); a.Close() })
+	cs = map[string]*Client{}
+	for _, x := range []struct {
+		reg *Registry
+		pid string
+	}{{a, "h"}, {b, "v1"}, {b, "v2"}} {
+		c, err := x.reg.Connect(ctx(t), "m", x.pid, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", x.pid, err)
+		}
+		c.SetWriter(func() {}, nil)
+		cs[x.pid] = c
+	}
+	return a, b, cs
+}
+
+// eventually waits for c to have been sent the events want, in order,
+// among others.
+func eventually(t *testing.T, c *Client, want ...string) {
+	t.Helper()
+	var got []string
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		got = append(got, events(t, c)...)
+		rest := want
+		for _, e := range got {
+			if len(rest) > 0 && e == rest[0] {
+				rest = rest[1:]
+			}
+		}
+		if len(rest) == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s got %v, want %v among them", c.ParticipantID, got, want)
+}
+
+// The stage across two nodes: calls made on node B run on the owner, A;
+// the events they cause reach the connections of both nodes, each call's
+// before its answer; a viewer's host method is refused through B as on A.
+func TestRemote_stageAcrossNodes(t *testing.T) {
+	_, _, cs := twoNodes(t)
+	if cs["v1"].proxy == nil || cs["h"].proxy != nil {
+		t.Fatal("v1 should go through node B's proxy, h not")
+	}
+	st, err := cs["v1"].RequestAccess(ctx(t))
+	if err != nil || st != stage.Requested {
+		t.Fatalf("request through B: %v %v", st, err)
+	}
+	eventually(t, cs["h"], protocol.EventNewStageRequest)
+	if _, err := cs["v2"].GrantAccess(ctx(t), []string{"u1"}); !errors.Is(err, stage.ErrPermissionDenied) {
+		t.Fatalf("a viewer granting through B: %v", err)
+	}
+	if _, err := cs["h"].GrantAccess(ctx(t), []string{"u1"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, cs["v1"], protocol.EventStageStatusUpdate, protocol.EventStageRequestApproved)
+	if _, err := cs["v1"].JoinStage(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// v2, on B too, hears of it from one frame; h, on A, directly.
+	eventually(t, cs["v2"], protocol.EventPeerStageStatusUpdate)
+	eventually(t, cs["h"], protocol.EventPeerStageStatusUpdate)
+	reqs, err := cs["h"].AccessRequests(ctx(t))
+	if err != nil || len(reqs) != 0 {
+		t.Fatalf("requests %v %v", reqs, err)
+	}
+}
+
+// A node speaking a version two apart is refused, saying which versions
+// this one speaks; a frame of such a version restarts the proxy's
+// connections instead of being guessed at.
+func TestRemote_versions(t *testing.T) {
+	a, b, cs := twoNodes(t)
+	m, err := a.get(ctx(t), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := m.serveRemote([]byte(`{"v":3,"op":"call","node":"B","pid":"v1","method":"ping"}`))
+	var resp remoteResp
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if err := resp.Error.err(); !errors.Is(err, stage.ErrUnavailable) || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("a request of version 3: %v", err)
+	}
+	if resp := m.serveRemote([]byte(`{"v":0,"op":"call","node":"B","pid":"h","c":"x","method":"ping"}`)); strings.Contains(string(resp), "version") {
+		t.Fatalf("the previous version is accepted: %s", resp)
+	}
+	b.mu.Lock()
+	p := b.proxies["m"]
+	b.mu.Unlock()
+	p.onFrame([]byte(`{"v":3,"owner":"A","n":99,"k":"all","data":{}}`))
+	if !cs["v1"].closed || cs["v1"].code != protocol.CloseGoingAway {
+		t.Fatalf("v1 after a frame of version 3: closed %v code %d", cs["v1"].closed, cs["v1"].code)
+	}
+}
