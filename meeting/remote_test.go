@@ -76,13 +76,17 @@ func (b memBus) Alive(context.Context, string) (bool, error) { return true, nil 
 // owns grants every meeting to its node; elsewhere says node A owns it.
 type owns struct{}
 
-func (owns) Acquire(context.Context, string) (<-chan struct{}, error) { return make(chan struct{}), nil }
-func (owns) Release(string)                                           {}
+func (owns) Acquire(context.Context, string) (<-chan struct{}, error) {
+	return make(chan struct{}), nil
+}
+func (owns) Release(string) {}
 
 type elsewhere struct{}
 
-func (elsewhere) Acquire(context.Context, string) (<-chan struct{}, error) { return nil, elsewhereErr{} }
-func (elsewhere) Release(string)                                           {}
+func (elsewhere) Acquire(context.Context, string) (<-chan struct{}, error) {
+	return nil, elsewhereErr{}
+}
+func (elsewhere) Release(string) {}
 
 type elsewhereErr struct{}
 
