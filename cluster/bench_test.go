@@ -1,0 +1,72 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cocmd/cocmd/internal/natstest"
+	"github.com/cocmd/cocmd/store/natsjs"
+)
+
+// cpuTime is the process's user and system time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRelay is the cost of the media hop between nodes: node A sends
+// 1,200-byte packets of a track wanted by nodes B and C, each connected to
+// another of three NATS servers (all in this process). cpu-µs/packet is
+// all of it: A's client, the three servers' routing, B's and C's clients
+// handing each packet to a callback.
+func BenchmarkRelay(b *testing.B) {
+	ctx := context.Background()
+	c := natstest.Start(b, 3)
+	var nodes []*Node
+	for i := range 3 {
+		nc := natstest.Connect(b, c.URL(i))
+		st, err := natsjs.Open(ctx, nc, natsjs.Config{Prefix: "rb", Replicas: 1, Node: fmt.Sprint("n", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		n, err := Open(ctx, nc, st, Config{Node: fmt.Sprint("n", i), Prefix: "rb", Replicas: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	var got atomic.Int64
+	for _, n := range nodes[1:] {
+		stop, err := n.SubscribePackets("m", "p:camera", func(layer int, p []byte) { got.Add(1) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer stop()
+	}
+	// Let the subscriptions reach every server.
+	time.Sleep(500 * time.Millisecond)
+	pkt := make([]byte, 1200)
+	b.SetBytes(int64(len(pkt)))
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := range b.N {
+		if err := nodes[0].PublishPacket("m", "p:camera", i%3, pkt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	want := int64(2 * b.N)
+	deadline := time.Now().Add(30 * time.Second)
+	for got.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/packet")
+	b.ReportMetric(float64(want-got.Load())/float64(want)*100, "%lost")
+}
