@@ -177,8 +177,12 @@ func (n *Node) Acquire(ctx context.Context, id string) (<-chan struct{}, error) 
 	key := keyOf(id)
 	val, _ := json.Marshal(leaseValue{Node: n.cfg.Node})
 	for {
+		// Each round trip is bounded by the TTL: while JetStream elects a
+		// leader, a caller hears so soon, and tries again.
+		octx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL)
 		sent := time.Now()
-		rev, err := n.leases.Create(ctx, key, val)
+		rev, err := n.leases.Create(octx, key, val)
+		cancel()
 		if err == nil {
 			return n.claim(ctx, id, &lease{rev: rev, epoch: rev, renewed: sent, lost: make(chan struct{})})
 		}

@@ -281,17 +281,7 @@ func (rr *roomRelay) addRemote(node string, in *trackInfo) {
 	rr.unsubs[t] = unsub
 	rr.mu.Unlock()
 	r.mu.Lock()
-	r.tracks = append(r.tracks, t)
-	subs := r.others(nil)
-	if t.levels.ext != 0 && !r.speakerRunning {
-		select {
-		case <-r.done:
-		default:
-			r.speakerRunning = true
-			r.sfu.wg.Add(1)
-			go r.watchSpeakers()
-		}
-	}
+	subs := r.addTrackLocked(t, nil)
 	r.mu.Unlock()
 	if t.simulcast {
 		r.sfu.wg.Add(1)

@@ -162,11 +162,22 @@ func (r *Room) publish(t *Track) error {
 		r.mu.Unlock()
 		return err
 	}
-	r.tracks = append(r.tracks, t)
-	subs := r.others(s)
+	subs := r.addTrackLocked(t, s)
 	if r.relay != nil {
 		r.relay.announce(t)
 	}
+	r.mu.Unlock()
+	for _, sub := range subs {
+		sub.send(t)
+	}
+	return nil
+}
+
+// addTrackLocked adds t to the room's tracks, starts watching speakers if
+// t carries audio levels, and returns the sessions to send t to: every one
+// but s. r.mu is held.
+func (r *Room) addTrackLocked(t *Track, s *Session) []*Session {
+	r.tracks = append(r.tracks, t)
 	if t.levels.ext != 0 && !r.speakerRunning {
 		select {
 		case <-r.done:
@@ -176,11 +187,7 @@ func (r *Room) publish(t *Track) error {
 			go r.watchSpeakers()
 		}
 	}
-	r.mu.Unlock()
-	for _, sub := range subs {
-		sub.send(t)
-	}
-	return nil
+	return r.others(s)
 }
 
 // others returns every session but s. r.mu is held.

@@ -335,22 +335,12 @@ func benchStage(n int, o stageOptions) (stageResult, error) {
 		return r, err
 	}
 	start := time.Now()
-	if err := parallel(o.dialers, n, func(i int) error {
-		c, err := connectViewer(wsURL, viewers[i].token)
-		viewers[i].conn = c
-		return err
-	}); err != nil {
+	closeAll, err := connectAll(viewers, o.dialers, func(int) string { return wsURL })
+	if err != nil {
 		return r, err
 	}
+	defer closeAll()
 	r.connect = time.Since(start)
-	for _, v := range viewers {
-		go v.readLoop()
-	}
-	defer func() {
-		for _, v := range viewers {
-			v.conn.Close()
-		}
-	}()
 	time.Sleep(time.Second)
 	after, err := srv.rss()
 	if err != nil {
@@ -385,6 +375,30 @@ func benchStage(n int, o stageOptions) (stageResult, error) {
 	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	r.readP50, r.readP99 = readLat[len(readLat)/2], readLat[len(readLat)*99/100]
 	return r, nil
+}
+
+// connectAll connects every viewer, viewer i to wsURL(i), dialers at a
+// time, and starts reading; the function it returns closes them.
+func connectAll(viewers []*viewer, dialers int, wsURL func(i int) string) (func(), error) {
+	closeAll := func() {
+		for _, v := range viewers {
+			if v.conn != nil {
+				v.conn.Close()
+			}
+		}
+	}
+	if err := parallel(dialers, len(viewers), func(i int) error {
+		c, err := connectViewer(wsURL(i), viewers[i].token)
+		viewers[i].conn = c
+		return err
+	}); err != nil {
+		closeAll()
+		return nil, err
+	}
+	for _, v := range viewers {
+		go v.readLoop()
+	}
+	return closeAll, nil
 }
 
 // webinar creates a meeting with a host and n viewers, and returns their

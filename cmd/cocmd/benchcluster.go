@@ -125,21 +125,11 @@ func benchClusterRun(n, k, rounds, dialers int) (clusterResult, error) {
 			}
 		}
 	}()
-	if err := parallel(dialers, n, func(i int) error {
-		c, err := connectViewer(ws(srvs[i%k]), viewers[i].token)
-		viewers[i].conn = c
-		return err
-	}); err != nil {
+	closeAll, err := connectAll(viewers, dialers, func(i int) string { return ws(srvs[i%k]) })
+	if err != nil {
 		return r, err
 	}
-	for _, v := range viewers {
-		go v.readLoop()
-	}
-	defer func() {
-		for _, v := range viewers {
-			v.conn.Close()
-		}
-	}()
+	defer closeAll()
 	time.Sleep(time.Second)
 	cpus := func() []time.Duration {
 		out := make([]time.Duration, k)

@@ -103,7 +103,13 @@ func rest(t *testing.T, base, method, path string, in, out any) {
 
 func waitEvent(t *testing.T, m *client.Meeting, name string) {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
+	waitEventWithin(t, m, name, 30*time.Second)
+}
+
+// waitEventWithin waits for event name on m for at most d.
+func waitEventWithin(t *testing.T, m *client.Meeting, name string, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case e, ok := <-m.Events():

@@ -243,6 +243,11 @@ func (s *Store) commitLoop(wr *writer) {
 		n := min(len(wr.queue), maxBatch)
 		if n == 0 {
 			wr.busy = false
+			if wr.epoch == 0 && s.writers[wr.id] == wr {
+				// Not this node's meeting (a creation, say): forget it;
+				// a later write reads the last sequence again.
+				delete(s.writers, wr.id)
+			}
 			s.mu.Unlock()
 			return
 		}
