@@ -19,8 +19,10 @@
 //
 // Every node keeps a view of all of it in memory, fed by ordered consumers
 // and watchers, and answers reads from it. A node's own writes are in its
-// view when they return; another node's appear within the replication
-// delay. A meeting's owner loads it through the stream's leader (Claim).
+// view when they return (but while the view's consumer is made again after
+// its NATS server went away: the writes are durable, the view catches up
+// within seconds); another node's appear within the replication delay. A
+// meeting's owner loads it through the stream's leader (Claim).
 package natsjs
 
 import (
