@@ -368,6 +368,7 @@ type proxy struct {
 	owner string
 	unsub func()
 	done  chan struct{}
+	ready chan struct{} // closed once subscribed: requests wait for it
 
 	mu      sync.Mutex
 	clients map[string]*Client // by participant
@@ -393,22 +394,27 @@ func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
 		r.mu.Unlock()
 		return p, nil
 	}
-	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{}, perms: map[string]stage.Permissions{}, done: make(chan struct{})}
+	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{}, perms: map[string]stage.Permissions{},
+		done: make(chan struct{}), ready: make(chan struct{})}
 	old := r.proxies[id]
 	r.proxies[id] = p
 	r.mu.Unlock()
 	if old != nil {
 		old.shut(protocol.CloseGoingAway, "the meeting moved to another node")
 	}
+	// Subscribed before any request goes out (they wait for ready): every
+	// frame after a connection's welcome reaches this node.
 	unsub, err := r.cfg.Bus.Subscribe(id, p.onFrame)
 	if err != nil {
 		p.shut(protocol.CloseGoingAway, "")
+		close(p.ready)
 		return nil, unavailable(err)
 	}
 	p.mu.Lock()
 	p.unsub = unsub
 	closed := p.closed
 	p.mu.Unlock()
+	close(p.ready)
 	if closed {
 		unsub()
 	}
@@ -428,6 +434,17 @@ func (p *proxy) onFrame(b []byte) {
 	if f.Owner != p.owner || p.closed {
 		p.mu.Unlock()
 		return
+	}
+	if p.lastN == 0 {
+		// The first frame: a connection whose welcome is older than the
+		// frame before it missed some (should never happen: the proxy
+		// subscribes before asking).
+		for pid, c := range p.clients {
+			if c.from+1 < f.N {
+				delete(p.clients, pid)
+				c.Close(protocol.CloseGoingAway, "events went missing; reconnect")
+			}
+		}
 	}
 	switch {
 	case p.lastN != 0 && f.N <= p.lastN:
@@ -535,6 +552,11 @@ func (p *proxy) waitFrame(ctx context.Context, n uint64) error {
 
 // request sends req to the owner and returns its answer.
 func (p *proxy) request(ctx context.Context, req remoteReq) (*remoteResp, error) {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return nil, unavailable(ctx.Err())
+	}
 	req.V, req.Node = remoteVersion, p.reg.cfg.Bus.Node()
 	b, err := json.Marshal(req)
 	if err != nil {
