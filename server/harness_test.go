@@ -84,6 +84,8 @@ type testOptions struct {
 	// webhooks, if set, runs webhook delivery with this configuration
 	// (Store, Body and ID filled in), to loopback receivers.
 	webhooks *webhook.Config
+	// maxConns is Config.MaxConnections.
+	maxConns int
 }
 
 // turnSecret is the test servers' TURN shared secret.
@@ -205,7 +207,7 @@ func (ts *testServer) start() {
 	}
 	ts.srv = server.New(server.Config{Webhooks: whcfg.Webhooks, WebhooksAllowPrivate: whcfg.WebhooksAllowPrivate, Logger: log, ChangesPerSecond: changes, ChangesBurst: changesBurst, Now: ts.opts.now, RequestsPerSecond: ts.opts.rate, Burst: ts.opts.burst,
 		TokenTTL: ts.opts.tokenTTL, SendBuffer: ts.opts.sndbuf, WriteTimeout: ts.opts.writeTimeout, PingInterval: ts.opts.ping, OpenAPI: cocmd.OpenAPI, Media: ts.sfu,
-		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice, TURN: ts.turn}, db, ts.reg, keys)
+		Web: webFS(t), Dev: ts.opts.dev, Limits: ts.opts.limits, ICE: ice, TURN: ts.turn, MaxConnections: ts.opts.maxConns}, db, ts.reg, keys)
 	ts.opts.addr = ln.Addr().String()
 	ts.URL = "http://" + ts.opts.addr
 	ts.db = db

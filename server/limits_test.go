@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/cocmd/cocmd/client"
 	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/stage"
 )
 
 // dialIdle opens a TCP connection that sends one request and then sits
@@ -156,3 +159,41 @@ func TestHTTP_trustedProxy(t *testing.T) {
 }
 
 var errLimited = errors.New("limited")
+
+// A node that holds -max-connections realtime connections says it is not
+// ready and refuses the next with UNAVAILABLE, so that a balancer sends it
+// elsewhere; when one leaves, it takes connections again.
+func TestServer_maxConnections(t *testing.T) {
+	ts := startServer(t, testOptions{maxConns: 2})
+	mid := ts.meeting(map[string]any{"title": "Full", "type": "WEBINAR"})
+	ready := func() int {
+		resp, err := http.Get(ts.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := ready(); got != http.StatusOK {
+		t.Fatalf("empty node: /readyz %d", got)
+	}
+	a := ts.join(ts.participant(mid, "a", "webinar_viewer"))
+	ts.join(ts.participant(mid, "b", "webinar_viewer"))
+	if got := ready(); got != http.StatusServiceUnavailable {
+		t.Fatalf("full node: /readyz %d", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := client.Join(ctx, ts.URL, ts.participant(mid, "c", "webinar_viewer"), nil)
+	if !errors.Is(err, stage.ErrUnavailable) {
+		t.Fatalf("a connection past the limit: %v", err)
+	}
+	a.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for ready() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("still not ready after a connection left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -57,6 +58,10 @@ type Config struct {
 	// its error, and new realtime connections are refused, while it returns
 	// one.
 	Ready func() error
+	// MaxConnections, if positive, is how many realtime connections the
+	// node takes: past it, /readyz answers 503 and new connections are
+	// refused (UNAVAILABLE), so that a balancer sends them to another node.
+	MaxConnections int
 	// Metrics, if set, writes more metrics (the cluster's) after the
 	// server's own.
 	Metrics func(w io.Writer) error
@@ -172,7 +177,17 @@ func New(cfg Config, st store.Store, reg *meeting.Registry, keys Keys) *Server {
 // should not: Config.Ready's verdict.
 func (s *Server) ready() error {
 	if s.cfg.Ready != nil {
-		return s.cfg.Ready()
+		if err := s.cfg.Ready(); err != nil {
+			return err
+		}
+	}
+	if max := s.cfg.MaxConnections; max > 0 {
+		s.liveMu.Lock()
+		n := len(s.wsConns)
+		s.liveMu.Unlock()
+		if n >= max {
+			return fmt.Errorf("full: %d realtime connections", n)
+		}
 	}
 	return nil
 }

@@ -69,6 +69,8 @@ type config struct {
 	ACMECARoot     string        // a PEM file of roots for the CA's own HTTPS (private CAs, tests)
 	ACMERenewCheck time.Duration // how often certificates are checked for renewal
 	ConnLimit      int           // realtime connections per client address
+	MaxConns       int           // realtime connections this node takes; 0: no limit
+	PingInterval   time.Duration // how often each realtime connection is pinged
 	UnauthLimit    int           // unauthenticated connections per peer address
 	TrustedProxies string        // comma-separated CIDRs or addresses whose X-Forwarded-For is believed
 	// Cluster mode (docs/cluster.md): the state in NATS JetStream.
@@ -96,6 +98,7 @@ func defaults() config {
 		Dev:            "auto",
 		ACMERenewCheck: 10 * time.Minute,
 		ConnLimit:      2000,
+		PingInterval:   20 * time.Second,
 		UnauthLimit:    64,
 		LeaseTTL:       2 * time.Second,
 	}
@@ -247,6 +250,12 @@ func (c config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.RedirectHTTP); err != nil {
 			return fmt.Errorf("redirect address %q: %v", c.RedirectHTTP, err)
 		}
+	}
+	if c.PingInterval < 500*time.Millisecond || c.PingInterval > 5*time.Minute {
+		return fmt.Errorf("-ping-interval %v: 500ms to 5m", c.PingInterval)
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("-max-connections %d: 0 (no limit) or more", c.MaxConns)
 	}
 	if c.ConnLimit < 1000 {
 		return fmt.Errorf("conn-limit %d: at least 1000 (a whole company may share one address)", c.ConnLimit)
@@ -436,6 +445,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.ACMECARoot, "acme-ca-root", c.ACMECARoot, "PEM roots to trust for the ACME server's own HTTPS, for a private CA (env COCMD_ACME_CA_ROOT)")
 	fs.DurationVar(&c.ACMERenewCheck, "acme-renew-check", c.ACMERenewCheck, "how often certificates are checked for renewal")
 	fs.IntVar(&c.ConnLimit, "conn-limit", c.ConnLimit, "realtime connections per client address (env COCMD_CONN_LIMIT)")
+	fs.IntVar(&c.MaxConns, "max-connections", c.MaxConns, "realtime connections this node takes; past it /readyz says 503 and new ones are refused, for a balancer to send them elsewhere; 0: no limit")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often each realtime connection is pinged; a client silent for three is dropped (and a client notices a frozen server as soon)")
 	fs.IntVar(&c.UnauthLimit, "conn-limit-unauthenticated", c.UnauthLimit, "connections without a valid token per address (env COCMD_CONN_LIMIT_UNAUTHENTICATED)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (env COCMD_TRUSTED_PROXIES)")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "cluster mode: keep the state in this NATS cluster's JetStream (comma-separated URLs) instead of SQLite (env COCMD_NATS)")
@@ -660,7 +671,7 @@ func serve(args []string) error {
 	if cn != nil {
 		ready, forward, metrics = cn.node.Ready, cn.node.Forward, cn.node.WriteMetrics
 	}
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward, Metrics: metrics,
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward, Metrics: metrics, MaxConnections: cfg.MaxConns, PingInterval: cfg.PingInterval,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, st, reg, keys)
