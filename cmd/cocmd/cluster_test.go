@@ -69,7 +69,7 @@ func (c *testCluster) start(i int) {
 	}
 	args := []string{c.bin, "serve", "-listen", c.addrs[i], "-data", c.dirs[i], "-api-key", testKey, "-log-level", level,
 		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
-		"-turn=false", "-media-listen", "127.0.0.1:0"}
+		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s"}
 	cmd, err := startServe(args, 2*time.Minute)
 	if err != nil {
 		c.t.Error(err)
@@ -120,6 +120,17 @@ func (c *testCluster) balancer(first int) string {
 			go func() {
 				defer in.Close()
 				for _, a := range order {
+					// As a balancer would: only to a node whose /readyz
+					// answers (a frozen one still accepts TCP).
+					hc := http.Client{Timeout: 500 * time.Millisecond}
+					resp, err := hc.Get("http://" + a + "/readyz")
+					if err != nil {
+						continue
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						continue
+					}
 					out, err := net.DialTimeout("tcp", a, time.Second)
 					if err != nil {
 						continue
@@ -180,7 +191,9 @@ func TestBinary_cluster(t *testing.T) {
 		placed[uid] = node
 		var p struct{ Token string }
 		rest(t, c.base((node+1)%3), "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		cl, err := client.Join(ctx, c.balancer(node), p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+		cl, err := client.Join(ctx, c.balancer(node), p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond,
+			ReadTimeout: 4 * time.Second}) // the nodes ping every second
+
 		if err != nil {
 			t.Fatalf("%s joining through node %d: %v", uid, node, err)
 		}
@@ -352,7 +365,56 @@ func TestBinary_cluster(t *testing.T) {
 	check(host.Stage.Kick(ctx, "v1"))
 	waitEvent(t, vs["v1"], "removedFromStage")
 	want["v4"], want["v1"] = stage.OnStage, stage.OffStage
-	agree("after the story went on")
+	owner = agree("after the story went on")
+
+	// The killed node comes back (with embedded NATS, two of three
+	// servers must run for JetStream to have a quorum).
+	c.start(dead)
+	c.waitReady(dead)
+
+	// SIGSTOP the owner past its lease: another node takes the meeting
+	// over and the webinar goes on there; resumed, the old owner must
+	// commit nothing, learn it lost the meeting and drop its copy.
+	frozen := slices.Index([]string{"n0", "n1", "n2"}, owner)
+	other := (frozen + 1) % 3
+	c.cmds[frozen].Process.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		var l live
+		req, _ := http.NewRequest("GET", c.base(other)+"/v1/meetings/"+m.ID+"/live", nil)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		hc := http.Client{Timeout: 5 * time.Second}
+		if resp, err := hc.Do(req); err == nil {
+			json.NewDecoder(resp.Body).Decode(&l)
+			resp.Body.Close()
+			if l.Node != "" && l.Node != fmt.Sprint("n", frozen) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the meeting was not taken over from the frozen owner")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the frozen owner's meeting runs elsewhere %v after the SIGSTOP", time.Since(stopped).Round(10*time.Millisecond))
+	rest(t, c.base(other), "POST", "/v1/meetings/"+m.ID+"/stage/grant", map[string]any{"user_ids": []string{"v5"}}, nil)
+	want["v5"] = stage.Accepted
+	c.cmds[frozen].Process.Signal(syscall.SIGCONT)
+	if o := agree("after the frozen owner resumed"); o == fmt.Sprint("n", frozen) {
+		t.Fatalf("the resumed node kept or took back the meeting: %s", o)
+	}
+
+	// A rolling restart: each node in turn is stopped (SIGTERM: its
+	// meetings handed over) and started again. Nothing is lost.
+	for i := range c.cmds {
+		c.cmds[i].Process.Signal(syscall.SIGTERM)
+		c.cmds[i].Wait()
+		c.start(i)
+		c.waitReady(i)
+	}
+	check(host.Stage.Kick(ctx, "v4"))
+	want["v4"] = stage.OffStage
+	agree("after a rolling restart")
 }
 
 // TestBinary_clusterMedia: a host publishing on one node reaches viewers
