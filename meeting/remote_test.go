@@ -20,6 +20,7 @@ type hub struct {
 	mu    sync.Mutex
 	serve map[string]func([]byte) []byte
 	subs  map[string][]chan []byte
+	dead  map[string]bool // nodes Alive says are dead
 }
 
 type memBus struct {
@@ -71,7 +72,11 @@ func (b memBus) Subscribe(id string, fn func([]byte)) (func(), error) {
 		})
 	}, nil
 }
-func (b memBus) Alive(context.Context, string) (bool, error) { return true, nil }
+func (b memBus) Alive(_ context.Context, node string) (bool, error) {
+	b.h.mu.Lock()
+	defer b.h.mu.Unlock()
+	return !b.h.dead[node], nil
+}
 
 // owns grants every meeting to its node; elsewhere says node A owns it.
 type owns struct{}
@@ -97,14 +102,22 @@ func (elsewhereErr) OwnerNode() string { return "A" }
 // host h connected there), and node B, where v1 and v2 connect.
 func twoNodes(t *testing.T) (a, b *Registry, cs map[string]*Client) {
 	t.Helper()
+	a, b, cs, _ = twoNodesGrace(t, time.Minute)
+	return a, b, cs
+}
+
+// twoNodesGrace is twoNodes with a reconnect grace of its own, and the
+// hub.
+func twoNodesGrace(t *testing.T, grace time.Duration) (a, b *Registry, cs map[string]*Client, h *hub) {
+	t.Helper()
 	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
 		{ID: "h", UserID: "hu", Preset: "webinar_host"},
 		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
 		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
 	}}
-	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}}
-	a = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: owns{}, Bus: memBus{h, "A"}})
-	b = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: elsewhere{}, Bus: memBus{h, "B"}})
+	h = &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
+	a = NewRegistry(s, Config{Logger: quiet(), Grace: grace, Ownership: owns{}, Bus: memBus{h, "A"}})
+	b = NewRegistry(s, Config{Logger: quiet(), Grace: grace, Ownership: elsewhere{}, Bus: memBus{h, "B"}})
 	t.Cleanup(func() { b.Close(); a.Close() })
 	cs = map[string]*Client{}
 	for _, x := range []struct {
@@ -118,7 +131,7 @@ func twoNodes(t *testing.T) (a, b *Registry, cs map[string]*Client) {
 		c.SetWriter(func() {}, nil)
 		cs[x.pid] = c
 	}
-	return a, b, cs
+	return a, b, cs, h
 }
 
 // eventually waits for c to have been sent the events want, in order,
@@ -201,5 +214,25 @@ func TestRemote_versions(t *testing.T) {
 	p.onFrame([]byte(`{"v":3,"owner":"A","n":99,"k":"all","data":{}}`))
 	if !cs["v1"].closed || cs["v1"].code != protocol.CloseGoingAway {
 		t.Fatalf("v1 after a frame of version 3: closed %v code %d", cs["v1"].closed, cs["v1"].code)
+	}
+}
+
+// A node that dies takes its connections with it: the owner, told by the
+// node's liveness, gives their participants the reconnect grace, after
+// which they have left.
+func TestRemote_deadNode(t *testing.T) {
+	a, _, cs, h := twoNodesGrace(t, 300*time.Millisecond)
+	cs["v1"].RequestAccess(ctx(t)) // a pending request goes when v1 leaves
+	eventually(t, cs["h"], protocol.EventNewStageRequest)
+	h.mu.Lock()
+	h.dead["B"] = true
+	h.mu.Unlock()
+	eventually(t, cs["h"], protocol.EventStageAccessRequestUpdate)
+	ls, err := a.Live(ctx(t), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls.Participants) != 1 || ls.Participants[0].ID != "h" || len(ls.Requests) != 0 {
+		t.Fatalf("live after node B died: %+v", ls)
 	}
 }
