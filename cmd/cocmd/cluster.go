@@ -35,8 +35,13 @@ func (c config) validateCluster() error {
 		return errors.New("give -nats (an existing NATS cluster) or -cluster-listen (an embedded one), not both")
 	}
 	if c.ClusterListen != "" {
-		if _, _, err := net.SplitHostPort(c.ClusterListen); err != nil {
+		host, _, err := net.SplitHostPort(c.ClusterListen)
+		if err != nil {
 			return fmt.Errorf("-cluster-listen %q: %v", c.ClusterListen, err)
+		}
+		nhost, _, _ := net.SplitHostPort(c.NATSListen)
+		if c.ClusterSecret == "" && (!isLoopback(host) || c.NATSListen != "" && !isLoopback(nhost)) {
+			return errors.New("-cluster-listen or -nats-listen off loopback: give -cluster-secret-file (whoever reaches the embedded NATS servers reads and writes all the state, token signing keys included)")
 		}
 		for _, r := range splitList(c.ClusterRoutes) {
 			if _, _, err := net.SplitHostPort(strings.TrimPrefix(r, "nats://")); err != nil {
@@ -119,23 +124,37 @@ type clusterNode struct {
 func joinCluster(ctx context.Context, c config, dataDir string, log *slog.Logger) (*clusterNode, error) {
 	cn := &clusterNode{}
 	url := c.NATS
+	var opts []nats.Option
 	name := c.nodeID()
 	if c.ClusterListen != "" {
 		listen := c.NATSListen
 		if listen == "" {
 			listen = "127.0.0.1:0"
 		}
+		var secret string
+		if c.ClusterSecret != "" {
+			b, err := os.ReadFile(c.ClusterSecret)
+			if err != nil {
+				return nil, fmt.Errorf("-cluster-secret-file: %w", err)
+			}
+			if secret = strings.TrimSpace(string(b)); len(secret) < 16 {
+				return nil, errors.New("-cluster-secret-file: the secret must be at least 16 characters")
+			}
+		}
 		s, err := natsrv.Start(natsrv.Config{Name: name, Dir: filepath.Join(dataDir, "nats"), Listen: listen,
-			Cluster: "cocmd", ClusterListen: c.ClusterListen, Routes: splitList(c.ClusterRoutes), Logger: natsrv.Slog(log)})
+			Cluster: "cocmd", ClusterListen: c.ClusterListen, Routes: splitList(c.ClusterRoutes), Logger: natsrv.Slog(log), Secret: secret})
 		if err != nil {
 			return nil, err
 		}
 		cn.embedded = s
 		url = s.ClientURL()
+		if secret != "" {
+			opts = append(opts, nats.UserInfo(natsrv.ClientUser, secret))
+		}
 	}
-	nc, err := nats.Connect(url, nats.Name("cocmd "+name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+	nc, err := nats.Connect(url, append(opts, nats.Name("cocmd "+name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }))...)
 	if err != nil {
 		cn.close()
 		return nil, fmt.Errorf("NATS %s: %w", url, err)
@@ -203,4 +222,28 @@ func (cn *clusterNode) close() {
 		cn.embedded.Shutdown()
 		cn.embedded.WaitForShutdown()
 	}
+}
+
+// ready is the node's readiness: it reaches NATS and, with an embedded
+// server, that server has caught up with the streams a node needs (a
+// restarted server replays what it missed first; during a rolling restart,
+// the next node must not stop before this one is current, or JetStream
+// loses its quorum).
+func (cn *clusterNode) ready() error {
+	if err := cn.node.Ready(); err != nil {
+		return err
+	}
+	s := cn.embedded
+	if s == nil {
+		return nil
+	}
+	if !s.JetStreamIsCurrent() {
+		return errors.New("the embedded NATS server is catching up with the cluster")
+	}
+	for _, st := range []string{"COCMD_MEETINGS", "KV_cocmd_owners", "KV_cocmd_nodes"} {
+		if s.JetStreamIsStreamAssigned(server.DEFAULT_GLOBAL_ACCOUNT, st) && !s.JetStreamIsStreamCurrent(server.DEFAULT_GLOBAL_ACCOUNT, st) {
+			return fmt.Errorf("the embedded NATS server is catching up with stream %s", st)
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -31,11 +32,15 @@ type testCluster struct {
 	routes []string
 	dirs   []string
 	cmds   []*exec.Cmd
+	secret string // the file of -cluster-secret-file
 }
 
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, bin: binary(t)}
+	c := &testCluster{t: t, bin: binary(t), secret: filepath.Join(t.TempDir(), "cluster-secret")}
+	if err := os.WriteFile(c.secret, []byte("a-cluster-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for range n {
 		c.addrs = append(c.addrs, freeAddr(t))
 		c.routes = append(c.routes, freeAddr(t))
@@ -69,7 +74,8 @@ func (c *testCluster) start(i int) {
 	}
 	args := []string{c.bin, "serve", "-listen", c.addrs[i], "-data", c.dirs[i], "-api-key", testKey, "-log-level", level,
 		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
-		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s"}
+		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s",
+		"-cluster-secret-file", c.secret}
 	cmd, err := startServe(args, 2*time.Minute)
 	if err != nil {
 		c.t.Error(err)

@@ -151,3 +151,37 @@ func TestParseConfig_publicIPAuto(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
+
+// Cluster flags: the modes exclude each other, an embedded server off
+// loopback needs its secret, and the rest is checked.
+func TestParseConfig_cluster(t *testing.T) {
+	none := func(string) string { return "" }
+	for _, bad := range [][]string{
+		{"-nats", "nats://a:4222", "-cluster-listen", "127.0.0.1:6222"},
+		{"-cluster-routes", "127.0.0.1:6222"}, // without -cluster-listen
+		{"-cluster-listen", "10.0.0.1:6222"},  // off loopback, no secret
+		{"-cluster-listen", "127.0.0.1:6222", "-nats-listen", "0.0.0.0:4222"},
+		{"-cluster-listen", "nowhere"},
+		{"-nats", "nats://a:4222", "-node", "has space"},
+		{"-nats", "nats://a:4222", "-replicas", "7"},
+		{"-nats", "nats://a:4222", "-lease-ttl", "10ms"},
+		{"-nats", "nats://a:4222", "-audit-retention", "72h"},
+		{"-ping-interval", "1ms"},
+		{"-max-connections", "-1"},
+	} {
+		if _, err := parseConfig(bad, none); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+	c, err := parseConfig([]string{"-cluster-listen", "10.0.0.1:6222", "-cluster-secret-file", "/etc/secret",
+		"-cluster-routes", "10.0.0.1:6222,10.0.0.2:6222,10.0.0.3:6222", "-node", "n1"}, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.clustered() || c.replicas() != 3 || c.nodeID() != "n1" {
+		t.Fatalf("%+v: replicas %d", c, c.replicas())
+	}
+	if c, _ := parseConfig([]string{"-nats", "nats://a:4222"}, none); c.replicas() != 1 {
+		t.Fatalf("one NATS URL: replicas %d", c.replicas())
+	}
+}

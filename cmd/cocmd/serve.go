@@ -78,6 +78,7 @@ type config struct {
 	ClusterListen string        // host:port: run an embedded NATS server, its routes listening here
 	ClusterRoutes string        // comma-separated host:port of the embedded servers' routes (this node's among them, or not)
 	NATSListen    string        // host:port of the embedded server's clients; default 127.0.0.1 on a port of its choosing
+	ClusterSecret string        // file holding the secret the embedded servers require of each other (and of clients)
 	Node          string        // this node's name in the cluster; default the host name and HTTP port
 	Replicas      int           // replicas of the state; 0: 3 with three servers or more, else 1
 	LeaseTTL      time.Duration // how long a dead node's meetings stay its own
@@ -378,6 +379,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	env("COCMD_CLUSTER_LISTEN", &c.ClusterListen)
 	env("COCMD_CLUSTER_ROUTES", &c.ClusterRoutes)
 	env("COCMD_NATS_LISTEN", &c.NATSListen)
+	env("COCMD_CLUSTER_SECRET_FILE", &c.ClusterSecret)
 	env("COCMD_NODE", &c.Node)
 	for name, dst := range map[string]*int{"COCMD_CONN_LIMIT": &c.ConnLimit, "COCMD_CONN_LIMIT_UNAUTHENTICATED": &c.UnauthLimit} {
 		if v := getenv(name); v != "" {
@@ -452,6 +454,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.NATS, "nats", c.NATS, "cluster mode: keep the state in this NATS cluster's JetStream (comma-separated URLs) instead of SQLite (env COCMD_NATS)")
 	fs.StringVar(&c.ClusterListen, "cluster-listen", c.ClusterListen, "cluster mode with an embedded NATS server: its routes listen here (host:port) (env COCMD_CLUSTER_LISTEN)")
 	fs.StringVar(&c.ClusterRoutes, "cluster-routes", c.ClusterRoutes, "the embedded NATS servers' route addresses (comma-separated host:port, this node's may be among them) (env COCMD_CLUSTER_ROUTES)")
+	fs.StringVar(&c.ClusterSecret, "cluster-secret-file", c.ClusterSecret, "a file holding the secret the embedded NATS servers require of each other and of clients; required when -cluster-listen is not loopback (env COCMD_CLUSTER_SECRET_FILE)")
 	fs.StringVar(&c.NATSListen, "nats-listen", c.NATSListen, "the embedded NATS server's client address; default 127.0.0.1 on a free port (env COCMD_NATS_LISTEN)")
 	fs.StringVar(&c.Node, "node", c.Node, "this node's name in the cluster, unique and stable across restarts; default host name and HTTP port (env COCMD_NODE)")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "cluster mode: replicas of the state; 0: 3 with three NATS servers or more, else 1")
@@ -669,7 +672,7 @@ func serve(args []string) error {
 	var forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
 	var metrics func(w io.Writer) error
 	if cn != nil {
-		ready, forward, metrics = cn.node.Ready, cn.node.Forward, cn.node.WriteMetrics
+		ready, forward, metrics = cn.ready, cn.node.Forward, cn.node.WriteMetrics
 	}
 	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward, Metrics: metrics, MaxConnections: cfg.MaxConns, PingInterval: cfg.PingInterval,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,

@@ -37,7 +37,13 @@ type Config struct {
 	SyncInterval time.Duration
 	// Logger, if set, receives the server's log.
 	Logger server.Logger
+	// Secret, if set, is required of routes (other servers) and clients
+	// alike, as user "cocmd": see ClientUser.
+	Secret string
 }
+
+// ClientUser is the user name of the embedded servers' clients and routes.
+const ClientUser = "cocmd"
 
 // Start starts the server and waits until it accepts connections.
 func Start(cfg Config) (*server.Server, error) {
@@ -63,7 +69,13 @@ func Start(cfg Config) (*server.Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("natsrv: cluster listen: %w", err)
 		}
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: ch, Port: cp}
+		// A frozen or unreachable peer is dropped within seconds (the
+		// default pings every 2 minutes): until then NATS keeps routing
+		// requests, direct gets included, to it.
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: ch, Port: cp, PingInterval: 2 * time.Second, MaxPingsOut: 3}
+		if cfg.Secret != "" {
+			opts.Cluster.Username, opts.Cluster.Password = ClientUser, cfg.Secret
+		}
 		for _, r := range cfg.Routes {
 			if !strings.Contains(r, "://") {
 				r = "nats://" + r
@@ -72,8 +84,14 @@ func Start(cfg Config) (*server.Server, error) {
 			if err != nil {
 				return nil, fmt.Errorf("natsrv: route %q: %w", r, err)
 			}
+			if cfg.Secret != "" {
+				u.User = url.UserPassword(ClientUser, cfg.Secret)
+			}
 			opts.Routes = append(opts.Routes, u)
 		}
+	}
+	if cfg.Secret != "" {
+		opts.Username, opts.Password = ClientUser, cfg.Secret
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
