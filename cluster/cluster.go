@@ -189,7 +189,9 @@ func (n *Node) Acquire(ctx context.Context, id string) (<-chan struct{}, error) 
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, unavailable(err)
 		}
-		e, err := n.leases.Get(ctx, key)
+		octx, cancel = context.WithTimeout(ctx, n.cfg.LeaseTTL)
+		e, err := n.leases.Get(octx, key)
+		cancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // it expired meanwhile
 		}
@@ -207,13 +209,17 @@ func (n *Node) Acquire(ctx context.Context, id string) (<-chan struct{}, error) 
 			}
 			// This node's from before a restart: take it over.
 			sent = time.Now()
-			rev, err := n.leases.Update(ctx, key, val, e.Revision())
+			octx, cancel = context.WithTimeout(ctx, n.cfg.LeaseTTL)
+			rev, err := n.leases.Update(octx, key, val, e.Revision())
+			cancel()
 			if err != nil {
 				continue
 			}
 			return n.claim(ctx, id, &lease{rev: rev, epoch: rev, renewed: sent, lost: make(chan struct{})})
 		}
-		alive, err := n.Alive(ctx, v.Node)
+		octx, cancel = context.WithTimeout(ctx, n.cfg.LeaseTTL)
+		alive, err := n.Alive(octx, v.Node)
+		cancel()
 		if err != nil {
 			return nil, unavailable(err)
 		}
