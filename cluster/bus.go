@@ -23,14 +23,11 @@ import (
 //	<prefix>.ev.<meeting>    the owner's frames of a meeting, to every node
 //	<prefix>.http.<node>     REST requests forwarded to a node
 
-// Counters of the traffic between nodes, for the metrics.
-type Counters struct {
+// counters of the traffic between nodes, for the metrics.
+type counters struct {
 	Calls, CallErrors, Frames, FramesIn, Forwards atomic.Int64
 	PacketsOut, PacketsIn                         atomic.Int64 // media relayed
 }
-
-// Counts returns the node's counters.
-func (n *Node) Counts() *Counters { return &n.counts }
 
 // Serve implements meeting.Bus: this node answers the requests of other
 // nodes to meeting id, each on a goroutine of its own.
@@ -205,28 +202,16 @@ func (n *Node) SubscribeControl(id string, fn func(msg []byte)) (func(), error) 
 	return func() { sub.Unsubscribe() }, nil
 }
 
+// PacketSubject implements media.Relay.
+func (n *Node) PacketSubject(id, track string, layer int) string {
+	return n.cfg.Prefix + ".rtp." + keyOf(id) + "." + keyOf(track) + "." + string(rune('0'+layer))
+}
+
 // PublishPacket implements media.Relay: one NATS message per packet, which
 // the NATS servers copy to each subscribed node once.
-func (n *Node) PublishPacket(id, track string, layer int, p []byte) error {
+func (n *Node) PublishPacket(subject string, p []byte) error {
 	n.counts.PacketsOut.Add(1)
-	return n.nc.Publish(n.rtpSubject(id, track, layer), p)
-}
-
-// rtpSubject returns the subject of layer of track of meeting id, made
-// once.
-func (n *Node) rtpSubject(id, track string, layer int) string {
-	k := rtpKey{id, track, layer}
-	if s, ok := n.subjects.Load(k); ok {
-		return s.(string)
-	}
-	s := n.cfg.Prefix + ".rtp." + keyOf(id) + "." + keyOf(track) + "." + string(rune('0'+layer))
-	n.subjects.Store(k, s)
-	return s
-}
-
-type rtpKey struct {
-	id, track string
-	layer     int
+	return n.nc.Publish(subject, p)
 }
 
 // SubscribePackets implements media.Relay.

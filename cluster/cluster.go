@@ -59,8 +59,7 @@ type Node struct {
 	held     map[string]*lease
 	releases sync.WaitGroup
 
-	counts   Counters
-	subjects sync.Map // rtpKey -> subject
+	counts counters
 
 	stop chan struct{}
 	done chan struct{}
@@ -126,8 +125,20 @@ func Open(ctx context.Context, nc *nats.Conn, st *natsjs.Store, cfg Config) (*No
 			return nil, fmt.Errorf("cluster: bucket %s: %w", b.name, err)
 		}
 	}
-	if _, err := n.nodes.Put(ctx, cfg.Node, []byte(`{}`)); err != nil {
-		return nil, fmt.Errorf("cluster: saying this node is alive: %w", err)
+	// A bucket just made may not have its leader yet: try again until ctx
+	// ends.
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := n.nodes.Put(pctx, cfg.Node, []byte(`{}`))
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: saying this node is alive: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	go n.renew()
 	return n, nil

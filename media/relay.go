@@ -36,9 +36,12 @@ type Relay interface {
 	PublishControl(id string, msg []byte) error
 	// SubscribeControl hands meeting id's control messages to fn, in order.
 	SubscribeControl(id string, fn func(msg []byte)) (stop func(), err error)
-	// PublishPacket sends packet p of layer of track of meeting id to the
-	// nodes that subscribed to the track.
-	PublishPacket(id, track string, layer int, p []byte) error
+	// PacketSubject names where the packets of layer of track of meeting
+	// id go; made once per track and layer, not per packet.
+	PacketSubject(id, track string, layer int) string
+	// PublishPacket sends packet p to the nodes that subscribed to its
+	// track; subject is PacketSubject's.
+	PublishPacket(subject string, p []byte) error
 	// SubscribePackets hands the packets of track of meeting id to fn.
 	SubscribePackets(id, track string, fn func(layer int, p []byte)) (stop func(), err error)
 	// Alive reports whether node is alive.
@@ -90,7 +93,6 @@ type roomRelay struct {
 	remote map[string]*Track               // remote tracks by id
 	unsubs map[*Track]func()               // their packet subscriptions
 	wants  map[*Track]map[string]wantEntry // local tracks: node -> its want
-	origin map[string]string               // remote track id -> its node
 	closed bool
 }
 
@@ -106,7 +108,7 @@ func (r *Room) startRelay() {
 		return
 	}
 	rr := &roomRelay{r: r, relay: rel, node: rel.Node(), remote: map[string]*Track{}, unsubs: map[*Track]func(){},
-		wants: map[*Track]map[string]wantEntry{}, origin: map[string]string{}}
+		wants: map[*Track]map[string]wantEntry{}}
 	stop, err := rel.SubscribeControl(r.id, rr.onControl)
 	if err != nil {
 		r.sfu.log.Warn("joining the cluster's media", "meeting", r.id, "err", err)
@@ -148,7 +150,11 @@ func info(t *Track) *trackInfo {
 
 // announce tells the other nodes of local track t.
 func (rr *roomRelay) announce(t *Track) {
-	t.export.Store(&exporter{rr: rr})
+	ex := &exporter{relay: rr.relay}
+	for i := range ex.subjects {
+		ex.subjects[i] = rr.relay.PacketSubject(rr.r.id, t.id, i)
+	}
+	t.export.Store(ex)
 	rr.send(relayMsg{K: "track", Track: t.id, Info: info(t)})
 }
 
@@ -165,7 +171,6 @@ func (rr *roomRelay) withdraw(t *Track) {
 	rr.mu.Lock()
 	if rr.remote[t.id] == t {
 		delete(rr.remote, t.id)
-		delete(rr.origin, t.id)
 	}
 	unsub := rr.unsubs[t]
 	delete(rr.unsubs, t)
@@ -259,7 +264,7 @@ func (rr *roomRelay) addRemote(node string, in *trackInfo) {
 		return
 	}
 	t := newRemoteTrack(rr, node, in)
-	rr.remote[in.ID], rr.origin[in.ID] = t, node
+	rr.remote[in.ID] = t
 	rr.mu.Unlock()
 	var o outBuf
 	unsub, err := rr.relay.SubscribePackets(r.id, in.ID, func(layer int, p []byte) {
@@ -343,9 +348,10 @@ func (rr *roomRelay) pli(t *Track, layer int) {
 }
 
 // exporter sends a local track's packets to the nodes that want them
-// (Track.exportMask says which layers).
+// (Track.exportMask says which layers), to subjects made once.
 type exporter struct {
-	rr *roomRelay
+	relay    Relay
+	subjects [maxLayers]string
 }
 
 // export recomputes which layers of local track t some node wants.

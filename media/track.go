@@ -65,7 +65,7 @@ type Track struct {
 // exportPacket sends packet p of layer to the nodes that want it.
 func (t *Track) exportPacket(layer int, p []byte) {
 	if ex := t.export.Load(); ex != nil {
-		ex.rr.relay.PublishPacket(ex.rr.r.id, t.id, layer, p)
+		ex.relay.PublishPacket(ex.subjects[layer], p)
 	}
 }
 

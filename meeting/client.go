@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/cocmd/cocmd/protocol"
+	"github.com/cocmd/cocmd/stage"
 )
 
 // Message is one outbound message. A broadcast shares one Message among
@@ -52,6 +53,7 @@ type Client struct {
 	// welcome follows (guarded by the proxy's lock).
 	proxy *proxy
 	from  uint64
+	perms stage.Permissions // its participant's, for the host-only frames (proxy's lock)
 
 	mu      sync.Mutex
 	start   func()

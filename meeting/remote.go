@@ -372,9 +372,8 @@ type proxy struct {
 
 	mu      sync.Mutex
 	clients map[string]*Client // by participant
-	perms   map[string]stage.Permissions
-	lastN   uint64  // the last frame received (and applied); 0: none yet
-	recent  []frame // the last frames, for connections starting
+	lastN   uint64             // the last frame received (and applied); 0: none yet
+	recent  []frame            // the last frames, for connections starting
 	waiters []frameWaiter
 	closed  bool
 }
@@ -394,7 +393,7 @@ func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
 		r.mu.Unlock()
 		return p, nil
 	}
-	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{}, perms: map[string]stage.Permissions{},
+	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{},
 		done: make(chan struct{}), ready: make(chan struct{})}
 	old := r.proxies[id]
 	r.proxies[id] = p
@@ -488,7 +487,7 @@ func (p *proxy) apply(f *frame, only *Client) {
 			if pid == f.Except || !to(c) {
 				continue
 			}
-			if f.K != frameAll && !hostFilter(f.K == frameAccept)(p.perms[pid]) {
+			if f.K != frameAll && !hostFilter(f.K == frameAccept)(c.perms) {
 				continue
 			}
 			c.Send(message())
@@ -509,7 +508,7 @@ func (p *proxy) apply(f *frame, only *Client) {
 			c.Close(f.Code, f.Reason)
 		case framePerms:
 			if f.Perms != nil {
-				p.perms[f.To] = *f.Perms
+				c.perms = *f.Perms
 			}
 		}
 	}
@@ -622,7 +621,8 @@ func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, medi
 	if old := p.clients[pid]; old != nil {
 		old.Close(protocol.CloseReplaced, "replaced by a newer connection")
 	}
-	p.clients[pid], p.perms[pid] = c, resp.Perms
+	c.perms = resp.Perms
+	p.clients[pid] = c
 	if md := r.cfg.Media; md != nil {
 		md.Allow(id, pid, resp.Publish, resp.MayPublish)
 	}
@@ -638,7 +638,6 @@ func (p *proxy) release(c *Client) {
 	p.mu.Lock()
 	if p.clients[c.ParticipantID] == c {
 		delete(p.clients, c.ParticipantID)
-		delete(p.perms, c.ParticipantID)
 	}
 	empty := len(p.clients) == 0
 	p.mu.Unlock()

@@ -58,7 +58,6 @@ type Config struct {
 // Store is a store.Store in JetStream. Its methods are safe for concurrent
 // use.
 type Store struct {
-	nc  *nats.Conn
 	js  jetstream.JetStream
 	cfg Config
 
@@ -136,7 +135,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{nc: nc, js: js, cfg: cfg, meetings: map[string]*mstate{}, attempts: map[string][]attemptRow{}, writers: map[string]*writer{}}
+	s := &Store{js: js, cfg: cfg, meetings: map[string]*mstate{}, attempts: map[string][]attemptRow{}, writers: map[string]*writer{}}
 	up := strings.ToUpper(cfg.Prefix)
 	if s.meetingsStream, err = EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name: up + "_MEETINGS", Subjects: []string{cfg.Prefix + ".m.*"}, Storage: jetstream.FileStorage,
