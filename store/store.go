@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/cocmd/cocmd/stage"
@@ -180,6 +181,20 @@ type Webhooks interface {
 type Page struct {
 	After string
 	Limit int
+}
+
+// ParseCursor reads a page cursor that is a position (a row number, a
+// sequence number): "" is the start; anything but a number is refused as
+// a bad request.
+func ParseCursor(c string) (int64, error) {
+	if c == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(c, 10, 64)
+	if err != nil || n < 0 {
+		return 0, stage.Errorf(stage.ErrBadRequest, "bad cursor "+strconv.Quote(c))
+	}
+	return n, nil
 }
 
 // Store is everything cocmd persists.

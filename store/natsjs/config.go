@@ -358,7 +358,7 @@ func (s *Store) AddAttempt(ctx context.Context, a store.Attempt) error {
 // Attempts implements store.Webhooks: newest first (of the last 10,000 of
 // the endpoint); the cursor is a position, counting down.
 func (s *Store) Attempts(ctx context.Context, id string, p store.Page) ([]store.Attempt, string, error) {
-	before, err := parseCursor(p.After)
+	before, err := store.ParseCursor(p.After)
 	if err != nil {
 		return nil, "", err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cocmd/cocmd/stage"
 	"github.com/cocmd/cocmd/store"
 )
 
@@ -560,22 +559,10 @@ func (s *Store) Meeting(ctx context.Context, id string) (store.Meeting, error) {
 	return m.info, nil
 }
 
-// parseCursor reads a page cursor: a position.
-func parseCursor(c string) (int64, error) {
-	if c == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(c, 10, 64)
-	if err != nil || n < 0 {
-		return 0, stage.Errorf(stage.ErrBadRequest, "bad cursor "+strconv.Quote(c))
-	}
-	return n, nil
-}
-
 // page returns the items of a list sorted by position pos after the
 // page's cursor.
 func page[T any](items []T, pos func(T) int64, p store.Page) ([]T, string, error) {
-	after, err := parseCursor(p.After)
+	after, err := store.ParseCursor(p.After)
 	if err != nil {
 		return nil, "", err
 	}
@@ -727,7 +714,7 @@ func (s *Store) LastEventSeq(ctx context.Context, meetingID string) (uint64, err
 
 // Events implements store.Store.
 func (s *Store) Events(ctx context.Context, meetingID string, f store.EventFilter, p store.Page) ([]store.Event, string, error) {
-	after, err := parseCursor(p.After)
+	after, err := store.ParseCursor(p.After)
 	if err != nil {
 		return nil, "", err
 	}

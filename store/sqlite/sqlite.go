@@ -458,17 +458,6 @@ func (d *DB) Meeting(ctx context.Context, id string) (store.Meeting, error) {
 	return m, err
 }
 
-func parseCursor(c string) (int64, error) {
-	if c == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(c, 10, 64)
-	if err != nil || n < 0 {
-		return 0, stage.Errorf(stage.ErrBadRequest, "bad cursor "+strconv.Quote(c))
-	}
-	return n, nil
-}
-
 // Meetings implements store.Store.
 func (d *DB) Meetings(ctx context.Context, page store.Page) ([]store.Meeting, string, error) {
 	return paged(ctx, d, page, scanMeeting, "SELECT "+meetingCols+" FROM meetings WHERE n > ? ORDER BY n LIMIT ?")
@@ -477,7 +466,7 @@ func (d *DB) Meetings(ctx context.Context, page store.Page) ([]store.Meeting, st
 // paged runs a query whose last two parameters are the cursor (a row number)
 // and the limit, and returns one page and the cursor of the next.
 func paged[T any](ctx context.Context, d *DB, page store.Page, scan func(scanner) (T, int64, error), query string, args ...any) ([]T, string, error) {
-	after, err := parseCursor(page.After)
+	after, err := store.ParseCursor(page.After)
 	if err != nil {
 		return nil, "", err
 	}

@@ -152,7 +152,7 @@ func addAttempt(ctx context.Context, x execer, a store.Attempt) error {
 // Attempts implements store.Webhooks: newest first; the cursor is a row
 // number, counting down.
 func (d *DB) Attempts(ctx context.Context, id string, page store.Page) ([]store.Attempt, string, error) {
-	after, err := parseCursor(page.After)
+	after, err := store.ParseCursor(page.After)
 	if err != nil {
 		return nil, "", err
 	}
