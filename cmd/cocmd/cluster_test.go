@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/cocmd/cocmd/client"
-	"github.com/cocmd/cocmd/client/mediasource"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -213,15 +212,8 @@ func TestBinary_cluster(t *testing.T) {
 	byUID := map[string]*client.Meeting{}
 	join := func(uid, preset string, node int) *client.Meeting {
 		placed[uid] = node
-		var p struct{ Token string }
-		rest(t, c.base((node+1)%3), "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		cl, err := client.Join(ctx, c.balancer(node), p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond,
-			ReadTimeout: 4 * time.Second}) // the nodes ping every second
-
-		if err != nil {
-			t.Fatalf("%s joining through node %d: %v", uid, node, err)
-		}
-		t.Cleanup(func() { cl.Close() })
+		cl := joinAt(ctx, t, c.base((node+1)%3), c.balancer(node), m.ID, uid, preset, &client.Options{ReconnectMin: 50 * time.Millisecond,
+			ReconnectMax: 300 * time.Millisecond, ReadTimeout: 4 * time.Second}) // the nodes ping every second
 		byUID[uid] = cl
 		return cl
 	}
@@ -465,29 +457,12 @@ func TestBinary_clusterMedia(t *testing.T) {
 	var m struct{ ID string }
 	rest(t, c.base(0), "POST", "/v1/meetings", map[string]any{"title": "Media over nodes", "type": "WEBINAR"}, &m)
 	join := func(uid, preset string, node int) *client.Meeting {
-		var p struct{ Token string }
-		rest(t, c.base(node), "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		cl, err := client.Join(ctx, c.base(node), p.Token, nil)
-		if err != nil {
-			t.Fatalf("%s on node %d: %v", uid, node, err)
-		}
-		t.Cleanup(func() { cl.Close() })
-		return cl
+		return joinAt(ctx, t, c.base(node), c.base(node), m.ID, uid, preset, nil)
 	}
 	mod := join("mod", "webinar_host", 2)
 	host := join("host", "webinar_host", 0)
 	viewers := []*client.Meeting{join("v1", "webinar_viewer", 1), join("v2", "webinar_viewer", 2)}
-	if err := host.Stage.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-	src, err := mediasource.Synthetic(30, 500_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go src.Play(ctx, true)
-	if err := host.Media.Publish(ctx, src.LocalTrack(client.SourceCamera)); err != nil {
-		t.Fatal(err)
-	}
+	publishCamera(ctx, t, host)
 	type got struct {
 		uid     string
 		packets int

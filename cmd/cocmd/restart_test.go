@@ -68,14 +68,39 @@ func startBinary(t *testing.T, bin, addr, dir string) *exec.Cmd {
 // client that reconnects quickly (closed when the test ends).
 func joinAs(ctx context.Context, t *testing.T, base, mid, uid, preset string) *client.Meeting {
 	t.Helper()
+	return joinAt(ctx, t, base, base, mid, uid, preset, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+}
+
+// joinAt adds participant uid to meeting mid through the REST API at
+// restBase and joins as it at joinBase with opts (closed when the test
+// ends).
+func joinAt(ctx context.Context, t *testing.T, restBase, joinBase, mid, uid, preset string, opts *client.Options) *client.Meeting {
+	t.Helper()
 	var p struct{ Token string }
-	rest(t, base, "POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-	c, err := client.Join(ctx, base, p.Token, &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond})
+	rest(t, restBase, "POST", "/v1/meetings/"+mid+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
+	c, err := client.Join(ctx, joinBase, p.Token, opts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s joining at %s: %v", uid, joinBase, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// publishCamera puts host on stage and has it publish synthetic camera
+// video until ctx ends.
+func publishCamera(ctx context.Context, t *testing.T, host *client.Meeting) {
+	t.Helper()
+	if err := host.Stage.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	src, err := mediasource.Synthetic(30, 500_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go src.Play(ctx, true)
+	if err := host.Media.Publish(ctx, src.LocalTrack(client.SourceCamera)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func rest(t *testing.T, base, method, path string, in, out any) {
@@ -220,28 +245,9 @@ func TestBinary_mediaDefaults(t *testing.T) {
 	defer cancel()
 	var m struct{ ID string }
 	rest(t, base, "POST", "/v1/meetings", map[string]any{"title": "Media", "type": "WEBINAR"}, &m)
-	join := func(uid, preset string) *client.Meeting {
-		var p struct{ Token string }
-		rest(t, base, "POST", "/v1/meetings/"+m.ID+"/participants", map[string]any{"name": uid, "user_id": uid, "preset": preset}, &p)
-		c, err := client.Join(ctx, base, p.Token, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	join := func(uid, preset string) *client.Meeting { return joinAt(ctx, t, base, base, m.ID, uid, preset, nil) }
 	host, viewer := join("host", "webinar_host"), join("viewer", "webinar_viewer")
-	if err := host.Stage.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-	src, err := mediasource.Synthetic(30, 500_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go src.Play(ctx, true)
-	if err := host.Media.Publish(ctx, src.LocalTrack(client.SourceCamera)); err != nil {
-		t.Fatal(err)
-	}
+	publishCamera(ctx, t, host)
 	if err := viewer.Media.Subscribe(ctx); err != nil {
 		t.Fatal(err)
 	}
