@@ -56,6 +56,8 @@ type Node struct {
 
 	mu       sync.Mutex
 	alive    time.Time // when this node last said it is alive, and was heard
+	cutOff   []func()  // told when the others would think this node dead
+	isCut    bool      // they have been told, and alive not yet written since
 	held     map[string]*lease
 	releases sync.WaitGroup
 
@@ -158,6 +160,38 @@ func (n *Node) Ready() error {
 		return fmt.Errorf("NATS has not answered for %v", since.Round(time.Millisecond))
 	}
 	return nil
+}
+
+// OnCutOff registers f, called (on a goroutine of its own) each time
+// this node has been unable to say it is alive for a lease TTL: the other
+// nodes consider it dead from then on, and drop the connections it holds
+// for their meetings. The node's own connections should end then, for
+// their clients to reconnect through a node that reaches the cluster; a
+// node that serves on sees nothing the cluster does.
+func (n *Node) OnCutOff(f func()) {
+	n.mu.Lock()
+	n.cutOff = append(n.cutOff, f)
+	n.mu.Unlock()
+}
+
+// checkCutOff calls the OnCutOff functions once the node's liveness has
+// lapsed, once per lapse.
+func (n *Node) checkCutOff() {
+	n.mu.Lock()
+	since := time.Since(n.alive)
+	cut := since > n.cfg.LeaseTTL && !n.isCut
+	if cut {
+		n.isCut = true
+	}
+	fs := n.cutOff
+	n.mu.Unlock()
+	if !cut {
+		return
+	}
+	n.log.Warn("cut off from the cluster: the other nodes consider this one dead", "unheard", since.Round(time.Millisecond))
+	for _, f := range fs {
+		go f()
+	}
 }
 
 // Name returns the node's name.
@@ -321,9 +355,11 @@ func (n *Node) renew() {
 		} else {
 			n.mu.Lock()
 			n.alive = sent
+			n.isCut = false
 			n.mu.Unlock()
 		}
 		cancel()
+		n.checkCutOff()
 		n.mu.Lock()
 		held := make(map[string]*lease, len(n.held))
 		for id, l := range n.held {

@@ -98,11 +98,22 @@ func TestNode_ownership(t *testing.T) {
 	// a is cut off from NATS: it learns it lost the meeting, and another
 	// node takes it over once the lease lapsed, without anyone releasing.
 	lost, _ := a.Acquire(ctx, "m1") // a holds it: the same channel
+	cut := make(chan struct{}, 2)
+	a.OnCutOff(func() { cut <- struct{}{} })
 	ancon.Close()
 	select {
 	case <-lost:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the node cut off from NATS still believes it owns the meeting")
+	}
+	// And it knows it is cut off: told, and not ready.
+	select {
+	case <-cut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node cut off from NATS was not told")
+	}
+	if a.Ready() == nil {
+		t.Fatal("the node cut off from NATS says it is ready")
 	}
 	// Until a's liveness lapses too, b is told a owns it (as a client
 	// reconnecting to b would be, and retry).

@@ -677,6 +677,23 @@ func (p *proxy) shut(code int, reason string) {
 	p.reg.mu.Unlock()
 }
 
+// DropRemote closes, with "going away" and reason, every connection this
+// node holds for meetings other nodes own: when the node is cut off from
+// the cluster, the owners drop those connections, and their clients must
+// reconnect through a node that reaches the cluster.
+func (r *Registry) DropRemote(reason string) {
+	r.mu.Lock()
+	proxies := make([]*proxy, 0, len(r.proxies))
+	for _, p := range r.proxies {
+		proxies = append(proxies, p)
+	}
+	r.mu.Unlock()
+	for _, p := range proxies {
+		r.log.Warn("closing the connections to a meeting of another node", "meeting", p.id, "owner", p.owner, "why", reason)
+		p.shut(protocol.CloseGoingAway, reason)
+	}
+}
+
 // ownerCheckEvery is how often a proxy checks that the owner is alive.
 const ownerCheckEvery = time.Second
 

@@ -58,6 +58,11 @@ type Config struct {
 	// its error, and new realtime connections are refused, while it returns
 	// one.
 	Ready func() error
+	// CutOff, if set, says whether the node has lost touch with the state
+	// of record (in a cluster: it could not reach NATS for a lease TTL).
+	// Its view of the meetings may be stale then: the REST API answers 503
+	// UNAVAILABLE rather than serve it (GET /metrics still answers).
+	CutOff func() error
 	// MaxConnections, if positive, is how many realtime connections the
 	// node takes: past it, /readyz answers 503 and new connections are
 	// refused (UNAVAILABLE), so that a balancer sends them to another node.
@@ -289,6 +294,12 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 		if !ok || !s.validKey(key) {
 			writeError(w, stage.Errorf(stage.ErrUnauthenticated, "an API key is required: Authorization: Bearer <key>"))
 			return
+		}
+		if s.cfg.CutOff != nil && r.URL.Path != "/metrics" {
+			if err := s.cfg.CutOff(); err != nil {
+				writeError(w, stage.Errorf(stage.ErrUnavailable, "this node is cut off from the cluster ("+err.Error()+"): try another"))
+				return
+			}
 		}
 		var body []byte
 		if s.cfg.Forward != nil && r.Body != nil && r.Method != http.MethodGet {

@@ -31,10 +31,19 @@ type testCluster struct {
 	routes []string
 	dirs   []string
 	cmds   []*exec.Cmd
-	secret string // the file of -cluster-secret-file
+	wrap   [][]string // per node, what its command line starts with (ip netns exec NAME)
+	secret string     // the file of -cluster-secret-file
 }
 
 func startCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := newCluster(t, n)
+	c.run()
+	return c
+}
+
+// newCluster prepares n nodes on loopback addresses; run starts them.
+func newCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, bin: binary(t), secret: filepath.Join(t.TempDir(), "cluster-secret")}
 	if err := os.WriteFile(c.secret, []byte("a-cluster-secret-0123456789\n"), 0o600); err != nil {
@@ -45,6 +54,14 @@ func startCluster(t *testing.T, n int) *testCluster {
 		c.routes = append(c.routes, freeAddr(t))
 		c.dirs = append(c.dirs, t.TempDir())
 	}
+	c.wrap = make([][]string, n)
+	return c
+}
+
+// run starts every node and waits until each is ready.
+func (c *testCluster) run() {
+	t, n := c.t, len(c.addrs)
+	t.Helper()
 	c.cmds = make([]*exec.Cmd, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -62,7 +79,6 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for i := range n {
 		c.waitReady(i)
 	}
-	return c
 }
 
 // start runs node i.
@@ -75,7 +91,7 @@ func (c *testCluster) start(i int) {
 		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
 		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s",
 		"-cluster-secret-file", c.secret}
-	cmd, err := startServe(args, 2*time.Minute)
+	cmd, err := startServe(append(slices.Clone(c.wrap[i]), args...), 2*time.Minute)
 	if err != nil {
 		c.t.Error(err)
 		return
@@ -169,6 +185,65 @@ func (c *testCluster) balancer(first int) string {
 	return "http://" + ln.Addr().String()
 }
 
+// agree waits until every participant of all sees every status of want
+// (and the pending requests) as the owner has them, and every node — of
+// nodes, or every running one if nil — answers /live of meeting id with
+// the same view; it returns the owner's name. It fails the test after two
+// minutes (a recovery under load, not a timing).
+func (c *testCluster) agree(id string, all []*client.Meeting, want map[string]stage.Status, when string, nodes []int) string {
+	t := c.t
+	t.Helper()
+	// Every participant sees every other's status as the owner has it.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		bad := ""
+		for _, cl := range all {
+			self := cl.Self().UserID
+			if cl.Stage.Status() != want[self] {
+				bad = fmt.Sprintf("%s sees itself %v, want %v", self, cl.Stage.Status(), want[self])
+			}
+			for uid, st := range want {
+				if p, ok := cl.Participant(uid); ok && st != stage.OffStage && p.Status != st {
+					bad = fmt.Sprintf("%s sees %s %v, want %v", self, uid, p.Status, st)
+				}
+			}
+		}
+		var views []string
+		var owner string
+		for i := range c.addrs {
+			if c.cmds[i].ProcessState != nil || nodes != nil && !slices.Contains(nodes, i) {
+				continue
+			}
+			l, err := c.live(i, id)
+			if err != nil {
+				// Recovering (JetStream electing, a forward timing
+				// out): not yet.
+				bad = fmt.Sprintf("node %d: %v", i, err)
+				continue
+			}
+			views = append(views, l.view())
+			owner = l.Node
+			if len(l.Participants) != len(want) && bad == "" {
+				bad = fmt.Sprintf("node %d: %d participants connected, want %d: %s", i, len(l.Participants), len(want), l.view())
+			}
+		}
+		if bad == "" && len(slices.Compact(views)) != 1 {
+			bad = fmt.Sprintf("the nodes answer differently: %v", views)
+		}
+		if bad == "" {
+			t.Logf("%s: every participant and node agree: %s, owner %s", when, views[0], owner)
+			return owner
+		}
+		if time.Now().After(deadline) {
+			for _, cl := range all {
+				t.Logf("%s: connected %v, err %v", cl.Self().UserID, cl.Connected(), cl.Err())
+			}
+			t.Fatalf("%s: %s", when, bad)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // live is the REST /live answer.
 type live struct {
 	Participants []struct {
@@ -260,55 +335,7 @@ func TestBinary_cluster(t *testing.T) {
 		"v3": stage.OffStage, "v4": stage.Requested, "v5": stage.Requested}
 	agree := func(when string) string {
 		t.Helper()
-		// Every participant sees every other's status as the owner has it.
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			bad := ""
-			for _, cl := range all {
-				self := cl.Self().UserID
-				if cl.Stage.Status() != want[self] {
-					bad = fmt.Sprintf("%s sees itself %v, want %v", self, cl.Stage.Status(), want[self])
-				}
-				for uid, st := range want {
-					if p, ok := cl.Participant(uid); ok && st != stage.OffStage && p.Status != st {
-						bad = fmt.Sprintf("%s sees %s %v, want %v", self, uid, p.Status, st)
-					}
-				}
-			}
-			var views []string
-			var owner string
-			for i := range c.addrs {
-				if c.cmds[i].ProcessState != nil {
-					continue
-				}
-				l, err := c.live(i, m.ID)
-				if err != nil {
-					// Recovering (JetStream electing, a forward timing
-					// out): not yet.
-					bad = fmt.Sprintf("node %d: %v", i, err)
-					continue
-				}
-				views = append(views, l.view())
-				owner = l.Node
-				if len(l.Participants) != len(want) && bad == "" {
-					bad = fmt.Sprintf("node %d: %d participants connected, want %d: %s", i, len(l.Participants), len(want), l.view())
-				}
-			}
-			if bad == "" && len(slices.Compact(views)) != 1 {
-				bad = fmt.Sprintf("the nodes answer differently: %v", views)
-			}
-			if bad == "" {
-				t.Logf("%s: every participant and node agree: %s, owner %s", when, views[0], owner)
-				return owner
-			}
-			if time.Now().After(deadline) {
-				for _, cl := range all {
-					t.Logf("%s: connected %v, err %v", cl.Self().UserID, cl.Connected(), cl.Err())
-				}
-				t.Fatalf("%s: %s", when, bad)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		return c.agree(m.ID, all, want, when, nil)
 	}
 	owner := agree("before the kill")
 	dead := slices.Index([]string{"n0", "n1", "n2"}, owner)
@@ -516,6 +543,146 @@ func TestBinary_clusterMedia(t *testing.T) {
 			t.Logf("%s: the track ended %v after the kick", g.uid, g.ended.Sub(kickAt).Round(time.Millisecond))
 		case <-time.After(30 * time.Second):
 			t.Fatal("a viewer's track did not end after the kick")
+		}
+	}
+}
+
+// TestBinary_clusterCutOff: node 2 runs in a network namespace of its own
+// and is cut off from the other nodes' NATS servers (its embedded server
+// keeps running, alone, while its HTTP port stays reachable). It stops
+// serving what it can no longer know: /readyz and the REST API say 503,
+// its meeting moves to another node, and every one of its participants —
+// of its own meeting and of another node's — is closed and reconnects
+// through the balancer to a node that reaches the cluster; the webinars go
+// on there. Healed, it serves again and agrees with the others.
+func TestBinary_clusterCutOff(t *testing.T) {
+	ns := newNetns(t)
+	c := newCluster(t, 3)
+	for i := range 2 {
+		c.routes[i] = net.JoinHostPort(ns.hostIP.String(), fmt.Sprint(freePort(t, ns.hostIP)))
+	}
+	// Nothing listens in the new namespace: any port is free there.
+	c.addrs[2], c.routes[2] = net.JoinHostPort(ns.nsIP.String(), "18080"), net.JoinHostPort(ns.nsIP.String(), "16222")
+	c.wrap[2] = []string{"ip", "netns", "exec", ns.name}
+	c.run()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	opts := &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond, ReadTimeout: 4 * time.Second}
+	meeting := func(title string, node int) string {
+		var m struct{ ID string }
+		rest(t, c.base(node), "POST", "/v1/meetings", map[string]any{"title": title, "type": "WEBINAR"}, &m)
+		return m.ID
+	}
+	// m1 runs on node 0, m2 on node 2 (where each is first needed); each
+	// has participants on node 2.
+	m1, m2 := meeting("Owned elsewhere", 0), meeting("Owned by the node cut off", 2)
+	join := func(mid, uid, preset string, rest, node int) *client.Meeting {
+		return joinAt(ctx, t, c.base(rest), c.balancer(node), mid, uid, preset, opts)
+	}
+	host := join(m1, "host", "webinar_host", 0, 0)
+	v0 := join(m1, "v0", "webinar_viewer", 0, 1)
+	v1 := join(m1, "v1", "webinar_viewer", 0, 2)
+	v2 := join(m1, "v2", "webinar_viewer", 0, 2)
+	h2 := join(m2, "h2", "webinar_host", 2, 2)
+	w0 := join(m2, "w0", "webinar_viewer", 2, 0)
+	w1 := join(m2, "w1", "webinar_viewer", 2, 2)
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(host.Stage.Join(ctx))
+	check(v1.Stage.RequestAccess(ctx))
+	check(h2.Stage.Join(ctx))
+	check(w0.Stage.RequestAccess(ctx))
+	want1 := map[string]stage.Status{"host": stage.OnStage, "v0": stage.OffStage, "v1": stage.Requested, "v2": stage.OffStage}
+	want2 := map[string]stage.Status{"h2": stage.OnStage, "w0": stage.Requested, "w1": stage.OffStage}
+	all1, all2 := []*client.Meeting{host, v0, v1, v2}, []*client.Meeting{h2, w0, w1}
+	if o := c.agree(m1, all1, want1, "m1 before the cut", nil); o != "n0" {
+		t.Fatalf("m1 runs on %s, want n0", o)
+	}
+	if o := c.agree(m2, all2, want2, "m2 before the cut", nil); o != "n2" {
+		t.Fatalf("m2 runs on %s, want n2", o)
+	}
+
+	// The cut: from node 2's namespace, nothing reaches the other NATS
+	// servers' cluster ports and nothing leaves its own (policy routing:
+	// the packets are unroutable).
+	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+	rules := [][]string{
+		{"ipproto", "tcp", "dport", port(c.routes[0]), "prohibit", "prio", "100"},
+		{"ipproto", "tcp", "dport", port(c.routes[1]), "prohibit", "prio", "101"},
+		{"ipproto", "tcp", "sport", port(c.routes[2]), "prohibit", "prio", "102"},
+	}
+	for _, r := range rules {
+		ns.exec(t, append([]string{"ip", "rule", "add"}, r...)...)
+	}
+	cut := time.Now()
+
+	// Its participants, of both meetings, are closed and reconnect
+	// elsewhere by themselves.
+	for _, cl := range []*client.Meeting{v1, v2, h2, w1} {
+		t.Logf("%s: disconnected: %v", cl.Self().UserID, disconnection(t, cl))
+		waitEventWithin(t, cl, "reconnected", 2*time.Minute)
+	}
+	t.Logf("node 2's participants reconnected elsewhere %v after the cut", time.Since(cut).Round(10*time.Millisecond))
+	// Node 2 says it is not ready and serves no state it cannot vouch for.
+	resp, err := http.Get(c.base(2) + "/readyz")
+	check(err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("node 2's /readyz while cut off: %d", resp.StatusCode)
+	}
+	if _, err := c.live(2, m1); err == nil || !strings.HasPrefix(err.Error(), "503") {
+		t.Fatalf("node 2's /live while cut off: %v, want a 503", err)
+	}
+	req, _ := http.NewRequest("POST", c.base(2)+"/v1/meetings/"+m1+"/stage/grant", strings.NewReader(`{"user_ids":["v1"]}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err = http.DefaultClient.Do(req)
+	check(err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a grant through node 2 while cut off: %d, want 503", resp.StatusCode)
+	}
+
+	// The webinars go on on nodes 0 and 1: m2 was taken over.
+	if o := c.agree(m2, all2, want2, "m2 after the cut", []int{0, 1}); o == "n2" {
+		t.Fatalf("m2 still runs on the node cut off")
+	}
+	check(host.Stage.GrantAccess(ctx, "v1"))
+	waitEvent(t, v1, "stageRequestApproved")
+	check(h2.Stage.GrantAccess(ctx, "w0"))
+	waitEvent(t, w0, "stageRequestApproved")
+	want1["v1"], want2["w0"] = stage.Accepted, stage.Accepted
+	c.agree(m1, all1, want1, "m1 after the cut", []int{0, 1})
+	c.agree(m2, all2, want2, "m2 after the cut", []int{0, 1})
+
+	// Healed, node 2 catches up and serves again, agreeing with the others.
+	for _, r := range rules {
+		ns.exec(t, append([]string{"ip", "rule", "del"}, r...)...)
+	}
+	c.waitReady(2)
+	c.agree(m1, all1, want1, "m1 healed", nil)
+	c.agree(m2, all2, want2, "m2 healed", nil)
+}
+
+// disconnection waits for m's next disconnection and returns its error.
+func disconnection(t *testing.T, m *client.Meeting) error {
+	t.Helper()
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case e, ok := <-m.Events():
+			if !ok {
+				t.Fatalf("waiting for a disconnection: client stopped: %v", m.Err())
+			}
+			if d, ok := e.(client.Disconnected); ok {
+				return d.Err
+			}
+		case <-timeout:
+			t.Fatalf("%s: not disconnected within 2 minutes", m.Self().UserID)
 		}
 	}
 }

@@ -668,13 +668,16 @@ func serve(args []string) error {
 	if db != nil {
 		go prune(whctx, db, cfg.AuditRetention, log)
 	}
-	var ready func() error
+	var ready, cutOff func() error
 	var forward func(ctx context.Context, node string, r *http.Request, body []byte, w http.ResponseWriter) error
 	var metrics func(w io.Writer) error
 	if cn != nil {
-		ready, forward, metrics = cn.ready, cn.node.Forward, cn.node.WriteMetrics
+		ready, cutOff, forward, metrics = cn.ready, cn.node.Ready, cn.node.Forward, cn.node.WriteMetrics
+		// Cut off, the node's connections to other nodes' meetings are
+		// dropped by their owners: their clients reconnect elsewhere.
+		cn.node.OnCutOff(func() { reg.DropRemote("this node lost touch with the cluster: reconnect through another") })
 	}
-	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, Forward: forward, Metrics: metrics, MaxConnections: cfg.MaxConns, PingInterval: cfg.PingInterval,
+	srv := server.New(server.Config{OpenAPI: cocmd.OpenAPI, Logger: log, SendBuffer: 256 << 10, Media: sfu, Ready: ready, CutOff: cutOff, Forward: forward, Metrics: metrics, MaxConnections: cfg.MaxConns, PingInterval: cfg.PingInterval,
 		Webhooks: deliverer, WebhooksAllowPrivate: cfg.WebhooksAllowPrivate,
 		Limits: server.ConnLimits{Authenticated: cfg.ConnLimit, Unauthenticated: cfg.UnauthLimit, TrustedProxies: proxies}, HSTS: cfg.scheme() == "https",
 		Web: web, Dev: cfg.dev(), PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), ICE: ice, TURN: turnSrv}, st, reg, keys)
