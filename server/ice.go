@@ -22,6 +22,11 @@ type ICEServers struct {
 	// name of its own. Empty means the embedded server, at the host the
 	// client reached this server at (or PublicURL's), on the ports below.
 	URLs []string
+	// Host, if set, is what the embedded server's URLs name: this node
+	// itself, since only the node holding a connection can relay its
+	// media (behind a balancer, PublicURL names the balancer). Empty:
+	// PublicURL's host, else the one the client reached the server at.
+	Host string
 	// UDPPort is the embedded server's TURN/UDP port (the SFU's); 0 for
 	// none.
 	UDPPort int
@@ -59,11 +64,14 @@ func (s *Server) mediaConfig(host string, c Claims) *protocol.MediaConfig {
 	return &protocol.MediaConfig{ICEServers: []protocol.ICEServer{{URLs: urls, Username: user, Credential: pass}}}
 }
 
-// iceHost is the host a TURN URL names: PublicURL's if set, else the one
-// the client reached the server at; an IPv6 literal in brackets.
+// iceHost is the host a TURN URL names: ICE.Host if set, else PublicURL's
+// if set, else the one the client reached the server at; an IPv6 literal
+// in brackets.
 func (s *Server) iceHost(reqHost string) string {
 	h := reqHost
-	if s.cfg.PublicURL != "" {
+	if s.cfg.ICE.Host != "" {
+		h = s.cfg.ICE.Host
+	} else if s.cfg.PublicURL != "" {
 		if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Host != "" {
 			h = u.Host
 		}

@@ -168,9 +168,16 @@ func TestParseConfig_cluster(t *testing.T) {
 		{"-nats", "nats://a:4222", "-audit-retention", "72h"},
 		{"-ping-interval", "1ms"},
 		{"-max-connections", "-1"},
+		{"-node-host", "n1.example.com:3478"},
+		{"-node-host", "https://n1.example.com"},
 	} {
 		if _, err := parseConfig(bad, none); err == nil {
 			t.Errorf("%v: accepted", bad)
+		}
+	}
+	for _, good := range []string{"n1.example.com", "203.0.113.7", "2001:db8::7"} {
+		if _, err := parseConfig([]string{"-node-host", good}, none); err != nil {
+			t.Errorf("-node-host %s: %v", good, err)
 		}
 	}
 	c, err := parseConfig([]string{"-cluster-listen", "10.0.0.1:6222", "-cluster-secret-file", "/etc/secret",

@@ -52,6 +52,7 @@ type config struct {
 	AuditRetention time.Duration
 	MediaListen    string // UDP address of the media plane; "" is the HTTP port on every interface
 	MediaPublicIP  string // comma-separated; announced instead of local addresses (1:1 NAT); "auto": ask STUN
+	NodeHost       string // the name or address of this node itself, not the balancer's: TURN URLs name it
 	STUN           string // host:port of the STUN server -media-public-ip auto asks
 	MediaLoopback  bool   // offer loopback candidates too
 	MediaTCP       bool   // ICE-TCP on the HTTP(S) port
@@ -201,6 +202,9 @@ func (c config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.mediaAddr()); err != nil {
 		return fmt.Errorf("media listen address %q: %v", c.MediaListen, err)
+	}
+	if h := c.NodeHost; h != "" && (strings.ContainsAny(h, "/?#@: ") && net.ParseIP(h) == nil) {
+		return fmt.Errorf("-node-host %q: a host name or an IP address, without scheme or port", h)
 	}
 	for _, u := range c.turnURLs() {
 		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
@@ -362,6 +366,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	env("COCMD_MEDIA_LISTEN", &c.MediaListen)
 	env("COCMD_MEDIA_PUBLIC_IP", &c.MediaPublicIP)
+	env("COCMD_NODE_HOST", &c.NodeHost)
 	env("COCMD_STUN", &c.STUN)
 	env("COCMD_DEV", &c.Dev)
 	env("COCMD_TRUSTED_PROXIES", &c.TrustedProxies)
@@ -430,6 +435,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "API key to create the data directory with, instead of a random one (env COCMD_API_KEY)")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", c.APIKeyFile, "read the API key from this file instead, out of process listings (env COCMD_API_KEY_FILE)")
 	fs.StringVar(&c.MediaListen, "media-listen", c.MediaListen, "UDP address for all WebRTC media; default: the HTTP port on every interface (env COCMD_MEDIA_LISTEN)")
+	fs.StringVar(&c.NodeHost, "node-host", c.NodeHost, "the name or address that reaches this node itself rather than a load balancer: the embedded TURN server's URLs name it, as only the node a client is connected to relays its media; default: the first -media-public-ip, else the public URL's host (env COCMD_NODE_HOST)")
 	fs.StringVar(&c.MediaPublicIP, "media-public-ip", c.MediaPublicIP, "public IPs to announce for media, comma-separated, behind 1:1 NAT; auto: ask the -stun server at start (env COCMD_MEDIA_PUBLIC_IP)")
 	fs.StringVar(&c.STUN, "stun", c.STUN, "STUN server (host:port) that -media-public-ip auto asks for the public address (env COCMD_STUN)")
 	fs.BoolVar(&c.MediaTCP, "media-tcp", c.MediaTCP, "also carry media over TCP (ICE-TCP) on the HTTP(S) port, for clients whose networks block UDP (env COCMD_MEDIA_TCP)")
@@ -593,6 +599,17 @@ func serve(args []string) error {
 		ln.Close()
 		udp.Close()
 		return err
+	}
+	if len(ice.URLs) == 0 {
+		// The embedded server relays only to this node's media: its URLs
+		// name this node.
+		ice.Host = cfg.NodeHost
+		if ice.Host == "" && len(publicIPs) > 0 {
+			ice.Host = publicIPs[0]
+		}
+		if ice.Secret != nil && ice.Host == "" && cfg.clustered() && cfg.PublicURL != "" {
+			log.Warn("in a cluster, TURN URLs name the public URL's host, which may reach another node than the client's: set -node-host (or -media-public-ip)")
+		}
 	}
 	var turnSrv *relay.Server
 	if cfg.TURN && len(cfg.turnURLs()) == 0 {
