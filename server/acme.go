@@ -24,8 +24,13 @@ type ACMEConfig struct {
 	// one a ClientHello without a server name is answered with.
 	Domains []string
 	// Dir keeps the certificates, their keys and the ACME account, in the
-	// data directory (0700).
+	// data directory (0700), unless Storage is set.
 	Dir string
+	// Storage, if set, keeps them instead: in a cluster, a storage every
+	// node shares (natsjs.CertStorage), with locks, so that one node
+	// obtains and renews each certificate for all, and any node answers
+	// the CA's challenge for another.
+	Storage certmagic.Storage
 	// CA is the ACME directory URL; empty means Let's Encrypt's.
 	CA string
 	// Email, if set, is the account's contact, for expiry notices.
@@ -42,9 +47,9 @@ type ACMEConfig struct {
 
 // ACME gets and renews the server's certificates by itself (certmagic:
 // HTTP-01 on the redirect listener, TLS-ALPN-01 on the HTTPS one). The
-// certificates and the account live in a storage that a cluster can share,
-// with locks, so that one node answering the CA's challenge for another
-// works; here it is a folder of the data directory.
+// certificates and the account live in a folder of the data directory or,
+// in a cluster, in a storage every node shares, with locks, so that one
+// node answering the CA's challenge for another works.
 type ACME struct {
 	cfg      *certmagic.Config
 	issuer   *certmagic.ACMEIssuer
@@ -66,6 +71,10 @@ func NewACME(c ACMEConfig) (*ACME, error) {
 	}
 	log := zap.New(slogCore{l: c.Logger.With("component", "acme")})
 	a := &ACME{names: slices.Clone(c.Domains), failures: make(chan acmeFailure, 16)}
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: c.Dir}
+	if c.Storage != nil {
+		storage = c.Storage
+	}
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
@@ -74,7 +83,7 @@ func NewACME(c ACMEConfig) (*ACME, error) {
 		Logger:             log,
 	})
 	cfg = certmagic.New(cache, certmagic.Config{
-		Storage:            &certmagic.FileStorage{Path: c.Dir},
+		Storage:            storage,
 		Logger:             log,
 		DefaultServerName:  c.Domains[0],
 		RenewalWindowRatio: 1.0 / 3,

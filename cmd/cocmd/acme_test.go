@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,4 +168,53 @@ func TestBinary_acme(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "no certificate for "+domain) {
 		t.Fatalf("no certificate and the CA down: %v\n%s", err, out)
 	}
+}
+
+// Two nodes of a cluster get one certificate between them: the ACME
+// account, certificates and challenge tokens live in the cluster's shared
+// store, one node obtains the certificate (under the store's lock) and the
+// other serves the same one. The CA validates against node 0's listeners
+// only, as if a balancer sent it there: when node 1 wins the lock, node 0
+// answers its challenge from the store. Without the shared store, node 1
+// could not get a certificate at all.
+func TestBinary_clusterACME(t *testing.T) {
+	const domain = "meet.cocmd.test"
+	c := newCluster(t, 2)
+	redirects := []string{freeAddr(t), freeAddr(t)}
+	dirURL, root, _ := pebble(t, port(redirects[0]), port(c.addrs[0]), 3600)
+	for i := range c.extra {
+		c.extra[i] = []string{"-redirect-http", redirects[i], "-domain", domain, "-acme-ca", dirURL, "-acme-ca-root", root}
+	}
+	c.cmds = make([]*exec.Cmd, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { c.start(i) }) // they race for the certificate
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, cmd := range c.cmds {
+			if cmd != nil && cmd.ProcessState == nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	var serials []string
+	for i, addr := range c.addrs {
+		cert, err := served(addr, domain)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if !strings.Contains(cert.Issuer.CommonName, "Pebble") || cert.DNSNames[0] != domain {
+			t.Fatalf("node %d serves %v, issued by %q", i, cert.DNSNames, cert.Issuer.CommonName)
+		}
+		serials = append(serials, cert.SerialNumber.String())
+	}
+	if serials[0] != serials[1] {
+		t.Fatalf("the nodes serve different certificates: serials %v", serials)
+	}
+	t.Logf("both nodes serve certificate %s", serials[0])
 }

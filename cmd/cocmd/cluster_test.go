@@ -32,6 +32,7 @@ type testCluster struct {
 	dirs   []string
 	cmds   []*exec.Cmd
 	wrap   [][]string // per node, what its command line starts with (ip netns exec NAME)
+	extra  [][]string // per node, more flags
 	secret string     // the file of -cluster-secret-file
 }
 
@@ -54,7 +55,7 @@ func newCluster(t *testing.T, n int) *testCluster {
 		c.routes = append(c.routes, freeAddr(t))
 		c.dirs = append(c.dirs, t.TempDir())
 	}
-	c.wrap = make([][]string, n)
+	c.wrap, c.extra = make([][]string, n), make([][]string, n)
 	return c
 }
 
@@ -91,6 +92,7 @@ func (c *testCluster) start(i int) {
 		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
 		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s",
 		"-cluster-secret-file", c.secret}
+	args = append(args, c.extra[i]...)
 	cmd, err := startServe(append(slices.Clone(c.wrap[i]), args...), 2*time.Minute)
 	if err != nil {
 		c.t.Error(err)

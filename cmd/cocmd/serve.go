@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/cocmd/cocmd"
 	"github.com/cocmd/cocmd/internal/datadir"
 	"github.com/cocmd/cocmd/media"
@@ -721,7 +723,20 @@ func serve(args []string) error {
 				return fmt.Errorf("ACME CA roots %s: no PEM certificate in it", cfg.ACMECARoot)
 			}
 		}
-		if acme, err = server.NewACME(server.ACMEConfig{Domains: ds, Dir: filepath.Join(cfg.DataDir, "acme"), CA: cfg.ACMECA,
+		var storage certmagic.Storage
+		if cn != nil {
+			// Every node serves the same certificates: one obtains and
+			// renews them for all, any answers the CA's challenges.
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			storage, err = cn.store.CertStorage(sctx)
+			cancel()
+			if err != nil {
+				ln.Close()
+				reg.Close()
+				return fmt.Errorf("ACME storage in the cluster: %w", err)
+			}
+		}
+		if acme, err = server.NewACME(server.ACMEConfig{Domains: ds, Dir: filepath.Join(cfg.DataDir, "acme"), Storage: storage, CA: cfg.ACMECA,
 			Email: cfg.ACMEEmail, Roots: roots, RenewCheck: cfg.ACMERenewCheck, Logger: log}); err != nil {
 			ln.Close()
 			reg.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -25,6 +26,7 @@ type kvView struct {
 type kvEntry struct {
 	val []byte
 	rev uint64
+	at  time.Time // when it was written
 }
 
 // watch starts a view of kv and waits for its current values.
@@ -58,7 +60,7 @@ func (v *kvView) run(ready chan struct{}) {
 		}
 		v.mu.Lock()
 		if e.Operation() == jetstream.KeyValuePut {
-			v.vals[e.Key()] = kvEntry{val: e.Value(), rev: e.Revision()}
+			v.vals[e.Key()] = kvEntry{val: e.Value(), rev: e.Revision(), at: e.Created()}
 		} else {
 			delete(v.vals, e.Key())
 		}

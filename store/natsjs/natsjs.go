@@ -77,6 +77,7 @@ type Store struct {
 	attempts map[string][]attemptRow
 	writers  map[string]*writer
 	closed   bool
+	certs    *CertStorage // opened on demand
 
 	consumers []jetstream.ConsumeContext
 }
@@ -284,7 +285,11 @@ func (s *Store) Close() error {
 	s.closed = true
 	cs := s.consumers
 	s.consumers = nil
+	certs := s.certs
 	s.mu.Unlock()
+	if certs != nil {
+		certs.files.stop()
+	}
 	for _, c := range cs {
 		c.Stop()
 	}
