@@ -198,5 +198,5 @@ func (c *Client) moderateRemote(ctx context.Context, method string, userIDs []st
 	if err != nil {
 		return nil, err
 	}
-	return resp.Results, nil
+	return fromWireResults(resp.Results), nil
 }

@@ -29,7 +29,7 @@ func (r *Registry) Connect(ctx context.Context, meetingID, pid string, media *pr
 }
 
 func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, error) {
-	c, welcome, err := m.attachConn(pid, media, "", "")
+	c, welcome, err := m.attachConn(pid, media, "", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -39,8 +39,9 @@ func (m *Meeting) connect(pid string, media *protocol.MediaConfig) (*Client, err
 
 // attachConn makes a new connection of participant pid, held by this node
 // (node "") or by node as its connection rid, and returns it with its
-// welcome.
-func (m *Meeting) attachConn(pid string, media *protocol.MediaConfig, node, rid string) (*Client, []byte, error) {
+// welcome. moved: the connection was the participant's with the node that
+// handed the meeting over, and goes on (no one is told it joined).
+func (m *Meeting) attachConn(pid string, media *protocol.MediaConfig, node, rid string, moved bool) (*Client, []byte, error) {
 	p, ok := m.st.Participant(pid)
 	if !ok {
 		return nil, nil, stage.Errorf(stage.ErrNotFound, "participant "+pid+" is not in the meeting")
@@ -60,7 +61,7 @@ func (m *Meeting) attachConn(pid string, media *protocol.MediaConfig, node, rid 
 		m.detach(pid) // keeps the counts of remote connections right
 	}
 	m.attach(&p, c)
-	resumed := old != nil || wasAway
+	resumed := old != nil || wasAway || moved
 	w := m.welcome(&p, resumed)
 	w.Media = media
 	b, err := protocol.EncodeWelcome(m.seq, w)

@@ -134,6 +134,7 @@ type Meeting struct {
 	fanOutScratch []*Client              // reused by broadcast
 	away          map[string]*time.Timer // disconnected, within grace
 	seq           uint64
+	loadSeq       uint64 // seq when the meeting was loaded here
 	expiry        *time.Timer
 	idle          *time.Timer
 	counter       *time.Timer // the next participantCount
@@ -223,6 +224,24 @@ func (m *Meeting) init() {
 		for _, r := range m.st.Requests() {
 			m.startGrace(r.ParticipantID)
 		}
+		// Handed over by a node that stopped: the other nodes'
+		// connections go on here from the start (no event is lost for
+		// them), its own participants have the grace to come back
+		// (through any node) as if they had dropped.
+		h := m.reg.takeHandoff(m.id)
+		for _, k := range h.kept {
+			if p, ok := m.st.Participant(k.PID); ok && m.conns[k.PID] == nil && k.Node != "" && k.C != "" {
+				c := newClient(m, k.PID, m.reg.cfg.QueueBytes)
+				c.UserID, c.node, c.rid = p.UserID, k.Node, k.C
+				m.attach(&p, c)
+			}
+		}
+		for _, pid := range h.away {
+			if _, ok := m.st.Participant(pid); ok && m.conns[pid] == nil && m.away[pid] == nil {
+				m.startGrace(pid)
+			}
+		}
+		m.loadSeq = m.seq
 		if err := m.commit(m.st.Expire(m.now()), bySystem); err != nil {
 			m.armExpiry(retryEvery)
 		} else {

@@ -22,8 +22,12 @@ type Registry struct {
 	live    map[string]*Meeting
 	loading map[string]*load
 	proxies map[string]*proxy // meetings other nodes own, with connections here
-	closed  bool
-	wg      sync.WaitGroup
+	// handoffs are, for a meeting another node handed over, the
+	// participants that were connected to that node: whichever node takes
+	// the meeting gives them the reconnect grace (handOff).
+	handoffs map[string]handoff
+	closed   bool
+	wg       sync.WaitGroup
 }
 
 // NewRegistry returns a registry of meetings kept in s.
@@ -203,6 +207,7 @@ func (r *Registry) Loaded() int {
 
 // Close stops every live meeting, closing its clients with "going away" so
 // that they reconnect to the next server, and waits for the owners to end.
+// In a cluster the meetings are handed over to other nodes (handOff).
 func (r *Registry) Close() {
 	r.mu.Lock()
 	r.closed = true
@@ -215,7 +220,9 @@ func (r *Registry) Close() {
 		p.shut(protocol.CloseGoingAway, "server shutting down")
 	}
 	for _, m := range r.loaded() {
-		m.post(func() { m.stop(protocol.CloseGoingAway, "server shutting down") })
+		// In a cluster, the meeting is handed over: the other nodes keep
+		// their connections to it, and one of them takes it.
+		m.post(m.handOff)
 	}
 	r.wg.Wait()
 }

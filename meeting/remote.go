@@ -68,6 +68,7 @@ const (
 	framePerms  = "perms"  // connection C of participant To has new permissions
 	frameStop   = "stop"   // the owner unloaded the meeting: reconnect
 	frameAllow  = "allow"  // what participant To may publish now (Media, OK)
+	frameMove   = "move"   // the owner hands the meeting over: keep the connections (Away: its own participants)
 )
 
 // frame is what the owner sends its meeting's other nodes.
@@ -85,6 +86,24 @@ type frame struct {
 	Perms  *stage.Permissions `json:"perms,omitempty"`
 	Media  *stage.Media       `json:"media,omitempty"`
 	OK     bool               `json:"ok,omitempty"`
+	Away   []string           `json:"away,omitempty"`
+	Kept   []keptConn         `json:"kept,omitempty"`
+}
+
+// keptConn is another node's connection that goes on across a hand-off.
+type keptConn struct {
+	PID  string `json:"pid"`
+	Node string `json:"node"`
+	C    string `json:"c"`
+}
+
+// handoff is what a node that handed a meeting over said of its
+// connections: whichever node takes the meeting attaches the kept ones at
+// once (their nodes attach them again, a no-op then) and gives the away
+// ones the reconnect grace.
+type handoff struct {
+	away []string
+	kept []keptConn
 }
 
 // publishFrame numbers f and sends it to the other nodes.
@@ -146,7 +165,15 @@ type remoteReq struct {
 	Method  string                `json:"method,omitempty"`
 	UserIDs []string              `json:"user_ids,omitempty"`
 	Media   *protocol.MediaConfig `json:"media,omitempty"`
+	// Moved: a connection of the node's that goes on from the owner that
+	// handed the meeting over (no welcome, no one told it joined).
+	Moved bool `json:"moved,omitempty"`
 }
+
+// The answer's Resync, to a Moved connect: the connection was not kept by
+// the new owner from the start (it took the meeting without the hand-off's
+// word) and the meeting changed since: it may have missed events, and must
+// start again with a welcome.
 
 // remoteResp is the owner's answer.
 type remoteResp struct {
@@ -157,11 +184,34 @@ type remoteResp struct {
 	UserID   string            `json:"user_id,omitempty"`
 	Perms    stage.Permissions `json:"perms"`
 	Status   stage.Status      `json:"status,omitempty"`
-	Results  []stage.Result    `json:"results,omitempty"`
+	Results  []wireResult      `json:"results,omitempty"`
 	Requests []stage.Request   `json:"requests,omitempty"`
 	// What the connecting participant may publish now.
 	Publish    stage.Media `json:"publish"`
 	MayPublish bool        `json:"may_publish,omitempty"`
+	Resync     bool        `json:"resync,omitempty"`
+}
+
+// wireResult is a stage.Result between nodes.
+type wireResult struct {
+	UserID string     `json:"user_id"`
+	Error  *wireError `json:"error,omitempty"`
+}
+
+func toWireResults(rs []stage.Result) []wireResult {
+	out := make([]wireResult, len(rs))
+	for i, r := range rs {
+		out[i] = wireResult{UserID: r.UserID, Error: toWire(r.Err)}
+	}
+	return out
+}
+
+func fromWireResults(ws []wireResult) []stage.Result {
+	out := make([]stage.Result, len(ws))
+	for i, w := range ws {
+		out[i] = stage.Result{UserID: w.UserID, Err: w.Error.err()}
+	}
+	return out
 }
 
 type wireError struct {
@@ -250,10 +300,18 @@ func (m *Meeting) connectRemote(req *remoteReq, resp *remoteResp) error {
 	if req.Node == "" || req.C == "" {
 		return stage.Errorf(stage.ErrBadRequest, "a remote connection needs its node and id")
 	}
-	c, welcome, err := m.attachConn(req.PID, req.Media, req.Node, req.C)
+	if old := m.conns[req.PID]; req.Moved && old != nil && old.node == req.Node && old.rid == req.C {
+		// Kept from the start: nothing to do.
+		p, _ := m.st.Participant(req.PID)
+		resp.UserID, resp.Perms = old.UserID, p.Perms
+		resp.Publish, resp.MayPublish = m.st.Publishing(req.PID)
+		return nil
+	}
+	c, welcome, err := m.attachConn(req.PID, req.Media, req.Node, req.C, req.Moved)
 	if err != nil {
 		return err
 	}
+	resp.Resync = req.Moved && m.seq != m.loadSeq
 	p, _ := m.st.Participant(req.PID)
 	resp.Welcome, resp.UserID, resp.Perms = welcome, c.UserID, p.Perms
 	resp.Publish, resp.MayPublish = m.st.Publishing(req.PID)
@@ -276,7 +334,8 @@ func (m *Meeting) remoteCall(c *Client, req *remoteReq, resp *remoteResp) error 
 		return nil
 	}
 	batch := func(rule batchRule) (err error) {
-		resp.Results, err = m.moderate(pid, req.UserIDs, rule)
+		rs, err := m.moderate(pid, req.UserIDs, rule)
+		resp.Results = toWireResults(rs)
 		return err
 	}
 	switch req.Method {
@@ -376,6 +435,11 @@ type proxy struct {
 	recent  []frame            // the last frames, for connections starting
 	waiters []frameWaiter
 	closed  bool
+	// While the meeting moves (the owner handed it over): the owner that
+	// left (owner is "" until the next one is known), and a channel closed
+	// once the connections are attached to the next one; calls wait.
+	movedFrom string
+	moving    chan struct{}
 }
 
 type frameWaiter struct {
@@ -389,9 +453,12 @@ const recentFrames = 1024
 // proxyFor returns the proxy of meeting id to owner, starting one.
 func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
 	r.mu.Lock()
-	if p := r.proxies[id]; p != nil && p.owner == owner {
-		r.mu.Unlock()
-		return p, nil
+	if p := r.proxies[id]; p != nil {
+		if o, moving := p.ownerNow(); o == owner || moving {
+			// While the meeting moves, its calls wait for the move.
+			r.mu.Unlock()
+			return p, nil
+		}
 	}
 	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{},
 		done: make(chan struct{}), ready: make(chan struct{})}
@@ -421,6 +488,14 @@ func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
 	return p, nil
 }
 
+// ownerNow returns the meeting's owner as the proxy knows it, and whether
+// the meeting is moving.
+func (p *proxy) ownerNow() (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.owner, p.moving != nil
+}
+
 // onFrame applies one frame of the owner.
 func (p *proxy) onFrame(b []byte) {
 	var f frame
@@ -430,9 +505,16 @@ func (p *proxy) onFrame(b []byte) {
 		return
 	}
 	p.mu.Lock()
-	if f.Owner != p.owner || p.closed {
+	if p.closed {
 		p.mu.Unlock()
 		return
+	}
+	if f.Owner != p.owner {
+		if p.owner != "" || f.Owner == p.movedFrom {
+			p.mu.Unlock()
+			return
+		}
+		p.owner = f.Owner // the next owner's first frame
 	}
 	if p.lastN == 0 {
 		// The first frame: a connection whose welcome is older than the
@@ -453,6 +535,19 @@ func (p *proxy) onFrame(b []byte) {
 		p.mu.Unlock()
 		p.reg.log.Warn("frames from the meeting's owner went missing", "meeting", p.id, "after", p.lastN, "got", f.N)
 		p.shut(protocol.CloseGoingAway, "events went missing; reconnect")
+		return
+	}
+	if f.K == frameMove {
+		// The owner hands the meeting over: the connections stay, and
+		// are attached to the next owner; they get its every frame.
+		p.movedFrom, p.owner, p.lastN, p.recent = p.owner, "", 0, nil
+		for _, c := range p.clients {
+			c.from = 0
+		}
+		p.moving = make(chan struct{})
+		p.wake()
+		p.mu.Unlock()
+		go p.migrate(handoff{away: f.Away, kept: f.Kept})
 		return
 	}
 	// Each connection gets the frames after its welcome's (Client.from).
@@ -549,12 +644,23 @@ func (p *proxy) waitFrame(ctx context.Context, n uint64) error {
 	}
 }
 
-// request sends req to the owner and returns its answer.
+// request sends req to the owner and returns its answer. While the
+// meeting moves, requests but the move's own wait for it to end.
 func (p *proxy) request(ctx context.Context, req remoteReq) (*remoteResp, error) {
 	select {
 	case <-p.ready:
 	case <-ctx.Done():
 		return nil, unavailable(ctx.Err())
+	}
+	p.mu.Lock()
+	moving := p.moving
+	p.mu.Unlock()
+	if moving != nil && !req.Moved {
+		select {
+		case <-moving:
+		case <-ctx.Done():
+			return nil, unavailable(errors.New("the meeting is moving to another node"))
+		}
 	}
 	req.V, req.Node = remoteVersion, p.reg.cfg.Bus.Node()
 	b, err := json.Marshal(req)
@@ -569,13 +675,26 @@ func (p *proxy) request(ctx context.Context, req remoteReq) (*remoteResp, error)
 	if err := json.Unmarshal(out, &resp); err != nil {
 		return nil, unavailable(fmt.Errorf("the owner's answer: %w", err))
 	}
-	if resp.Node != p.owner && req.Op != opConnect {
+	if req.Moved {
+		p.mu.Lock()
+		if p.owner == "" && resp.Error == nil {
+			p.owner = resp.Node // answered before its first frame arrived
+		}
+		owner := p.owner
+		p.mu.Unlock()
+		if resp.Node != owner {
+			return nil, unavailable(fmt.Errorf("two nodes answer for the meeting (%s, %s)", owner, resp.Node))
+		}
+		return &resp, resp.Error.err()
+	}
+	owner, _ := p.ownerNow()
+	if resp.Node != owner && req.Op != opConnect {
 		// Another node took the meeting over: this proxy's connections
 		// start again, with it.
 		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
 		return nil, unavailable(errors.New("the meeting moved to another node"))
 	}
-	if req.Op == opConnect && resp.Node != p.owner && resp.Error == nil {
+	if req.Op == opConnect && resp.Node != owner && resp.Error == nil {
 		// Taken over between this node's look and the request.
 		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
 		return nil, unavailable(errors.New("the meeting moved to another node; try again"))
@@ -689,9 +808,150 @@ func (r *Registry) DropRemote(reason string) {
 	}
 	r.mu.Unlock()
 	for _, p := range proxies {
-		r.log.Warn("closing the connections to a meeting of another node", "meeting", p.id, "owner", p.owner, "why", reason)
+		owner, _ := p.ownerNow()
+		r.log.Warn("closing the connections to a meeting of another node", "meeting", p.id, "owner", owner, "why", reason)
 		p.shut(protocol.CloseGoingAway, reason)
 	}
+}
+
+// moveWithin bounds a hand-off, seen from a proxy: past it, its
+// connections are closed, and reconnect.
+const moveWithin = 30 * time.Second
+
+// migrate attaches the proxy's connections to the meeting's next owner
+// after the last one handed it over (h: what it said of its connections):
+// this node takes the meeting if no other did, then each connection is
+// attached to the owner as it was, without a welcome (the owner that heard
+// h attached them already). If that fails the connections are closed and
+// reconnect, as after a crash.
+func (p *proxy) migrate(h handoff) {
+	ctx, cancel := context.WithTimeout(context.Background(), moveWithin)
+	defer cancel()
+	err := p.reattach(ctx, h)
+	p.mu.Lock()
+	moving := p.moving
+	p.moving, p.movedFrom = nil, ""
+	p.mu.Unlock()
+	if moving != nil {
+		close(moving)
+	}
+	if err != nil {
+		p.reg.log.Warn("the meeting's connections could not follow it to its next owner", "meeting", p.id, "err", err)
+		p.shut(protocol.CloseGoingAway, "the meeting moved to another node")
+		return
+	}
+	owner, _ := p.ownerNow()
+	p.reg.log.Info("the meeting's connections follow it to its next owner", "meeting", p.id, "owner", owner)
+}
+
+func (p *proxy) reattach(ctx context.Context, h handoff) error {
+	p.mu.Lock()
+	old := p.movedFrom
+	p.mu.Unlock()
+	r := p.reg
+	r.mu.Lock()
+	if r.handoffs == nil {
+		r.handoffs = map[string]handoff{}
+	}
+	r.handoffs[p.id] = h
+	r.mu.Unlock()
+	defer r.takeHandoff(p.id)
+	retry := func(err error) error {
+		if ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-p.done:
+			return errors.New("the proxy ended")
+		case <-time.After(50 * time.Millisecond):
+			return nil
+		}
+	}
+	// Take the meeting, unless another node did: the first to ask once
+	// the last owner let go gets it.
+	for {
+		_, err := r.get(ctx, p.id)
+		if err == nil {
+			break
+		}
+		if owner, ok := ownerOf(err); ok && owner != old {
+			break
+		}
+		if err := retry(err); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	clients := make([]*Client, 0, len(p.clients))
+	for _, c := range p.clients {
+		clients = append(clients, c)
+	}
+	p.mu.Unlock()
+	for _, c := range clients {
+		for {
+			resp, err := p.request(ctx, remoteReq{Op: opConnect, PID: c.ParticipantID, C: c.rid, Moved: true})
+			if err == nil {
+				p.mu.Lock()
+				c.perms = resp.Perms
+				p.mu.Unlock()
+				if resp.Resync {
+					c.Close(protocol.CloseGoingAway, "the meeting moved to another node; reconnect")
+				}
+				break
+			}
+			if code := stage.CodeOf(err); code != stage.CodeUnavailable {
+				return err
+			}
+			if err := retry(err); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// takeHandoff returns and forgets what the last owner of meeting id said
+// of its connections when it handed it over, if this node heard it.
+func (r *Registry) takeHandoff(id string) handoff {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.handoffs[id]
+	delete(r.handoffs, id)
+	return h
+}
+
+// handOff ends the meeting on this node, which stops, for another to take
+// it over without a pause: the other nodes keep their connections to it
+// and attach them to the next owner (frameMove), this node's own are
+// closed and reconnect through another node, and the next owner gives
+// them the grace. Without other nodes it is stop.
+func (m *Meeting) handOff() {
+	if m.stopServe == nil {
+		m.stop(protocol.CloseGoingAway, "server shutting down")
+		return
+	}
+	// Nothing more is answered nor committed here.
+	m.stopServe()
+	m.stopServe = nil
+	var away []string
+	var kept []keptConn
+	for pid, c := range m.conns {
+		if c.node == "" {
+			away = append(away, pid)
+		} else {
+			kept = append(kept, keptConn{PID: pid, Node: c.node, C: c.rid})
+		}
+	}
+	for pid := range m.away {
+		away = append(away, pid)
+	}
+	m.publishFrame(frame{K: frameMove, Away: away, Kept: kept})
+	// A node of the previous version knows no move: it stops, and its
+	// connections reconnect. The others ignore what this node sends now.
+	m.publishFrame(frame{K: frameStop})
+	m.stop(protocol.CloseGoingAway, "server shutting down")
 }
 
 // ownerCheckEvery is how often a proxy checks that the owner is alive.
@@ -708,11 +968,17 @@ func (p *proxy) watchOwner() {
 			return
 		case <-t.C:
 		}
+		p.mu.Lock()
+		owner := p.owner
+		p.mu.Unlock()
+		if owner == "" {
+			continue // moving
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), ownerCheckEvery)
-		alive, err := p.reg.cfg.Bus.Alive(ctx, p.owner)
+		alive, err := p.reg.cfg.Bus.Alive(ctx, owner)
 		cancel()
 		if err == nil && !alive {
-			p.reg.log.Warn("the meeting's owner died", "meeting", p.id, "owner", p.owner)
+			p.reg.log.Warn("the meeting's owner died", "meeting", p.id, "owner", owner)
 			p.shut(protocol.CloseGoingAway, "the meeting's node went away")
 			return
 		}

@@ -236,3 +236,139 @@ func TestRemote_deadNode(t *testing.T) {
 		t.Fatalf("live after node B died: %+v", ls)
 	}
 }
+
+// leases is one lease per meeting shared by the test's registries, as the
+// cluster's bucket is.
+type leases struct {
+	mu   sync.Mutex
+	held map[string]string
+}
+
+// memOwner is a node's view of the leases.
+type memOwner struct {
+	l    *leases
+	node string
+}
+
+func (o memOwner) Acquire(_ context.Context, id string) (<-chan struct{}, error) {
+	o.l.mu.Lock()
+	defer o.l.mu.Unlock()
+	if n, ok := o.l.held[id]; ok && n != o.node {
+		return nil, ownerErr(n)
+	}
+	o.l.held[id] = o.node
+	return make(chan struct{}), nil
+}
+
+func (o memOwner) Release(id string) {
+	o.l.mu.Lock()
+	defer o.l.mu.Unlock()
+	if o.l.held[id] == o.node {
+		delete(o.l.held, id)
+	}
+}
+
+type ownerErr string
+
+func (e ownerErr) Error() string     { return "served by node " + string(e) }
+func (e ownerErr) OwnerNode() string { return string(e) }
+
+// drain takes what c was sent: its events, and whether it was closed.
+func drain(t *testing.T, c *Client) (evs []string, closed bool) {
+	t.Helper()
+	b := c.Take(nil)
+	for _, m := range b.Messages {
+		msg, err := protocol.DecodeMessage(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Type == protocol.TypeEvent && msg.Event != protocol.EventParticipantCount {
+			evs = append(evs, msg.Event)
+		}
+	}
+	return evs, b.Closed
+}
+
+// A node that stops hands its meeting over without a pause: the other
+// nodes' connections stay open and go on with the next owner (one of
+// those nodes), missing no event and told of no one joining; the stopping
+// node's own participant reconnects through another node within the
+// grace, as a resumption.
+func TestRemote_handOff(t *testing.T) {
+	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
+		{ID: "h", UserID: "hu", Preset: "webinar_host"},
+		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
+		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
+	}}
+	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
+	l := &leases{held: map[string]string{}}
+	regs := map[string]*Registry{}
+	for _, n := range []string{"A", "B", "C"} {
+		regs[n] = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: memOwner{l, n}, Bus: memBus{h, n}})
+	}
+	t.Cleanup(func() { regs["B"].Close(); regs["C"].Close() })
+	cs := map[string]*Client{}
+	connect := func(node, pid string) *Client {
+		c, err := regs[node].Connect(ctx(t), "m", pid, nil)
+		if err != nil {
+			t.Fatalf("%s at %s: %v", pid, node, err)
+		}
+		c.SetWriter(func() {}, nil)
+		return c
+	}
+	cs["h"], cs["v1"], cs["v2"] = connect("A", "h"), connect("B", "v1"), connect("C", "v2")
+	if _, err := cs["v1"].RequestAccess(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, cs["h"], protocol.EventNewStageRequest)
+	drain(t, cs["v1"])
+	drain(t, cs["v2"])
+
+	regs["A"].Close() // SIGTERM: A hands the meeting over
+	if _, closed := drain(t, cs["h"]); !closed {
+		t.Fatal("the stopping node's own connection stays open")
+	}
+	l.mu.Lock()
+	next := l.held["m"]
+	l.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); next == "" || next == "A"; {
+		if time.Now().After(deadline) {
+			t.Fatal("nobody took the meeting over")
+		}
+		time.Sleep(5 * time.Millisecond)
+		l.mu.Lock()
+		next = l.held["m"]
+		l.mu.Unlock()
+	}
+	// h comes back through the other node: a resumption.
+	other := map[string]string{"B": "C", "C": "B"}[next]
+	cs["h"] = connect(other, "h")
+	if rs, err := cs["h"].GrantAccess(ctx(t), []string{"u1"}); err != nil || rs[0].Err != nil {
+		t.Fatalf("granting through %s after the hand-off to %s: %v %+v", other, next, err, rs)
+	}
+	// A result's error crosses nodes as what it is.
+	if rs, err := cs["h"].GrantAccess(ctx(t), []string{"nobody"}); err != nil || stage.CodeOf(rs[0].Err) != stage.CodeNotFound {
+		t.Fatalf("granting an unknown user through %s: %v %+v", other, err, rs)
+	}
+	// v1's connection, kept all along, hears of it.
+	eventually(t, cs["v1"], protocol.EventStageRequestApproved)
+	for _, pid := range []string{"v1", "v2"} {
+		evs, closed := drain(t, cs[pid])
+		if closed {
+			t.Fatalf("%s's connection was closed by the hand-off", pid)
+		}
+		if slices.Contains(evs, protocol.EventParticipantJoined) {
+			t.Fatalf("%s was told someone joined: %v", pid, evs)
+		}
+	}
+	if _, err := cs["v2"].RequestAccess(ctx(t)); err != nil {
+		t.Fatalf("v2 calling through its kept connection: %v", err)
+	}
+	ls, err := regs[next].Live(ctx(t), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls.Participants) != 3 || len(ls.Requests) != 1 || ls.Requests[0].ParticipantID != "v2" {
+		t.Fatalf("live after the hand-off: %+v", ls)
+	}
+}

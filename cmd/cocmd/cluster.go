@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -116,6 +117,7 @@ type clusterNode struct {
 	nc       *nats.Conn
 	store    *natsjs.Store
 	node     *cluster.Node
+	caughtUp atomic.Bool // the embedded server was current once since the start
 }
 
 // joinCluster starts the embedded NATS server, if asked for, connects, and
@@ -225,16 +227,18 @@ func (cn *clusterNode) close() {
 }
 
 // ready is the node's readiness: it reaches NATS and, with an embedded
-// server, that server has caught up with the streams a node needs (a
-// restarted server replays what it missed first; during a rolling restart,
-// the next node must not stop before this one is current, or JetStream
-// loses its quorum).
+// server, that server has caught up with the streams a node needs since
+// it started (a restarted server replays what it missed first; during a
+// rolling restart, the next node must not stop before this one is
+// current, or JetStream loses its quorum). Once caught up, a follower's
+// moment behind its leader after each write is no reason to refuse
+// anyone.
 func (cn *clusterNode) ready() error {
 	if err := cn.node.Ready(); err != nil {
 		return err
 	}
 	s := cn.embedded
-	if s == nil {
+	if s == nil || cn.caughtUp.Load() {
 		return nil
 	}
 	if !s.JetStreamIsCurrent() {
@@ -245,5 +249,6 @@ func (cn *clusterNode) ready() error {
 			return fmt.Errorf("the embedded NATS server is catching up with stream %s", st)
 		}
 	}
+	cn.caughtUp.Store(true)
 	return nil
 }
