@@ -609,7 +609,7 @@ func serve(args []string) error {
 		if ice.Host == "" && len(publicIPs) > 0 {
 			ice.Host = publicIPs[0]
 		}
-		if ice.Secret != nil && ice.Host == "" && cfg.clustered() && cfg.PublicURL != "" {
+		if u, err := url.Parse(cfg.PublicURL); ice.Secret != nil && ice.Host == "" && cfg.clustered() && err == nil && !isLoopback(u.Hostname()) {
 			log.Warn("in a cluster, TURN URLs name the public URL's host, which may reach another node than the client's: set -node-host (or -media-public-ip)")
 		}
 	}

@@ -220,6 +220,13 @@ func tryShort[T any](ctx context.Context, fn func(context.Context) (T, error)) (
 }
 
 // consume feeds every message of stream to apply, in order, from the first.
+// consumerHeartbeat is how often the server of an ordered consumer says
+// it is there when there is nothing new: twice as long without a word, the
+// client makes the consumer again. Its server may be a node that stopped
+// (the consumer lives on one server): the view, and every commit waiting
+// for it, stalls that long (5 s with nats.go's default, 10 s to notice).
+const consumerHeartbeat = time.Second
+
 func (s *Store) consume(ctx context.Context, stream jetstream.Stream, apply func(seq uint64, data []byte)) error {
 	c, err := s.js.OrderedConsumer(ctx, stream.CachedInfo().Config.Name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -231,7 +238,7 @@ func (s *Store) consume(ctx context.Context, stream jetstream.Stream, apply func
 			return
 		}
 		apply(md.Sequence.Stream, msg.Data())
-	})
+	}, jetstream.PullHeartbeat(consumerHeartbeat))
 	if err != nil {
 		return err
 	}
