@@ -131,7 +131,7 @@ func startBenchServer(cpu int, debugAddr string, extra ...string) (*benchServer,
 	if cpu >= 0 {
 		argv = append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)
 	}
-	cmd, err := startServe(argv, 30*time.Second)
+	cmd, err := startServe(argv, 2*time.Minute) // a cluster's node waits for JetStream
 	if err != nil {
 		return nil, err
 	}

@@ -62,50 +62,15 @@ func benchClusterRun(n, k, rounds, dialers int) (clusterResult, error) {
 			s.stop()
 		}
 	}()
+	var err error
 	if k == 1 {
 		s, err := startBenchServer(-1, "")
 		if err != nil {
 			return r, err
 		}
 		srvs = append(srvs, s)
-	} else {
-		routes := make([]string, k)
-		for i := range routes {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				return r, err
-			}
-			routes[i] = l.Addr().String()
-			l.Close()
-		}
-		type started struct {
-			i   int
-			s   *benchServer
-			err error
-		}
-		ch := make(chan started, k)
-		for i := range k {
-			go func() {
-				s, err := startBenchServer(-1, "", "-node", fmt.Sprint("n", i), "-cluster-listen", routes[i],
-					"-cluster-routes", strings.Join(routes, ","), "-turn=false")
-				ch <- started{i, s, err}
-			}()
-		}
-		srvs = make([]*benchServer, k)
-		var first error
-		for range k {
-			st := <-ch
-			srvs[st.i] = st.s
-			if st.err != nil && first == nil {
-				first = st.err
-			}
-		}
-		if first != nil {
-			return r, first
-		}
-		if err := waitReady(srvs); err != nil {
-			return r, err
-		}
+	} else if srvs, err = startBenchCluster(k, "-turn=false"); err != nil {
+		return r, err
 	}
 	owner := srvs[0]
 	hostToken, viewers, err := owner.webinar(n) // loads the meeting on node 0
@@ -161,6 +126,54 @@ func benchClusterRun(n, k, rounds, dialers int) (clusterResult, error) {
 	slices.Sort(lat)
 	r.p50, r.p99, r.max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	return r, nil
+}
+
+// startBenchCluster starts k nodes with embedded NATS servers routed to
+// each other, nothing pinned, and waits until they are ready.
+func startBenchCluster(k int, extra ...string) ([]*benchServer, error) {
+	routes := make([]string, k)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		routes[i] = l.Addr().String()
+		l.Close()
+	}
+	type started struct {
+		i   int
+		s   *benchServer
+		err error
+	}
+	ch := make(chan started, k)
+	for i := range k {
+		go func() {
+			args := append([]string{"-node", fmt.Sprint("n", i), "-cluster-listen", routes[i], "-cluster-routes", strings.Join(routes, ",")}, extra...)
+			s, err := startBenchServer(-1, "", args...)
+			ch <- started{i, s, err}
+		}()
+	}
+	srvs := make([]*benchServer, k)
+	var first error
+	for range k {
+		st := <-ch
+		srvs[st.i] = st.s
+		if st.err != nil && first == nil {
+			first = st.err
+		}
+	}
+	if first == nil {
+		first = waitReady(srvs)
+	}
+	if first != nil {
+		for _, s := range srvs {
+			if s != nil {
+				s.stop()
+			}
+		}
+		return nil, first
+	}
+	return srvs, nil
 }
 
 // waitReady waits until every node answers /readyz.

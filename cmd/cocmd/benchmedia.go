@@ -42,6 +42,7 @@ type mediaOptions struct {
 	path      string // how subscribers reach media: "" (any), udp, ice-tcp, turn-udp, turn-tcp, turn-tls
 	certs     string // with turn-tls: the directory of the test CA's files
 	simulcast bool   // the publisher sends three layers; subscribers show it at three sizes, a third each
+	nodes     int    // 1: one server; more: a cluster, the publisher on node 0, the subscribers on the others
 }
 
 // simulcastSizes are the sizes simulcast subscribers show the track at, by
@@ -103,9 +104,13 @@ func benchMedia(args []string) error {
 	pubList := fs.String("publishers", "single", "comma-separated publisher kinds, each measured: single (one VP8 layer, 640x360 ~1 Mbit/s) or simulcast (three layers of the simulcast clips, subscribers showing it at 320, 640 and 1280 wide, a third each)")
 	repeat := fs.Int("repeat", 1, "rounds over the paths (interleaved); from 2, a table of medians follows")
 	pathList := fs.String("paths", "", "comma-separated paths the subscribers reach media by, each measured at every N: udp, ice-tcp, turn-udp, turn-tcp, turn-tls; default: whatever ICE picks")
+	nodes := fs.Int("nodes", 1, "from 2: also measure a cluster of this many nodes (embedded NATS, nothing pinned), the publisher on node 0 and the subscribers on the others, beside one node unpinned, in the same run")
 	fs.BoolVar(&verbose, "v", false, "log the server at debug level, and the run's steps, to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *nodes > 1 && *procs > 1 {
+		return errors.New("-nodes and -procs: one or the other")
 	}
 	counts, err := parseCounts(*ns, 1)
 	if err != nil {
@@ -149,7 +154,11 @@ func benchMedia(args []string) error {
 		return err
 	}
 	fmt.Printf("cocmd bench media: %d CPUs, server on CPU %d, load (publisher and subscribers, pion) on CPU %d; "+
-		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
+		"one publisher of VP8 (~1 Mbit/s, 30 fps) and Opus; %v measured per N; "+
+		"server CPU is its CPU over the window less what it spends idle before the meeting\n\n", runtime.NumCPU(), *serverCPU, *loadCPU, *window)
+	if *nodes > 1 {
+		return benchMediaNodes(counts, *nodes, o, *repeat)
+	}
 	fmt.Println("| subscribers' path | subscribers | server CPU per forwarded packet | server CPU | forwarded packets/s | server RSS | RSS per subscriber | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick | load CPU |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	type key struct {
@@ -412,7 +421,9 @@ func (s *subscriber) snapshot() (count, highest uint64, last int64) {
 // publisher on stage, and the audience.
 type mediaRun struct {
 	o         mediaOptions
-	srv       *benchServer
+	srv       *benchServer   // the one the publisher is on
+	srvs      []*benchServer // all of them (a cluster), srv first
+	idle      float64        // what they spend doing nothing, in CPU seconds per second
 	meetingID string
 	host, pub *client.Meeting
 	aud       audience
@@ -428,7 +439,11 @@ func benchMediaN(n int, o mediaOptions) (mediaResult, error) {
 	if err := run.start(); err != nil {
 		return r, err
 	}
-	rss0, _ := run.srv.rss()
+	var rss0 float64
+	for _, s := range run.srvs {
+		rss, _ := s.rss()
+		rss0 += rss
+	}
 	if err := run.joinAudience(n); err != nil {
 		return r, err
 	}
@@ -534,9 +549,31 @@ func (run *mediaRun) start() error {
 	if verbose {
 		extra = append(extra, "-log-level", "debug")
 	}
-	if run.srv, err = startBenchServer(run.o.cpu, run.o.debugAddr, extra...); err != nil {
-		return err
+	if run.o.nodes > 1 {
+		if run.srvs, err = startBenchCluster(run.o.nodes, extra...); err != nil {
+			return err
+		}
+		run.srv = run.srvs[0]
+	} else {
+		if run.srv, err = startBenchServer(run.o.cpu, run.o.debugAddr, extra...); err != nil {
+			return err
+		}
+		run.srvs = []*benchServer{run.srv}
 	}
+	// What the servers spend with no meeting (a cluster's leases,
+	// liveness, JetStream's heartbeats): taken off the window's CPU.
+	idleCPU := func() time.Duration {
+		var sum time.Duration
+		for _, s := range run.srvs {
+			c, _ := s.cpu()
+			sum += c
+		}
+		return sum
+	}
+	time.Sleep(time.Second)
+	c0, t0 := idleCPU(), time.Now()
+	time.Sleep(3 * time.Second)
+	run.idle = (idleCPU() - c0).Seconds() / time.Since(t0).Seconds()
 	var m struct{ ID string }
 	if err := run.srv.api("POST", "/v1/meetings", map[string]any{"title": "bench media", "type": "WEBINAR"}, &m); err != nil {
 		return err
@@ -577,7 +614,14 @@ func (run *mediaRun) joinAudience(n int) error {
 	if run.o.procs > 1 {
 		run.aud, err = startLoadProcs(run.srv.base, tokens, run.o.procs, run.o.dialers, run.o.path, run.o.simulcast)
 	} else {
-		run.aud, err = joinLocal(run.srv.base, tokens, run.o.dialers, run.o.path, run.o.simulcast, 0, false)
+		bases := []string{run.srv.base}
+		if len(run.srvs) > 1 {
+			bases = nil // the subscribers on the nodes but the publisher's
+			for _, s := range run.srvs[1:] {
+				bases = append(bases, s.base)
+			}
+		}
+		run.aud, err = joinLocal(bases, tokens, run.o.dialers, run.o.path, run.o.simulcast, 0, false)
 	}
 	return err
 }
@@ -592,30 +636,43 @@ func (run *mediaRun) take() totals {
 
 // measure fills in r's figures of the window.
 func (run *mediaRun) measure(r *mediaResult) error {
-	srv := run.srv
-	cpu0, _ := srv.cpu()
-	load0 := loadCPU(run.aud)
-	fwd0, err := srv.forwarded(run.meetingID)
+	// All the nodes': CPU, packets forwarded to subscribers.
+	sums := func() (cpu time.Duration, fwd uint64, err error) {
+		for _, s := range run.srvs {
+			c, _ := s.cpu()
+			f, ferr := s.forwarded(run.meetingID)
+			if ferr != nil && len(run.srvs) == 1 {
+				return 0, 0, ferr
+			}
+			cpu, fwd = cpu+c, fwd+f // a node without subscribers forwards nothing
+		}
+		return cpu, fwd, nil
+	}
+	cpu0, fwd0, err := sums()
 	if err != nil {
 		return err
 	}
+	load0 := loadCPU(run.aud)
 	before, t0 := run.take(), time.Now()
 	time.Sleep(run.o.window)
 	after, elapsed := run.take(), time.Since(t0)
 	dbg("window ended")
-	cpu1, _ := srv.cpu()
-	load1 := loadCPU(run.aud)
-	fwd1, err := srv.forwarded(run.meetingID)
+	cpu1, fwd1, err := sums()
 	if err != nil {
 		return err
 	}
-	r.rss, _ = srv.rss()
+	load1 := loadCPU(run.aud)
+	for _, s := range run.srvs {
+		rss, _ := s.rss()
+		r.rss += rss
+	}
 	fwd := fwd1 - fwd0
 	if fwd == 0 {
 		return fmt.Errorf("nothing forwarded during the window")
 	}
-	r.cpuPerPacket = (cpu1 - cpu0) / time.Duration(fwd)
-	r.serverLoad = (cpu1 - cpu0).Seconds() / elapsed.Seconds()
+	busy := cpu1 - cpu0 - time.Duration(run.idle*float64(elapsed))
+	r.cpuPerPacket = busy / time.Duration(fwd)
+	r.serverLoad = busy.Seconds() / elapsed.Seconds()
 	r.loadLoad = (load1 - load0).Seconds() / elapsed.Seconds()
 	r.pps = float64(fwd) / elapsed.Seconds()
 	got, want := float64(after.Count-before.Count), float64(after.Highest-before.Highest)
@@ -663,8 +720,8 @@ func (run *mediaRun) close() {
 		}
 	}
 	run.cancel()
-	if run.srv != nil {
-		run.srv.stop()
+	for _, s := range run.srvs {
+		s.stop()
 	}
 }
 
@@ -742,7 +799,7 @@ func loadCPU(a audience) time.Duration {
 type localAudience []*subscriber
 
 // joinLocal joins and subscribes one subscriber per token.
-func joinLocal(base string, tokens []string, dialers int, path string, sized bool, first int, widths bool) (localAudience, error) {
+func joinLocal(bases []string, tokens []string, dialers int, path string, sized bool, first int, widths bool) (localAudience, error) {
 	opts, err := subscriberOptions(path)
 	if err != nil {
 		return nil, err
@@ -755,7 +812,7 @@ func joinLocal(base string, tokens []string, dialers int, path string, sized boo
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		m, err := client.Join(ctx, base, tokens[i], opts)
+		m, err := client.Join(ctx, bases[i%len(bases)], tokens[i], opts)
 		if err != nil {
 			return err
 		}
@@ -946,7 +1003,7 @@ func benchMediaSubscribers() error {
 	if err := json.Unmarshal(in.Bytes(), &cfg); err != nil {
 		return err
 	}
-	subs, err := joinLocal(cfg.Base, cfg.Tokens, cfg.Dialers, cfg.Path, cfg.Sized, cfg.First, cfg.Widths)
+	subs, err := joinLocal([]string{cfg.Base}, cfg.Tokens, cfg.Dialers, cfg.Path, cfg.Sized, cfg.First, cfg.Widths)
 	defer subs.close()
 	if err != nil {
 		return reply(nil, err)
@@ -960,6 +1017,56 @@ func benchMediaSubscribers() error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// benchMediaNodes measures, at each N, one node (unpinned) and a cluster
+// of nodes, the publisher on node 0 and the subscribers spread over the
+// others: all the nodes' CPU (each runs its NATS server) per packet
+// forwarded to a subscriber, so the cluster's figure includes the hop.
+// Rounds interleave the two; from 2, medians and the ratio follow.
+func benchMediaNodes(counts []int, nodes int, o mediaOptions, repeat int) error {
+	fmt.Printf("Nothing pinned: the nodes, their NATS servers and the load share the CPUs. One node, then %d nodes "+
+		"(the publisher on node 0, the subscribers spread over the %d others), at each N.\n\n", nodes, nodes-1)
+	fmt.Println("| nodes | subscribers | CPU per forwarded packet, all nodes | CPU, all nodes | forwarded packets/s | RSS, all nodes | loss | join → first packet p50 | p99 | kick → last packet | packets after the kick |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	type key struct{ k, n int }
+	runs := map[key][]mediaResult{}
+	o.cpu = -1
+	for range repeat {
+		for _, n := range counts {
+			for _, k := range []int{1, nodes} {
+				o.nodes = k
+				r, err := benchMediaN(n, o)
+				if err != nil {
+					return fmt.Errorf("%d subscribers on %d nodes: %w", n, k, err)
+				}
+				runs[key{k, n}] = append(runs[key{k, n}], r)
+				fmt.Printf("| %d | %d | %.2f µs | %.0f %% | %.0f | %.1f MB | %.3f %% | %s | %s | %s | %d |\n", k, n,
+					r.cpuPerPacket.Seconds()*1e6, r.serverLoad*100, r.pps, r.rss/(1<<20), r.loss*100,
+					ms(r.firstP50), ms(r.firstP99), ms(r.kickToLast), r.afterKick)
+			}
+		}
+	}
+	if repeat < 2 {
+		return nil
+	}
+	fmt.Printf("\nMedians of %d runs.\n\n| subscribers | one node | %d nodes | ratio |\n|---:|---:|---:|---:|\n", repeat, nodes)
+	med := func(rs []mediaResult) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = r.cpuPerPacket.Seconds() * 1e6
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	for _, n := range counts {
+		one, many := med(runs[key{1, n}]), med(runs[key{nodes, n}])
+		fmt.Printf("| %d | %.2f µs | %.2f µs | %.2f× |\n", n, one, many, many/one)
 	}
 	return nil
 }
