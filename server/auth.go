@@ -136,7 +136,7 @@ func Bootstrap(ctx context.Context, st store.Store, apiKey string, create bool) 
 	switch {
 	case err == nil:
 		if apiKey != "" && subtle.ConstantTimeCompare(hashKey(apiKey), k.APIKeyHash) != 1 {
-			return k, errors.New("the given API key is not the one this data directory was created with")
+			return k, errors.New("the given API key is not the store's (the one it was created with, or the last rotate-api-key's)")
 		}
 		return k, nil
 	case !create:

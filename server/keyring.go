@@ -247,8 +247,10 @@ func (k *Keyring) find(id string, now time.Time) (sk SigningKey, found, ok bool)
 	return SigningKey{}, false, false
 }
 
-// Keys returns the keys, oldest first, without their secrets.
+// Keys returns the keys, oldest first, without their secrets (a shared
+// keyring's as the store had them at most refreshEvery ago).
 func (k *Keyring) Keys() []SigningKey {
+	k.refresh(false)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	out := slices.Clone(k.keys)

@@ -181,7 +181,11 @@ func TestBinary_clusterACME(t *testing.T) {
 	const domain = "meet.cocmd.test"
 	c := newCluster(t, 2)
 	redirects := []string{freeAddr(t), freeAddr(t)}
-	dirURL, root, _ := pebble(t, port(redirects[0]), port(c.addrs[0]), 3600)
+	// The CA reaches node 0's listeners through forwarders that wait for
+	// node 0 to listen: a node starts listening once it joined the
+	// cluster, and node 1 may ask the CA before node 0 does.
+	httpFwd, tlsFwd := forwardTo(t, redirects[0]), forwardTo(t, c.addrs[0])
+	dirURL, root, _ := pebble(t, port(httpFwd), port(tlsFwd), 3600)
 	for i := range c.extra {
 		c.extra[i] = []string{"-redirect-http", redirects[i], "-domain", domain, "-acme-ca", dirURL, "-acme-ca-root", root}
 	}
@@ -217,4 +221,40 @@ func TestBinary_clusterACME(t *testing.T) {
 		t.Fatalf("the nodes serve different certificates: serials %v", serials)
 	}
 	t.Logf("both nodes serve certificate %s", serials[0])
+}
+
+// forwardTo listens on a loopback port and forwards each connection to
+// addr, trying to reach it for up to 30 s; it returns its address.
+func forwardTo(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				var out net.Conn
+				for deadline := time.Now().Add(30 * time.Second); ; {
+					if out, err = net.DialTimeout("tcp", addr, time.Second); err == nil || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { io.Copy(out, in); out.Close() }()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -251,4 +252,35 @@ func (cn *clusterNode) ready() error {
 	}
 	cn.caughtUp.Store(true)
 	return nil
+}
+
+// natsFlag is the -nats flag of the commands that work on a cluster's
+// shared store.
+func natsFlag(fs *flag.FlagSet) *string {
+	return fs.String("nats", "", "work on a cluster's shared store at these NATS URLs (comma-separated; with embedded servers, a node's client port: nats://cocmd:SECRET@127.0.0.1:PORT) instead of a data directory")
+}
+
+// openSharedStore connects to a cluster's NATS and opens its store, for a
+// command; the returned function closes both.
+func openSharedStore(ctx context.Context, url string) (*natsjs.Store, func(), error) {
+	nc, err := nats.Connect(url, nats.Name("cocmd command"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("NATS %s: %w", url, err)
+	}
+	// A cluster's streams exist: without them, this is not one (and the
+	// command must not make them, with its own idea of replicas).
+	js, err := jetstream.New(nc)
+	if err == nil {
+		_, err = js.Stream(ctx, "COCMD_MEETINGS")
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("no cocmd cluster at %s: %w", url, err)
+	}
+	st, err := natsjs.Open(ctx, nc, natsjs.Config{Node: "command", Replicas: 1})
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("the cluster's store: %w", err)
+	}
+	return st, func() { st.Close(); nc.Close() }, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cocmd/cocmd/client"
+	"github.com/cocmd/cocmd/internal/natstest"
 	"github.com/cocmd/cocmd/stage"
 )
 
@@ -834,5 +836,84 @@ func TestBinary_clusterHandOff(t *testing.T) {
 			t.Fatal("v2 gets no more video after the hand-off")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBinary_clusterRotate: the key commands work on a cluster's shared
+// store (here a NATS server of the test's, the node's -nats): a new signing
+// key reaches the running node by itself; a new API key is the one a
+// restarted node must be given, and the old one is refused then.
+func TestBinary_clusterRotate(t *testing.T) {
+	nc := natstest.Start(t, 1)
+	url := nc.URL(0)
+	bin, addr, dir := binary(t), freeAddr(t), t.TempDir()
+	args := []string{bin, "serve", "-listen", addr, "-data", dir, "-api-key", testKey, "-node", "n0", "-nats", url,
+		"-turn=false", "-media-listen", "127.0.0.1:0", "-log-level", "warn"}
+	cmd, err := startServe(args, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	base := "http://" + addr
+	command := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out, err := exec.Command(bin, "rotate-api-key", "-nats", "nats://127.0.0.1:1").CombinedOutput(); err == nil {
+		t.Fatalf("rotating with no NATS there: %s", out)
+	}
+
+	out := command("rotate-signing-key", "-nats", url, "-retire-after", "1h")
+	id := regexp.MustCompile(`New signing key (\S+) of the cluster`).FindStringSubmatch(out)
+	if id == nil {
+		t.Fatalf("rotate-signing-key said %q", out)
+	}
+	for deadline := time.Now().Add(time.Minute); ; { // the node reads the keys again every 10 s
+		var keys struct{ Data []struct{ ID string } }
+		rest(t, base, "GET", "/v1/signing-keys", nil, &keys)
+		if slices.ContainsFunc(keys.Data, func(k struct{ ID string }) bool { return k.ID == id[1] }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the running node does not know key %s: %v", id[1], keys)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	out = command("rotate-api-key", "-nats", url)
+	key := regexp.MustCompile(`\(shown once; keep it\): (\S+)`).FindStringSubmatch(out)
+	if key == nil {
+		t.Fatalf("rotate-api-key said %q", out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	// Started again with the old key: refused.
+	if c, err := startServe(args, time.Minute); err == nil {
+		c.Process.Kill()
+		c.Wait()
+		t.Fatal("a node started with the old API key")
+	}
+	args[7] = key[1]
+	if cmd, err = startServe(args, 2*time.Minute); err != nil {
+		t.Fatalf("with the new API key: %v", err)
+	}
+	req, _ := http.NewRequest("GET", base+"/v1/meetings", nil)
+	req.Header.Set("Authorization", "Bearer "+key[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the new API key: %d", resp.StatusCode)
 	}
 }

@@ -46,9 +46,10 @@ func usage() {
 commands:
   serve            run the server
   bench            run a benchmark against a server it starts
-  rotate-api-key   replace the API key of a data directory (the server stopped)
+  rotate-api-key   replace the API key of a data directory (the server stopped),
+                   or of a cluster (-nats)
   rotate-signing-key  make a new token signing key (the server stopped; a
-                   running one: POST /v1/signing-keys/rotate)
+                   running one: POST /v1/signing-keys/rotate; a cluster: -nats)
   backup           write a consistent copy of the database, while the server runs
 `)
 	os.Exit(2)

@@ -13,16 +13,38 @@ import (
 // data directory; the older keys retire after -retire-after. A running
 // server rotates through its REST API instead (POST /v1/signing-keys/rotate):
 // this command takes the data directory's lock, so it refuses to run beside
-// one.
+// one. With -nats, it rotates a cluster's keys in the shared store, running
+// nodes and all (they read the keys again within a minute, and at once
+// when a token names a key they do not know).
 func rotateSigningKey(args []string) error {
 	fs := flag.NewFlagSet("rotate-signing-key", flag.ContinueOnError)
 	dataDir := dataDirFlag(fs)
+	natsURL := natsFlag(fs)
 	grace := fs.Duration("retire-after", 24*time.Hour, "how long tokens of the older keys keep working; 0: they stop now")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *grace < 0 {
 		return fmt.Errorf("retire-after %v: must not be negative", *grace)
+	}
+	if *natsURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st, closeStore, err := openSharedStore(ctx, *natsURL)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		k, err := server.OpenSharedKeyring(ctx, st)
+		if err != nil {
+			return err
+		}
+		id, err := k.Rotate(time.Now(), *grace)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("New signing key %s of the cluster. Tokens of the older keys stop working %s.\n", id, when(*grace))
+		return nil
 	}
 	dir, err := lockExisting(*dataDir)
 	if err != nil {
