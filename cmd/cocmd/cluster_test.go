@@ -36,6 +36,7 @@ type testCluster struct {
 	cmds   []*exec.Cmd
 	wrap   [][]string // per node, what its command line starts with (ip netns exec NAME)
 	extra  [][]string // per node, more flags
+	nats   string     // if set, the nodes use this NATS cluster (-nats) instead of embedded servers
 	secret string     // the file of -cluster-secret-file
 }
 
@@ -92,9 +93,12 @@ func (c *testCluster) start(i int) {
 		level = "warn"
 	}
 	args := []string{c.bin, "serve", "-listen", c.addrs[i], "-data", c.dirs[i], "-api-key", testKey, "-log-level", level,
-		"-node", fmt.Sprint("n", i), "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","),
-		"-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s",
-		"-cluster-secret-file", c.secret}
+		"-node", fmt.Sprint("n", i), "-turn=false", "-media-listen", "127.0.0.1:0", "-ping-interval", "1s"}
+	if c.nats != "" {
+		args = append(args, "-nats", c.nats)
+	} else {
+		args = append(args, "-cluster-listen", c.routes[i], "-cluster-routes", strings.Join(c.routes, ","), "-cluster-secret-file", c.secret)
+	}
 	args = append(args, c.extra[i]...)
 	cmd, err := startServe(append(slices.Clone(c.wrap[i]), args...), 2*time.Minute)
 	if err != nil {
@@ -916,4 +920,61 @@ func TestBinary_clusterRotate(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the new API key: %d", resp.StatusCode)
 	}
+}
+
+// TestBinary_clusterExternal: three nodes on an external NATS cluster
+// (three servers of the test's, -nats): the owner SIGKILLed, another node
+// answers for the meeting within the lease TTL and a moment — no stream
+// leader died with it — and everyone agrees. The time is logged: it is
+// the failover bound of docs/cluster.md.
+func TestBinary_clusterExternal(t *testing.T) {
+	nc := natstest.Start(t, 3)
+	c := newCluster(t, 3)
+	c.nats = nc.URLs()
+	c.run()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var m struct{ ID string }
+	rest(t, c.base(0), "POST", "/v1/meetings", map[string]any{"title": "External NATS", "type": "WEBINAR"}, &m)
+	opts := &client.Options{ReconnectMin: 50 * time.Millisecond, ReconnectMax: 300 * time.Millisecond, ReadTimeout: 4 * time.Second}
+	host := joinAt(ctx, t, c.base(1), c.balancer(0), m.ID, "host", "webinar_host", opts)
+	v1 := joinAt(ctx, t, c.base(1), c.balancer(1), m.ID, "v1", "webinar_viewer", opts)
+	v2 := joinAt(ctx, t, c.base(1), c.balancer(2), m.ID, "v2", "webinar_viewer", opts)
+	all := []*client.Meeting{host, v1, v2}
+	if err := v1.Stage.RequestAccess(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]stage.Status{"host": stage.OffStage, "v1": stage.Requested, "v2": stage.OffStage}
+	owner := c.agree(m.ID, all, want, "before the kill", nil)
+	dead := slices.Index([]string{"n0", "n1", "n2"}, owner)
+	if dead < 0 {
+		t.Fatalf("owner %q", owner)
+	}
+	c.cmds[dead].Process.Signal(syscall.SIGKILL)
+	c.cmds[dead].Wait()
+	killed := time.Now()
+	other := (dead + 1) % 3
+	for deadline := time.Now().Add(time.Minute); ; {
+		if l, err := c.live(other, m.ID); err == nil && l.Node != "" && l.Node != owner {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no other node took the meeting over")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("with an external NATS cluster, the meeting answered from another node %v after its owner's SIGKILL (lease TTL 2 s)",
+		time.Since(killed).Round(10*time.Millisecond))
+	for deadline := time.Now().Add(time.Minute); ; { // the host may be reconnecting
+		err := host.Stage.GrantAccess(ctx, "v1")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	want["v1"] = stage.Accepted
+	c.agree(m.ID, all, want, "after the kill", nil)
 }
