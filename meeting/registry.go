@@ -211,12 +211,8 @@ func (r *Registry) Loaded() int {
 func (r *Registry) Close() {
 	r.mu.Lock()
 	r.closed = true
-	proxies := make([]*proxy, 0, len(r.proxies))
-	for _, p := range r.proxies {
-		proxies = append(proxies, p)
-	}
 	r.mu.Unlock()
-	for _, p := range proxies {
+	for _, p := range r.allProxies() {
 		p.shut(protocol.CloseGoingAway, "server shutting down")
 	}
 	for _, m := range r.loaded() {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -488,6 +490,13 @@ func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
 	return p, nil
 }
 
+// allProxies returns the registry's proxies.
+func (r *Registry) allProxies() []*proxy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Collect(maps.Values(r.proxies))
+}
+
 // ownerNow returns the meeting's owner as the proxy knows it, and whether
 // the meeting is moving.
 func (p *proxy) ownerNow() (string, bool) {
@@ -801,13 +810,7 @@ func (p *proxy) shut(code int, reason string) {
 // the cluster, the owners drop those connections, and their clients must
 // reconnect through a node that reaches the cluster.
 func (r *Registry) DropRemote(reason string) {
-	r.mu.Lock()
-	proxies := make([]*proxy, 0, len(r.proxies))
-	for _, p := range r.proxies {
-		proxies = append(proxies, p)
-	}
-	r.mu.Unlock()
-	for _, p := range proxies {
+	for _, p := range r.allProxies() {
 		owner, _ := p.ownerNow()
 		r.log.Warn("closing the connections to a meeting of another node", "meeting", p.id, "owner", owner, "why", reason)
 		p.shut(protocol.CloseGoingAway, reason)

@@ -227,34 +227,13 @@ func TestBinary_clusterACME(t *testing.T) {
 // addr, trying to reach it for up to 30 s; it returns its address.
 func forwardTo(t *testing.T, addr string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
+	return proxyTCP(t, func() (net.Conn, error) {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			out, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil || time.Now().After(deadline) {
+				return out, err
 			}
-			go func() {
-				defer in.Close()
-				var out net.Conn
-				for deadline := time.Now().Add(30 * time.Second); ; {
-					if out, err = net.DialTimeout("tcp", addr, time.Second); err == nil || time.Now().After(deadline) {
-						break
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { io.Copy(out, in); out.Close() }()
-				io.Copy(in, out)
-			}()
+			time.Sleep(50 * time.Millisecond)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }

@@ -260,6 +260,19 @@ func natsFlag(fs *flag.FlagSet) *string {
 	return fs.String("nats", "", "work on a cluster's shared store at these NATS URLs (comma-separated; with embedded servers, a node's client port: nats://cocmd:SECRET@127.0.0.1:PORT) instead of a data directory")
 }
 
+// withSharedStore runs fn on the store of the cluster at url, for a
+// command, within a minute.
+func withSharedStore(url string, fn func(ctx context.Context, st *natsjs.Store) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, closeStore, err := openSharedStore(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	return fn(ctx, st)
+}
+
 // openSharedStore connects to a cluster's NATS and opens its store, for a
 // command; the returned function closes both.
 func openSharedStore(ctx context.Context, url string) (*natsjs.Store, func(), error) {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"time"
 
 	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/store/natsjs"
 	"github.com/cocmd/cocmd/store/sqlite"
 )
 
@@ -21,20 +21,15 @@ func rotateAPIKey(args []string) error {
 		return err
 	}
 	if *natsURL != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		st, closeStore, err := openSharedStore(ctx, *natsURL)
-		if err != nil {
-			return err
-		}
-		defer closeStore()
-		key, err := server.RotateAPIKey(ctx, st)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("New API key of the cluster (shown once; keep it): %s\nRestart the nodes one at a time with it (-api-key-file): "+
-			"a node keeps the old key until it restarts, and refuses to start with the old one after.\n", key)
-		return nil
+		return withSharedStore(*natsURL, func(ctx context.Context, st *natsjs.Store) error {
+			key, err := server.RotateAPIKey(ctx, st)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("New API key of the cluster (shown once; keep it): %s\nRestart the nodes one at a time with it (-api-key-file): "+
+				"a node keeps the old key until it restarts, and refuses to start with the old one after.\n", key)
+			return nil
+		})
 	}
 	dir, err := lockExisting(*dataDir)
 	if err != nil {

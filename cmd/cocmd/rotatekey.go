@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cocmd/cocmd/server"
+	"github.com/cocmd/cocmd/store/natsjs"
 )
 
 // rotateSigningKey makes a new token signing key for a stopped server's
@@ -28,23 +29,18 @@ func rotateSigningKey(args []string) error {
 		return fmt.Errorf("retire-after %v: must not be negative", *grace)
 	}
 	if *natsURL != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		st, closeStore, err := openSharedStore(ctx, *natsURL)
-		if err != nil {
-			return err
-		}
-		defer closeStore()
-		k, err := server.OpenSharedKeyring(ctx, st)
-		if err != nil {
-			return err
-		}
-		id, err := k.Rotate(time.Now(), *grace)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("New signing key %s of the cluster. Tokens of the older keys stop working %s.\n", id, when(*grace))
-		return nil
+		return withSharedStore(*natsURL, func(ctx context.Context, st *natsjs.Store) error {
+			k, err := server.OpenSharedKeyring(ctx, st)
+			if err != nil {
+				return err
+			}
+			id, err := k.Rotate(time.Now(), *grace)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("New signing key %s of the cluster. Tokens of the older keys stop working %s.\n", id, when(*grace))
+			return nil
+		})
 	}
 	dir, err := lockExisting(*dataDir)
 	if err != nil {
