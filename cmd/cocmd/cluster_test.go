@@ -66,6 +66,16 @@ func newCluster(t *testing.T, n int) *testCluster {
 
 // run starts every node and waits until each is ready.
 func (c *testCluster) run() {
+	c.t.Helper()
+	c.startAll()
+	for i := range c.addrs {
+		c.waitReady(i)
+	}
+}
+
+// startAll starts every node at once, and kills those still running when
+// the test ends.
+func (c *testCluster) startAll() {
 	t, n := c.t, len(c.addrs)
 	t.Helper()
 	c.cmds = make([]*exec.Cmd, n)
@@ -82,9 +92,6 @@ func (c *testCluster) run() {
 			}
 		}
 	})
-	for i := range n {
-		c.waitReady(i)
-	}
 }
 
 // start runs node i.

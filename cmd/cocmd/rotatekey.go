@@ -28,18 +28,21 @@ func rotateSigningKey(args []string) error {
 	if *grace < 0 {
 		return fmt.Errorf("retire-after %v: must not be negative", *grace)
 	}
+	rotate := func(k *server.Keyring, of string) error {
+		id, err := k.Rotate(time.Now(), *grace)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("New signing key %s%s. Tokens of the older keys stop working %s.\n", id, of, when(*grace))
+		return nil
+	}
 	if *natsURL != "" {
 		return withSharedStore(*natsURL, func(ctx context.Context, st *natsjs.Store) error {
 			k, err := server.OpenSharedKeyring(ctx, st)
 			if err != nil {
 				return err
 			}
-			id, err := k.Rotate(time.Now(), *grace)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("New signing key %s of the cluster. Tokens of the older keys stop working %s.\n", id, when(*grace))
-			return nil
+			return rotate(k, " of the cluster")
 		})
 	}
 	dir, err := lockExisting(*dataDir)
@@ -51,12 +54,7 @@ func rotateSigningKey(args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := k.Rotate(time.Now(), *grace)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("New signing key %s. Tokens of the older keys stop working %s.\n", id, when(*grace))
-	return nil
+	return rotate(k, "")
 }
 
 func when(grace time.Duration) string {
