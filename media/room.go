@@ -303,6 +303,9 @@ type Stats struct {
 	Probes       uint64 // probes sent
 	ProbesOK     uint64 // of those, probes whose packets arrived at the rate probed
 	Feedback     uint64 // transport-wide congestion control feedback packets from subscribers
+	// Direct counts the subscriber connections whose media goes the
+	// direct path (fastpath.go) rather than pion's write path.
+	Direct int
 	// Estimates holds the subscribers' bandwidth estimates, in bits a
 	// second.
 	Estimates []float64
@@ -349,6 +352,9 @@ func (r *Room) stats() Stats {
 		if s.subscribed() {
 			st.Subscribers++
 			st.Estimates = append(st.Estimates, s.bwe.estimate())
+			if s.direct != nil && s.direct.addr.Load() != nil {
+				st.Direct++
+			}
 		}
 	}
 	return st

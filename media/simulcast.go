@@ -325,7 +325,7 @@ func (t *Track) handleLayer(l *layer, p []byte, o *outBuf) {
 		}
 		if s.cur.Load() == idx {
 			s.rw.rewrite(h, &d, payload, now)
-			if dt.write(h, payload, o.ext[:], now) {
+			if dt.write(h, payload, o, now) {
 				sent++
 			}
 		}
@@ -371,7 +371,7 @@ func (d *downTrack) resendLayer(seq uint16, o *outBuf) int {
 		return 0
 	}
 	s.rw.rewriteResent(h, &desc, buf[hl:n], seq)
-	if !d.write(h, buf[hl:n], o.ext[:], now) {
+	if !d.write(h, buf[hl:n], o, now) {
 		return 0
 	}
 	return n
@@ -389,7 +389,7 @@ var padding = func() []byte {
 // and timestamp ts; it returns its size, 0 if it was not sent.
 func (d *downTrack) writePadding(seq uint16, ts uint32, o *outBuf, now int64) int {
 	o.h = rtp.Header{Version: 2, Padding: true, SequenceNumber: seq, Timestamp: ts, Extensions: o.h.Extensions[:0]}
-	if !d.write(&o.h, padding, o.ext[:], now) {
+	if !d.write(&o.h, padding, o, now) {
 		return 0
 	}
 	return rtpHeaderSize + len(padding)

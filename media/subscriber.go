@@ -15,6 +15,7 @@ import (
 // Session.mu.
 type subscriberSide struct {
 	sub      *webrtc.PeerConnection
+	direct   *directPath               // nil: pion's write path only; set with sub
 	subCands []webrtc.ICECandidateInit // before the subscriber's answer
 	downs    map[*Track]*downTrack
 	restart  bool // the next offer restarts ICE
@@ -39,14 +40,26 @@ func (s *Session) Subscribe() error {
 		s.mu.Unlock()
 		return stage.Errorf(stage.ErrBadRequest, "already subscribed")
 	}
-	pc, err := s.room.sfu.api.NewPeerConnection(webrtc.Configuration{})
+	var direct *directPath
+	if b := s.room.sfu.batch; b != nil {
+		direct = &directPath{batch: b}
+	}
+	pc, err := s.room.sfu.subscriberAPI(direct).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		s.mu.Unlock()
 		return stage.Errorf(stage.ErrInternal, "creating a peer connection: "+err.Error())
 	}
-	s.sub = pc
+	s.sub, s.direct = pc, direct
 	s.mu.Unlock()
+	if direct != nil {
+		if t := pc.SCTP().Transport().ICETransport(); t != nil {
+			t.OnSelectedCandidatePairChange(func(*webrtc.ICECandidatePair) {
+				direct.update(pc, pc.ConnectionState() == webrtc.PeerConnectionStateConnected)
+			})
+		}
+	}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		direct.update(pc, st == webrtc.PeerConnectionStateConnected)
 		if st != webrtc.PeerConnectionStateConnected {
 			return
 		}
@@ -62,10 +75,14 @@ func (s *Session) Subscribe() error {
 			t.requestKeyframe()
 		}
 	})
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.negotiator()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.senderReports(pc)
 	}()
 	// A track published from here on is sent by Room.publish; one
 	// published meanwhile may be sent twice, which send ignores.
@@ -128,6 +145,28 @@ func (s *Session) stopSending(t *Track) {
 		s.sub.RemoveTrack(d.sender)
 		s.renegotiate()
 	}
+}
+
+// sendAnew takes t off the subscriber connection and sends it again, as a
+// new stream with an SSRC of its own: for a stream the connection can no
+// longer send as it was (downState.viaPion).
+func (s *Session) sendAnew(t *Track) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		s.log.Info("sending a track anew: its SRTP numbering moved on while it went the direct path", "track", t.id)
+		s.stopSending(t)
+		s.send(t)
+	}()
 }
 
 // SetTrackSize records the largest size the subscriber displays track id

@@ -146,6 +146,15 @@ type outBuf struct {
 	h   rtp.Header
 	ext [2]byte // the transport-wide sequence number's extension
 	buf []byte  // a packet read back from a cache; see cached
+	enc []byte  // a packet encrypted for the direct path; see encrypted
+}
+
+// encrypted returns o's buffer for a packet the direct path encrypts.
+func (o *outBuf) encrypted() []byte {
+	if o.enc == nil {
+		o.enc = make([]byte, maxPacket+srtpOverhead)
+	}
+	return o.enc
 }
 
 // cached returns o's buffer for a packet from a cache.
@@ -182,7 +191,7 @@ func (t *Track) handle(p []byte, o *outBuf) {
 	}
 	now := time.Now().UnixNano()
 	for _, d := range downs {
-		if d.write(h, payload, o.ext[:], now) {
+		if d.write(h, payload, o, now) {
 			sent++
 		}
 	}
@@ -321,12 +330,14 @@ func (c *packetCache) reset() {
 // downTrack is one track as sent to one subscriber: the webrtc.TrackLocal
 // the subscriber connection sends.
 type downTrack struct {
-	t      *Track
-	sender *webrtc.RTPSender
-	b      atomic.Pointer[binding]
-	sim    *simState   // of a simulcast track, else nil
-	sess   *Session    // the subscriber's
-	paused atomic.Bool // of a track of one layer: the subscriber hides it
+	t        *Track
+	sender   *webrtc.RTPSender
+	b        atomic.Pointer[binding]
+	sim      *simState   // of a simulcast track, else nil
+	sess     *Session    // the subscriber's
+	paused   atomic.Bool // of a track of one layer: the subscriber hides it
+	st       downState
+	renewing atomic.Bool // sendAnew was called for it
 }
 
 // binding is what a bound downTrack writes with.
@@ -384,9 +395,10 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 }
 
 // write sends one packet of the track to the subscriber at now (unix
-// ns); h is rewritten, and given the connection's transport-wide sequence
-// number (stored in ext, the caller's) if it has them.
-func (d *downTrack) write(h *rtp.Header, payload []byte, ext []byte, now int64) bool {
+// ns), on the direct path if the connection has one (fastpath.go); h is
+// rewritten, and given the connection's transport-wide sequence number
+// (stored in o.ext) if it has them; o is the caller's scratch space.
+func (d *downTrack) write(h *rtp.Header, payload []byte, o *outBuf, now int64) bool {
 	b := d.b.Load()
 	if b == nil || d.paused.Load() {
 		return false
@@ -396,12 +408,34 @@ func (d *downTrack) write(h *rtp.Header, payload []byte, ext []byte, now int64) 
 		// The size counted is the packet's on the wire but for SRTP's
 		// tag and the transport's headers: the same for every packet.
 		seq := b.hist.add(rtpHeaderSize+8+len(payload), now)
-		setTransportSeq(h, b.twcc, seq, ext)
+		setTransportSeq(h, b.twcc, seq, o.ext[:])
 	} else {
 		stripExtensions(h)
 	}
+	if p := d.directPath(); p != nil {
+		if addr, keys := p.addr.Load(), p.secrets.keys.Load(); addr != nil && keys != nil {
+			if d.st.sendDirect(p, keys, *addr, h, payload, o.encrypted(), now) {
+				return true
+			}
+		}
+	}
+	if !d.st.viaPion(h, len(payload), now) {
+		if d.renewing.CompareAndSwap(false, true) {
+			d.sess.sendAnew(d.t)
+		}
+		return false
+	}
 	_, err := b.ws.WriteRTP(h, payload)
 	return err == nil
+}
+
+// directPath returns the subscriber connection's direct path, nil if it
+// has none.
+func (d *downTrack) directPath() *directPath {
+	if d.sess == nil {
+		return nil
+	}
+	return d.sess.direct
 }
 
 // rtpHeaderSize is an RTP header's size without CSRCs and extensions.
@@ -489,7 +523,7 @@ func (d *downTrack) resend(seq uint16, o *outBuf) int {
 		return 0
 	}
 	hl, err := o.h.Unmarshal(buf[:n])
-	if err != nil || !d.write(&o.h, buf[hl:n], o.ext[:], time.Now().UnixNano()) {
+	if err != nil || !d.write(&o.h, buf[hl:n], o, time.Now().UnixNano()) {
 		return 0
 	}
 	return n

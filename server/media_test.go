@@ -253,13 +253,15 @@ func TestMedia_forwarding(t *testing.T) {
 		}
 		s.mu.Unlock()
 	}
-	// The metrics tell the same story.
+	// The metrics tell the same story; every viewer (UDP, the SFU the
+	// DTLS server) got its packets on the direct path, and decrypted them.
 	st := ts.sfu.Stats(mid)
-	if st.Tracks != 1 || st.Subscribers != 4 || st.PacketsIn < 100 || st.PacketsOut < 400 {
+	if st.Tracks != 1 || st.Subscribers != 4 || st.PacketsIn < 100 || st.PacketsOut < 400 || st.Direct != 4 {
 		t.Errorf("stats: %+v", st)
 	}
 	body := metricsText(t, ts)
-	for _, want := range []string{`cocmd_media_tracks{meeting="` + mid + `"} 1`, `cocmd_media_subscribers{meeting="` + mid + `"} 4`, "# TYPE cocmd_media_packets_forwarded_total counter"} {
+	for _, want := range []string{`cocmd_media_tracks{meeting="` + mid + `"} 1`, `cocmd_media_subscribers{meeting="` + mid + `"} 4`,
+		`cocmd_media_direct_subscribers{meeting="` + mid + `"} 4`, "# TYPE cocmd_media_packets_forwarded_total counter"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}

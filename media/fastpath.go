@@ -1,0 +1,332 @@
+package media
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// The direct path: how the SFU sends a subscriber its media without
+// pion's per-connection write path.
+//
+// Pion writes each RTP packet through an interceptor chain, the
+// connection's SRTP session (a channel check, a lock and a map lookup),
+// the DTLS/SRTP demultiplexer, the ICE connection (its task loop's state,
+// the selected pair, the pair's statistics) and the UDP mux's conn before
+// it reaches the socket: at 200 subscribers those layers were a quarter
+// of the server's CPU, more than the encryption itself. The direct path
+// does what they do for a packet of media: it encrypts the packet with the
+// connection's SRTP keys and queues it on the SFU's socket (batchConn) for
+// the address of the ICE pair pion selected. Everything else — ICE checks
+// and consent, DTLS, RTCP both ways, the pair's selection — stays pion's.
+//
+// Pion does not expose a connection's SRTP keys. The SFU derives them as
+// pion does (RFC 5764: the DTLS exporter with the label
+// "EXTRACTOR-dtls_srtp"), from what pion's DTLS hands to the hooks of a
+// connection's settings: the ServerHello the SFU sends (the server's
+// random, the cipher suite, the SRTP profile chosen) and the key log
+// (the client's random and the master secret). A connection where the
+// SFU is not the DTLS server (a client that answered setup:passive), whose
+// keys are not known for any other reason, or whose selected pair is not
+// UDP on the SFU's socket (ICE-TCP) keeps pion's path.
+
+// srtpLabel is the exporter label of DTLS-SRTP's keying material (RFC 5764).
+const srtpLabel = "EXTRACTOR-dtls_srtp"
+
+// dtlsSecrets collects, from pion's DTLS hooks, what derives a subscriber
+// connection's SRTP keys. Its methods are safe for concurrent use.
+type dtlsSecrets struct {
+	mu      sync.Mutex
+	hellos  int // ServerHellos seen; more than one handshake: keys unknown
+	server  [32]byte
+	suite   uint16
+	profile srtp.ProtectionProfile
+	client  []byte
+	master  []byte
+	keys    atomic.Pointer[srtpKeys] // set once both halves are known
+}
+
+// srtpKeys are the SFU's sending keys on one connection.
+type srtpKeys struct {
+	profile srtp.ProtectionProfile
+	key     []byte
+	salt    []byte
+}
+
+// serverHello is the ServerHello hook: it records the message and
+// returns it unchanged.
+func (s *dtlsSecrets) serverHello(m handshake.MessageServerHello) handshake.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	random := m.Random.MarshalFixed()
+	if s.hellos > 0 && random != s.server {
+		s.hellos++ // a second handshake: its keys are not ours to guess
+		s.keys.Store(nil)
+		return &m
+	}
+	s.hellos = 1
+	s.server = random
+	if m.CipherSuiteID != nil {
+		s.suite = *m.CipherSuiteID
+	}
+	for _, e := range m.Extensions {
+		if u, ok := e.(*extension.UseSRTP); ok && len(u.ProtectionProfiles) == 1 {
+			s.profile = srtpProfile(dtls.SRTPProtectionProfile(u.ProtectionProfiles[0]))
+		}
+	}
+	s.deriveLocked()
+	return &m
+}
+
+// Write is the key log's writer: pion's DTLS writes one line per
+// handshake, "CLIENT_RANDOM <client random> <master secret>" in hex.
+func (s *dtlsSecrets) Write(line []byte) (int, error) {
+	f := bytes.Fields(line)
+	if len(f) != 3 || string(f[0]) != "CLIENT_RANDOM" {
+		return len(line), nil
+	}
+	client, err1 := hex.DecodeString(string(f[1]))
+	master, err2 := hex.DecodeString(string(f[2]))
+	if err1 != nil || err2 != nil {
+		return len(line), nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.client, s.master = client, master
+	s.deriveLocked()
+	return len(line), nil
+}
+
+func (s *dtlsSecrets) deriveLocked() {
+	if s.hellos != 1 || s.master == nil || s.profile == 0 {
+		return
+	}
+	k, err := deriveSRTPKeys(s.profile, s.suite, s.master, s.client, s.server[:])
+	if err == nil {
+		s.keys.Store(k)
+	}
+}
+
+// deriveSRTPKeys returns the DTLS server's SRTP sending keys for a
+// handshake's master secret and randoms (RFC 5705's exporter, RFC 5764's
+// layout of the keying material).
+func deriveSRTPKeys(profile srtp.ProtectionProfile, suite uint16, master, client, server []byte) (*srtpKeys, error) {
+	keyLen, err := profile.KeyLen()
+	if err != nil {
+		return nil, err
+	}
+	saltLen, err := profile.SaltLen()
+	if err != nil {
+		return nil, err
+	}
+	if len(client) != 32 || len(server) != 32 {
+		return nil, errors.New("media: a DTLS random is 32 bytes")
+	}
+	h := func() hash.Hash { return sha256.New() }
+	switch dtls.CipherSuiteID(suite) {
+	case dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
+		h = sha512.New384
+	}
+	seed := make([]byte, 0, len(srtpLabel)+64)
+	seed = append(append(append(seed, srtpLabel...), client...), server...)
+	m, err := prf.PHash(master, seed, 2*keyLen+2*saltLen, h)
+	if err != nil {
+		return nil, err
+	}
+	// client key, server key, client salt, server salt
+	return &srtpKeys{profile: profile,
+		key:  m[keyLen : 2*keyLen],
+		salt: m[2*keyLen+saltLen : 2*keyLen+2*saltLen]}, nil
+}
+
+// srtpProfile maps DTLS's name of an SRTP profile to SRTP's; 0 for one
+// the SFU does not send with.
+func srtpProfile(p dtls.SRTPProtectionProfile) srtp.ProtectionProfile {
+	switch p {
+	case dtls.SRTP_AEAD_AES_128_GCM:
+		return srtp.ProtectionProfileAeadAes128Gcm
+	case dtls.SRTP_AEAD_AES_256_GCM:
+		return srtp.ProtectionProfileAeadAes256Gcm
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_80:
+		return srtp.ProtectionProfileAes128CmHmacSha1_80
+	case dtls.SRTP_AES128_CM_HMAC_SHA1_32:
+		return srtp.ProtectionProfileAes128CmHmacSha1_32
+	}
+	return 0
+}
+
+// directPath is one subscriber connection's direct path: its keys and
+// the UDP address pion's ICE selected, while both are known.
+type directPath struct {
+	secrets dtlsSecrets
+	batch   *batchConn
+	addr    atomic.Pointer[netip.AddrPort] // nil: pion's path
+}
+
+// update points the path at pc's selected pair, or turns it off when
+// that pair is not UDP from the SFU's socket or the connection is not
+// connected.
+func (p *directPath) update(pc *webrtc.PeerConnection, connected bool) {
+	if p == nil {
+		return
+	}
+	if !connected || p.secrets.keys.Load() == nil {
+		p.addr.Store(nil)
+		return
+	}
+	var pair *webrtc.ICECandidatePair
+	if t := pc.SCTP().Transport().ICETransport(); t != nil {
+		pair, _ = t.GetSelectedCandidatePair()
+	}
+	p.addr.Store(directAddr(pair))
+}
+
+// directAddr returns the remote address of pair if the SFU can send to it
+// from its UDP socket, else nil.
+func directAddr(pair *webrtc.ICECandidatePair) *netip.AddrPort {
+	if pair == nil || pair.Local == nil || pair.Remote == nil ||
+		pair.Local.Protocol != webrtc.ICEProtocolUDP || pair.Remote.Protocol != webrtc.ICEProtocolUDP ||
+		pair.Local.Typ != webrtc.ICECandidateTypeHost {
+		return nil
+	}
+	ip, err := netip.ParseAddr(pair.Remote.Address)
+	if err != nil {
+		return nil
+	}
+	a := netip.AddrPortFrom(ip.Unmap(), pair.Remote.Port)
+	return &a
+}
+
+// downState is what a downTrack keeps per packet sent, under one lock:
+// its encryption on the direct path, the numbering SRTP needs to stay in
+// step on both paths, and the counts of its sender reports.
+type downState struct {
+	mu sync.Mutex
+
+	// The direct path's SRTP context (one SSRC of its own, so tracks
+	// never wait on each other); nil while the track goes pion's way.
+	keys *srtpKeys
+	ctx  *srtp.Context
+	h    rtp.Header // scratch for the context's parse
+
+	// SRTP numbers a packet by its sequence number extended with a
+	// rollover count, which each sender (the direct path's context,
+	// pion's) works out from the packets it has seen. index is the
+	// newest extended sequence number sent on either path; pionIndex the
+	// newest pion's path sent (none: pion counts from zero), so that a
+	// switch of paths starts the other from the right count.
+	index, pionIndex uint64
+	seen, pionSeen   bool
+	stale            bool // pion's count is behind: the track is sent anew
+
+	// For sender reports: packets and payload octets sent, and the RTP
+	// timestamp of the newest packet with when it was sent (unix ns).
+	packets, octets uint32
+	ts              uint32
+	at              int64
+}
+
+// extendLocked returns the extended sequence number of seq and keeps the
+// newest.
+func (s *downState) extendLocked(seq uint16) uint64 {
+	if !s.seen {
+		s.seen, s.index = true, uint64(seq)
+		return s.index
+	}
+	diff := int64(int16(seq - uint16(s.index)))
+	ext := uint64(int64(s.index) + diff)
+	if diff > 0 {
+		s.index = ext
+	}
+	return ext
+}
+
+// sendDirect encrypts the packet of h and payload into buf with keys and
+// queues it for addr on the direct path p; false if it could not.
+func (s *downState) sendDirect(p *directPath, keys *srtpKeys, addr netip.AddrPort, h *rtp.Header, payload, buf []byte, now int64) bool {
+	n := h.MarshalSize()
+	if n+len(payload)+srtpOverhead > len(buf) {
+		return false
+	}
+	if _, err := h.MarshalTo(buf); err != nil {
+		return false
+	}
+	copy(buf[n:], payload)
+	s.mu.Lock()
+	ext := s.extendLocked(h.SequenceNumber)
+	if s.ctx == nil || s.keys != keys {
+		ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+		if err != nil {
+			s.mu.Unlock()
+			return false
+		}
+		ctx.SetROC(h.SSRC, uint32(ext>>16)) // where pion's path left the count
+		s.keys, s.ctx = keys, ctx
+	}
+	out, err := s.ctx.EncryptRTP(buf[:0], buf[:n+len(payload)], &s.h)
+	if err == nil {
+		s.countLocked(h, len(payload), now)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	_, err = p.batch.WriteToAddrPort(out, addr)
+	return err == nil
+}
+
+// viaPion records that the packet of h goes pion's way, at now. False
+// if pion's SRTP count can no longer follow (the direct path sent across
+// a rollover since pion's last packet): the packet would not decrypt, and
+// the stream must start anew, with a new SSRC.
+func (s *downState) viaPion(h *rtp.Header, payload int, now int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seq := h.SequenceNumber
+	ext := s.extendLocked(seq)
+	s.ctx = nil         // back on the direct path, start from pion's count
+	last := uint64(seq) // a stream new to pion: its count starts at zero
+	if s.pionSeen {
+		last = s.pionIndex
+	}
+	if d := int64(ext - last); d >= 1<<15 || d <= -(1<<15) {
+		s.stale = true
+	}
+	if s.stale {
+		return false
+	}
+	if !s.pionSeen || int64(ext-s.pionIndex) > 0 {
+		s.pionSeen, s.pionIndex = true, ext
+	}
+	s.countLocked(h, payload, now)
+	return true
+}
+
+// countLocked counts a packet sent, for sender reports.
+func (s *downState) countLocked(h *rtp.Header, payload int, now int64) {
+	s.packets++
+	if !h.Padding {
+		s.octets += uint32(payload)
+	}
+	if s.packets == 1 || int32(h.Timestamp-s.ts) >= 0 {
+		s.ts, s.at = h.Timestamp, now
+	}
+}
+
+// srtpOverhead is the most SRTP adds to a packet: GCM's 16-byte tag
+// (HMAC-SHA1-80 adds 10).
+const srtpOverhead = 16
