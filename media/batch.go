@@ -23,7 +23,8 @@ const batchSize = 64
 type batchConn struct {
 	*net.UDPConn
 	send   func([]ipv4.Message) (int, error)
-	divert Divert // nil: every datagram is the SFU's
+	divert Divert     // nil: every datagram is the SFU's
+	routes rtcpRoutes // subscribers whose RTCP is read here (fastpath.go)
 
 	mu    sync.Mutex
 	open  int
@@ -106,14 +107,23 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 }
 
 // ReadFromAddrPort implements pion's AddrPortReaderWriter. Datagrams for
-// the TURN server that shares the socket go to it instead.
+// the TURN server that shares the socket go to it instead, and RTCP from
+// subscribers on the direct path is served here.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
 		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
-		if err != nil || b.divert == nil || !b.divert.Is(p[:n]) {
+		switch {
+		case err != nil:
 			return n, from, err
+		case b.divert != nil && b.divert.Is(p[:n]):
+			b.divert.Deliver(p[:n], from)
+		case isRTCP(p[:n]):
+			if d := b.routes.get(from); d == nil || !d.receiveRTCP(p[:n]) {
+				return n, from, nil
+			}
+		default:
+			return n, from, nil
 		}
-		b.divert.Deliver(p[:n], from)
 	}
 }
 

@@ -60,11 +60,12 @@ type dtlsSecrets struct {
 	keys    atomic.Pointer[srtpKeys] // set once both halves are known
 }
 
-// srtpKeys are the SFU's sending keys on one connection.
+// srtpKeys are one connection's SRTP master keys: the SFU's, which it
+// sends with, and the client's, which its RTCP comes with.
 type srtpKeys struct {
-	profile srtp.ProtectionProfile
-	key     []byte
-	salt    []byte
+	profile     srtp.ProtectionProfile
+	key, salt   []byte
+	rkey, rsalt []byte
 }
 
 // serverHello is the ServerHello hook: it records the message and
@@ -149,8 +150,8 @@ func deriveSRTPKeys(profile srtp.ProtectionProfile, suite uint16, master, client
 	}
 	// client key, server key, client salt, server salt
 	return &srtpKeys{profile: profile,
-		key:  m[keyLen : 2*keyLen],
-		salt: m[2*keyLen+saltLen : 2*keyLen+2*saltLen]}, nil
+		key: m[keyLen : 2*keyLen], salt: m[2*keyLen+saltLen : 2*keyLen+2*saltLen],
+		rkey: m[:keyLen], rsalt: m[2*keyLen : 2*keyLen+saltLen]}, nil
 }
 
 // srtpProfile maps DTLS's name of an SRTP profile to SRTP's; 0 for one
@@ -170,29 +171,115 @@ func srtpProfile(p dtls.SRTPProtectionProfile) srtp.ProtectionProfile {
 }
 
 // directPath is one subscriber connection's direct path: its keys and
-// the UDP address pion's ICE selected, while both are known.
+// the UDP address pion's ICE selected, while both are known. The
+// subscriber's RTCP from that address is read on it too: the socket's
+// reader decrypts it and hands it to the session (receiveRTCP), where
+// pion would pass it through four goroutines first (the UDP mux's, the
+// ICE connection's, the SRTCP session's and the downTrack's reader).
 type directPath struct {
 	secrets dtlsSecrets
 	batch   *batchConn
+	sess    *Session
 	addr    atomic.Pointer[netip.AddrPort] // nil: pion's path
+
+	mu sync.Mutex // serializes update
+	at *netip.AddrPort
+
+	rmu   sync.Mutex // receiveRTCP's
+	rkeys *srtpKeys
+	rctx  *srtp.Context
+	rbuf  []byte
+	o     outBuf
 }
 
 // update points the path at pc's selected pair, or turns it off when
 // that pair is not UDP from the SFU's socket or the connection is not
-// connected.
+// connected (pc may then be nil).
 func (p *directPath) update(pc *webrtc.PeerConnection, connected bool) {
 	if p == nil {
 		return
 	}
-	if !connected || p.secrets.keys.Load() == nil {
-		p.addr.Store(nil)
-		return
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var addr *netip.AddrPort
+	if connected && p.secrets.keys.Load() != nil {
+		var pair *webrtc.ICECandidatePair
+		if t := pc.SCTP().Transport().ICETransport(); t != nil {
+			pair, _ = t.GetSelectedCandidatePair()
+		}
+		addr = directAddr(pair)
 	}
-	var pair *webrtc.ICECandidatePair
-	if t := pc.SCTP().Transport().ICETransport(); t != nil {
-		pair, _ = t.GetSelectedCandidatePair()
+	if p.at != nil && (addr == nil || *addr != *p.at) {
+		p.batch.routes.remove(*p.at, p)
 	}
-	p.addr.Store(directAddr(pair))
+	if addr != nil {
+		p.batch.routes.add(*addr, p)
+	}
+	p.at = addr
+	p.addr.Store(addr)
+}
+
+// receiveRTCP serves SRTCP packet pkt from the subscriber; false if it
+// cannot decrypt it, for pion to try.
+func (p *directPath) receiveRTCP(pkt []byte) bool {
+	keys := p.secrets.keys.Load()
+	if keys == nil {
+		return false
+	}
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.rkeys != keys {
+		ctx, err := srtp.CreateContext(keys.rkey, keys.rsalt, keys.profile)
+		if err != nil {
+			return false
+		}
+		p.rkeys, p.rctx = keys, ctx
+		p.rbuf = make([]byte, maxPacket)
+	}
+	out, err := p.rctx.DecryptRTCP(p.rbuf[:0], pkt, nil)
+	if err != nil {
+		return false
+	}
+	if p.sess.room != nil {
+		p.sess.room.est.directRTCP.Add(1)
+	}
+	p.sess.handleRTCP(out, &p.o)
+	return true
+}
+
+// isRTCP reports whether datagram b is RTCP (RFC 5761: payload types
+// 192–223 in RTCP's place), not RTP, STUN or DTLS.
+func isRTCP(b []byte) bool { return len(b) >= 8 && b[0]>>6 == 2 && b[1] >= 192 && b[1] <= 223 }
+
+// rtcpRoutes maps the addresses of subscribers on the direct path to
+// their paths, for the socket's reader.
+type rtcpRoutes struct {
+	mu sync.RWMutex
+	m  map[netip.AddrPort]*directPath
+}
+
+func (r *rtcpRoutes) add(a netip.AddrPort, p *directPath) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[netip.AddrPort]*directPath{}
+	}
+	r.m[a] = p
+}
+
+// remove drops a's route if it is still p's.
+func (r *rtcpRoutes) remove(a netip.AddrPort, p *directPath) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m[a] == p {
+		delete(r.m, a)
+	}
+}
+
+func (r *rtcpRoutes) get(a netip.AddrPort) *directPath {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.m[netip.AddrPortFrom(a.Addr().Unmap(), a.Port())]
 }
 
 // directAddr returns the remote address of pair if the SFU can send to it

@@ -44,6 +44,9 @@ func TestDTLSSecrets(t *testing.T) {
 			if got.profile != cfg.Profile || !bytes.Equal(got.key, cfg.Keys.LocalMasterKey) || !bytes.Equal(got.salt, cfg.Keys.LocalMasterSalt) {
 				t.Fatalf("derived %v %x %x, DTLS exports %v %x %x", got.profile, got.key, got.salt, cfg.Profile, cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt)
 			}
+			if !bytes.Equal(got.rkey, cfg.Keys.RemoteMasterKey) || !bytes.Equal(got.rsalt, cfg.Keys.RemoteMasterSalt) {
+				t.Fatalf("derived the client's %x %x, DTLS exports %x %x", got.rkey, got.rsalt, cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt)
+			}
 			// And the client decrypts what they encrypt.
 			cstate, _ := client.ConnectionState()
 			ccfg := srtp.Config{Profile: cfg.Profile}

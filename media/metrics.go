@@ -43,6 +43,7 @@ func (s *SFU) WriteMetrics(w io.Writer) error {
 		{"cocmd_media_probes_total", "counter", "Probes of subscribers' links.", func(s Stats) uint64 { return s.Probes }},
 		{"cocmd_media_probes_succeeded_total", "counter", "Probes whose packets arrived at the rate probed.", func(s Stats) uint64 { return s.ProbesOK }},
 		{"cocmd_media_direct_subscribers", "gauge", "Subscriber connections sent to on the direct path (the SFU's own SRTP and socket), not pion's write path.", func(s Stats) uint64 { return uint64(s.Direct) }},
+		{"cocmd_media_direct_rtcp_total", "counter", "RTCP packets from subscribers read on the direct path.", func(s Stats) uint64 { return s.DirectRTCP }},
 		{"cocmd_media_twcc_feedback_total", "counter", "Transport-wide congestion control feedback packets from subscribers.", func(s Stats) uint64 { return s.Feedback }},
 	}
 	for _, m := range metrics {

@@ -56,6 +56,8 @@ type estCounters struct {
 	feedback atomic.Uint64 // transport-wide feedback packets read
 	probes   atomic.Uint64 // probes sent
 	probesOK atomic.Uint64 // probes that reached their target
+	// RTCP packets from subscribers read on the direct path
+	directRTCP atomic.Uint64
 }
 
 func (c *counters) add(o *counters) {
@@ -306,6 +308,9 @@ type Stats struct {
 	// Direct counts the subscriber connections whose media goes the
 	// direct path (fastpath.go) rather than pion's write path.
 	Direct int
+	// DirectRTCP counts the RTCP packets from subscribers read on the
+	// direct path.
+	DirectRTCP uint64
 	// Estimates holds the subscribers' bandwidth estimates, in bits a
 	// second.
 	Estimates []float64
@@ -348,6 +353,7 @@ func (r *Room) stats() Stats {
 	st.Retransmits, st.KeyframeRequests = c.retransmits.Load(), c.keyframeRequests.Load()
 	st.ProbePackets = c.probePackets.Load()
 	st.Probes, st.ProbesOK, st.Feedback = r.est.probes.Load(), r.est.probesOK.Load(), r.est.feedback.Load()
+	st.DirectRTCP = r.est.directRTCP.Load()
 	for _, s := range sessions {
 		if s.subscribed() {
 			st.Subscribers++

@@ -170,7 +170,7 @@ func (s *Session) Close() {
 		return
 	}
 	s.closed = true
-	pub, sub := s.pubPC, s.sub
+	pub, sub, direct := s.pubPC, s.sub, s.direct
 	s.pubPC = nil
 	s.pub.Store(nil)
 	received := make([]*Track, 0, len(s.downs))
@@ -191,5 +191,6 @@ func (s *Session) Close() {
 	if sub != nil {
 		sub.Close()
 	}
+	direct.update(nil, false)
 	s.wg.Wait()
 }

@@ -42,7 +42,7 @@ func (s *Session) Subscribe() error {
 	}
 	var direct *directPath
 	if b := s.room.sfu.batch; b != nil {
-		direct = &directPath{batch: b}
+		direct = &directPath{batch: b, sess: s}
 	}
 	pc, err := s.room.sfu.subscriberAPI(direct).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {

@@ -454,26 +454,88 @@ func (d *downTrack) readRTCP() {
 		}
 		// A compound packet: transport-wide feedback, the most frequent,
 		// is read in place; the rest through pion's parser.
-		for b := buf[:n]; len(b) >= 4; {
-			size := (int(binary.BigEndian.Uint16(b[2:4])) + 1) * 4
-			if size > len(b) {
-				break
-			}
-			p := b[:size]
-			b = b[size:]
+		forEachRTCP(buf[:n], func(p []byte) {
 			if isTWCC(p) {
 				if d.sess != nil {
 					d.sess.bwe.feedback(p, time.Now())
 				}
-				continue
+				return
 			}
 			pkts, err := rtcp.Unmarshal(p)
 			if err != nil {
-				continue
+				return
 			}
 			d.handleRTCP(pkts, &o)
+		})
+	}
+}
+
+// forEachRTCP calls f for each packet of compound RTCP packet b, as far
+// as its lengths hold.
+func forEachRTCP(b []byte, f func(p []byte)) {
+	for len(b) >= 4 {
+		size := (int(binary.BigEndian.Uint16(b[2:4])) + 1) * 4
+		if size > len(b) {
+			return
+		}
+		f(b[:size])
+		b = b[size:]
+	}
+}
+
+// handleRTCP serves a compound RTCP packet from the subscriber read on
+// the direct path: each packet once, transport-wide feedback and receiver
+// reports for the connection, the rest for the stream it names. o is
+// the caller's scratch space.
+func (s *Session) handleRTCP(b []byte, o *outBuf) {
+	forEachRTCP(b, func(p []byte) {
+		if isTWCC(p) {
+			s.bwe.feedback(p, time.Now())
+			return
+		}
+		pkts, err := rtcp.Unmarshal(p)
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			var ssrc uint32
+			switch pkt := pkt.(type) {
+			case *rtcp.ReceiverReport:
+				now := time.Now()
+				for _, r := range pkt.Reports {
+					s.bwe.report(r.FractionLost, now)
+				}
+				continue
+			case *rtcp.PictureLossIndication:
+				ssrc = pkt.MediaSSRC
+			case *rtcp.FullIntraRequest:
+				ssrc = pkt.MediaSSRC
+				if len(pkt.FIR) > 0 {
+					ssrc = pkt.FIR[0].SSRC // RFC 5104: the media SSRC field is unused
+				}
+			case *rtcp.TransportLayerNack:
+				ssrc = pkt.MediaSSRC
+			default:
+				continue
+			}
+			if d := s.downBySSRC(ssrc); d != nil {
+				d.handleRTCP([]rtcp.Packet{pkt}, o)
+			}
+		}
+	})
+}
+
+// downBySSRC returns the stream the subscriber receives as ssrc, nil if
+// none.
+func (s *Session) downBySSRC(ssrc uint32) *downTrack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.downs {
+		if b := d.b.Load(); b != nil && b.ssrc == ssrc {
+			return d
 		}
 	}
+	return nil
 }
 
 // handleRTCP serves RTCP packets other than transport-wide feedback.

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -173,3 +174,39 @@ type discard struct{}
 
 func (discard) WriteRTP(h *rtp.Header, payload []byte) (int, error) { return len(payload), nil }
 func (discard) Write(b []byte) (int, error)                         { return len(b), nil }
+
+// RTCP read on the direct path reaches the stream it names: a NACK is
+// answered to that subscriber's stream only, from the cache; a NACK for
+// a stream the subscriber does not receive, and garbage, change nothing.
+func TestSession_handleRTCP(t *testing.T) {
+	tr, downs, caps := testTrack(2)
+	s := &Session{bwe: newEstimator(initialEstimate), subscriberSide: subscriberSide{downs: map[*Track]*downTrack{tr: downs[0]}}}
+	var o outBuf
+	for seq := uint16(1); seq <= 10; seq++ {
+		tr.handle(packet(t, seq, "p"), &o)
+	}
+	before := [2]int{len(caps[0].pkts), len(caps[1].pkts)}
+	compound, err := rtcp.Marshal([]rtcp.Packet{
+		&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: 1000, FractionLost: 0}}},
+		&rtcp.TransportLayerNack{MediaSSRC: 1000, Nacks: []rtcp.NackPair{{PacketID: 4}}},
+		&rtcp.TransportLayerNack{MediaSSRC: 1001, Nacks: []rtcp.NackPair{{PacketID: 5}}}, // not this session's
+		&rtcp.TransportLayerNack{MediaSSRC: 77, Nacks: []rtcp.NackPair{{PacketID: 6}}},   // nobody's
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.handleRTCP(compound, &o)
+	got := caps[0].pkts[before[0]:]
+	if len(got) != 1 || got[0].SequenceNumber != 4 || got[0].SSRC != 1000 {
+		t.Fatalf("retransmitted %+v", got)
+	}
+	if len(caps[1].pkts) != before[1] {
+		t.Error("a NACK reached a stream of another session")
+	}
+	for _, junk := range [][]byte{nil, {0x80}, {0x81, 205, 0xff, 0xff}, compound[:10]} {
+		s.handleRTCP(junk, &o)
+	}
+	if len(caps[0].pkts) != before[0]+1 {
+		t.Error("garbage made packets")
+	}
+}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/cocmd/cocmd/client"
@@ -432,7 +434,11 @@ func TestMedia_rtcp(t *testing.T) {
 	must(t, rt.RequestKeyframe())
 	eventually(t, "the subscriber's keyframe request", func() bool { return plis.Load() > before })
 	eventually(t, "a receiver report at the publisher", func() bool { return rrs.Load() >= 1 })
+	// Sender reports map the stream's RTP clock to the wall clock: the
+	// RTP time of the newest packet, run on to when the report was sent.
 	var srs atomic.Int32
+	var lastTS atomic.Uint32
+	var bad atomic.Pointer[string]
 	go func() {
 		for {
 			pkts, _, err := rt.Receiver.ReadRTCP()
@@ -440,8 +446,18 @@ func TestMedia_rtcp(t *testing.T) {
 				return
 			}
 			for _, pk := range pkts {
-				if _, ok := pk.(*rtcp.SenderReport); ok {
-					srs.Add(1)
+				sr, ok := pk.(*rtcp.SenderReport)
+				if !ok {
+					continue
+				}
+				srs.Add(1)
+				secs := int64(sr.NTPTime>>32) - 2208988800
+				// The source stamps 3000 ticks every 5 ms: the newest
+				// packet is a few ticks off at most.
+				if d := int32(sr.RTPTime - lastTS.Load()); sr.PacketCount == 0 || d < -30000 || d > 30000 ||
+					time.Since(time.Unix(secs, 0)).Abs() > 5*time.Second {
+					msg := fmt.Sprintf("sender report %+v, newest packet's timestamp %d", sr, lastTS.Load())
+					bad.Store(&msg)
 				}
 			}
 		}
@@ -449,12 +465,20 @@ func TestMedia_rtcp(t *testing.T) {
 	go func() { // the track must be read for the receiver to run
 		buf := make([]byte, 1500)
 		for {
-			if _, _, err := rt.Read(buf); err != nil {
+			n, _, err := rt.Read(buf)
+			if err != nil {
 				return
+			}
+			var h rtp.Header
+			if _, err := h.Unmarshal(buf[:n]); err == nil {
+				lastTS.Store(h.Timestamp)
 			}
 		}
 	}()
-	eventually(t, "a sender report at the subscriber", func() bool { return srs.Load() >= 1 })
+	eventually(t, "two sender reports at the subscriber", func() bool { return srs.Load() >= 2 })
+	if msg := bad.Load(); msg != nil {
+		t.Error(*msg)
+	}
 }
 
 func eventually(t *testing.T, what string, ok func() bool) {

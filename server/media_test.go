@@ -256,7 +256,7 @@ func TestMedia_forwarding(t *testing.T) {
 	// The metrics tell the same story; every viewer (UDP, the SFU the
 	// DTLS server) got its packets on the direct path, and decrypted them.
 	st := ts.sfu.Stats(mid)
-	if st.Tracks != 1 || st.Subscribers != 4 || st.PacketsIn < 100 || st.PacketsOut < 400 || st.Direct != 4 {
+	if st.Tracks != 1 || st.Subscribers != 4 || st.PacketsIn < 100 || st.PacketsOut < 400 || st.Direct != 4 || st.DirectRTCP == 0 {
 		t.Errorf("stats: %+v", st)
 	}
 	body := metricsText(t, ts)
