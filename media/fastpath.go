@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
@@ -185,12 +186,19 @@ type directPath struct {
 	mu sync.Mutex // serializes update
 	at *netip.AddrPort
 
-	rmu   sync.Mutex // receiveRTCP's
-	rkeys *srtpKeys
-	rctx  *srtp.Context
-	rbuf  []byte
-	o     outBuf
+	rmu    sync.Mutex // receiveRTCP's
+	rkeys  *srtpKeys
+	rctx   *srtp.Context
+	rbuf   []byte
+	o      outBuf
+	passed time.Time // when an RTCP packet last went on to pion
 }
+
+// pionRTCPInterval is how often a direct subscriber's RTCP goes on to
+// pion anyway: pion's ICE counts the connection's silence from the last
+// packet it saw, and would call a connection whose RTCP it never sees
+// disconnected when two of its keepalives go unanswered.
+const pionRTCPInterval = time.Second
 
 // update points the path at pc's selected pair, or turns it off when
 // that pair is not UDP from the SFU's socket or the connection is not
@@ -220,7 +228,8 @@ func (p *directPath) update(pc *webrtc.PeerConnection, connected bool) {
 }
 
 // receiveRTCP serves SRTCP packet pkt from the subscriber; false if it
-// cannot decrypt it, for pion to try.
+// leaves it to pion: one a second (pionRTCPInterval), and what it cannot
+// decrypt.
 func (p *directPath) receiveRTCP(pkt []byte) bool {
 	keys := p.secrets.keys.Load()
 	if keys == nil {
@@ -228,6 +237,10 @@ func (p *directPath) receiveRTCP(pkt []byte) bool {
 	}
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
+	if now := time.Now(); now.Sub(p.passed) >= pionRTCPInterval {
+		p.passed = now
+		return false
+	}
 	if p.rkeys != keys {
 		ctx, err := srtp.CreateContext(keys.rkey, keys.rsalt, keys.profile)
 		if err != nil {
