@@ -442,6 +442,19 @@ type proxy struct {
 	// once the connections are attached to the next one; calls wait.
 	movedFrom string
 	moving    chan struct{}
+	// turned is closed when the proxy starts moving or ends: what a
+	// connection for another owner waits for (see proxyFor). A new one
+	// is made when a move ends.
+	turned chan struct{}
+}
+
+// turnLocked closes p.turned if it is open. p.mu is held.
+func (p *proxy) turnLocked() {
+	select {
+	case <-p.turned:
+	default:
+		close(p.turned)
+	}
 }
 
 type frameWaiter struct {
@@ -452,18 +465,51 @@ type frameWaiter struct {
 // recentFrames is how many frames a proxy keeps for connections starting.
 const recentFrames = 1024
 
+// settleWithin bounds how long a connection for a meeting's new owner
+// waits for the node's proxy to the previous owner to hear what became of
+// it (see proxyFor).
+const settleWithin = 3 * time.Second
+
 // proxyFor returns the proxy of meeting id to owner, starting one.
-func (r *Registry) proxyFor(id, owner string) (*proxy, error) {
-	r.mu.Lock()
-	if p := r.proxies[id]; p != nil {
-		if o, moving := p.ownerNow(); o == owner || moving {
+//
+// A proxy to another owner is replaced, its connections closed, only once
+// it has had the time to hear what became of its owner: the lease may
+// have moved before the proxy's frames said so, and when the owner
+// handed the meeting over (its move frame on its way) the proxy's
+// connections go on with the next owner, and the new one waits with them.
+// An owner that died, the proxy notices itself (watchOwner).
+func (r *Registry) proxyFor(ctx context.Context, id, owner string) (*proxy, error) {
+	for waited := false; ; waited = true {
+		r.mu.Lock()
+		p := r.proxies[id]
+		if p == nil {
+			break
+		}
+		o, moving := p.ownerNow()
+		if o == owner || moving {
 			// While the meeting moves, its calls wait for the move.
 			r.mu.Unlock()
 			return p, nil
 		}
+		if waited {
+			break
+		}
+		r.mu.Unlock()
+		p.mu.Lock()
+		turned := p.turned
+		p.mu.Unlock()
+		t := time.NewTimer(settleWithin)
+		select {
+		case <-turned:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, unavailable(errors.New("the meeting is moving to another node"))
+		}
+		t.Stop()
 	}
 	p := &proxy{reg: r, id: id, owner: owner, clients: map[string]*Client{},
-		done: make(chan struct{}), ready: make(chan struct{})}
+		done: make(chan struct{}), ready: make(chan struct{}), turned: make(chan struct{})}
 	old := r.proxies[id]
 	r.proxies[id] = p
 	r.mu.Unlock()
@@ -554,6 +600,7 @@ func (p *proxy) onFrame(b []byte) {
 			c.from = 0
 		}
 		p.moving = make(chan struct{})
+		p.turnLocked()
 		p.wake()
 		p.mu.Unlock()
 		go p.migrate(handoff{away: f.Away, kept: f.Kept})
@@ -714,7 +761,7 @@ func (p *proxy) request(ctx context.Context, req remoteReq) (*remoteResp, error)
 // connectProxy connects participant pid of meeting id, owned by owner,
 // through this node.
 func (r *Registry) connectProxy(ctx context.Context, id, owner, pid string, media *protocol.MediaConfig) (*Client, error) {
-	p, err := r.proxyFor(id, owner)
+	p, err := r.proxyFor(ctx, id, owner)
 	if err != nil {
 		return nil, err
 	}
@@ -783,6 +830,7 @@ func (p *proxy) shut(code int, reason string) {
 		return
 	}
 	p.closed = true
+	p.turnLocked()
 	clients := p.clients
 	p.clients = map[string]*Client{}
 	unsub := p.unsub
@@ -834,6 +882,9 @@ func (p *proxy) migrate(h handoff) {
 	p.mu.Lock()
 	moving := p.moving
 	p.moving, p.movedFrom = nil, ""
+	if !p.closed {
+		p.turned = make(chan struct{})
+	}
 	p.mu.Unlock()
 	if moving != nil {
 		close(moving)

@@ -20,7 +20,32 @@ type hub struct {
 	mu    sync.Mutex
 	serve map[string]func([]byte) []byte
 	subs  map[string][]chan []byte
-	dead  map[string]bool // nodes Alive says are dead
+	dead  map[string]bool          // nodes Alive says are dead
+	held  map[string]chan struct{} // nodes whose frames wait until it closes
+}
+
+// hold keeps node's frames from it until the returned func is called.
+func (h *hub) hold(node string) (release func()) {
+	g := make(chan struct{})
+	h.mu.Lock()
+	if h.held == nil {
+		h.held = map[string]chan struct{}{}
+	}
+	h.held[node] = g
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.held, node)
+		h.mu.Unlock()
+		close(g)
+	}
+}
+
+// gate returns what node's frames wait for, nil if nothing.
+func (h *hub) gate(node string) chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held[node]
 }
 
 type memBus struct {
@@ -59,6 +84,9 @@ func (b memBus) Subscribe(id string, fn func([]byte)) (func(), error) {
 	b.h.mu.Unlock()
 	go func() {
 		for f := range ch {
+			if g := b.h.gate(b.node); g != nil {
+				<-g
+			}
 			fn(f)
 		}
 	}()
@@ -287,6 +315,78 @@ func drain(t *testing.T, c *Client) (evs []string, closed bool) {
 		}
 	}
 	return evs, b.Closed
+}
+
+// A connection through a node whose proxy has not yet heard of the
+// hand-off (its frames late) waits for the proxy to hear it, and does not
+// take the proxy's connections down with the old owner: they go on with
+// the next owner, and the new connection with them.
+func TestRemote_handOffHeardLate(t *testing.T) {
+	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
+		{ID: "h", UserID: "hu", Preset: "webinar_host"},
+		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
+		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
+	}}
+	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
+	l := &leases{held: map[string]string{}}
+	regs := map[string]*Registry{}
+	for _, n := range []string{"A", "B", "C"} {
+		regs[n] = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: memOwner{l, n}, Bus: memBus{h, n}})
+	}
+	t.Cleanup(func() { regs["B"].Close(); regs["C"].Close() })
+	connect := func(node, pid string) *Client {
+		c, err := regs[node].Connect(ctx(t), "m", pid, nil)
+		if err != nil {
+			t.Fatalf("%s at %s: %v", pid, node, err)
+		}
+		c.SetWriter(func() {}, nil)
+		return c
+	}
+	host, v1, v2 := connect("A", "h"), connect("B", "v1"), connect("C", "v2")
+	if _, err := v2.RequestAccess(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, host, protocol.EventNewStageRequest)
+	drain(t, v1)
+	drain(t, v2)
+
+	release := h.hold("C") // C hears nothing of what follows, for now
+	regs["A"].Close()
+	// B, which heard the move, takes the meeting over.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		next := l.held["m"]
+		l.mu.Unlock()
+		if next == "B" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the meeting is held by %q, want B", next)
+		}
+	}
+	// h comes back through C, whose proxy still thinks A owns it.
+	got := make(chan *Client, 1)
+	go func() {
+		c, err := regs["C"].Connect(ctx(t), "m", "h", nil)
+		if err != nil {
+			t.Error("h through C:", err)
+		}
+		got <- c
+	}()
+	time.Sleep(50 * time.Millisecond) // let the connect find C's proxy unaware (it waits either way)
+	release()
+	host = <-got
+	if host == nil {
+		t.FailNow()
+	}
+	host.SetWriter(func() {}, nil)
+	if rs, err := host.GrantAccess(ctx(t), []string{"u2"}); err != nil || rs[0].Err != nil {
+		t.Fatalf("granting through C: %v %+v", err, rs)
+	}
+	eventually(t, v2, protocol.EventStageRequestApproved)
+	if _, closed := drain(t, v2); closed {
+		t.Fatal("v2's connection through C was closed")
+	}
 }
 
 // A node that stops hands its meeting over without a pause: the other
