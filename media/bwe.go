@@ -67,8 +67,14 @@ const (
 
 // Probing.
 const (
-	probeDuration   = 100 * time.Millisecond
-	probeEvery      = 2 * time.Second // between probes; doubled after each that fell short, up to 32 s
+	probeDuration = 100 * time.Millisecond
+	probeEvery    = 2 * time.Second // times 2^n: the wait after the nth probe in a row that fell short (up to 32 s)
+	// probeAgain is the wait after a probe that reached its target: the
+	// link carried it, so the next step up (probeGrowth further, if a
+	// larger layer still waits for it) follows at once rather than
+	// probeEvery later — a subscriber told to show a track large climbs
+	// from a small layer's estimate to a large one's in a few steps.
+	probeAgain      = 250 * time.Millisecond
 	probeMaxWait    = 2 * time.Second // for the feedback of a probe
 	probeMaxPackets = 400
 	probeGrowth     = 3.0
@@ -372,7 +378,7 @@ func (e *estimator) probeDone(now time.Time) {
 			e.counts.probesOK.Add(1)
 		}
 		p.fails = 0
-		p.nextAt = now.Add(probeEvery)
+		p.nextAt = now.Add(probeAgain)
 		return
 	}
 	p.fails = min(p.fails+1, 4)

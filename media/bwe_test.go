@@ -160,6 +160,11 @@ func TestEstimator_probe(t *testing.T) {
 			if c.ok != (l.e.probe.fails == 0) {
 				t.Errorf("probe fails %d, want success %v", l.e.probe.fails, c.ok)
 			}
+			// One that reached its target lets the next step up start
+			// soon (probeAgain); one that fell short backs off.
+			if soon := !l.e.probe.nextAt.After(l.now); soon != c.ok {
+				t.Errorf("next probe in %v after the run, want one soon: %v", l.e.probe.nextAt.Sub(l.now), c.ok)
+			}
 			if l.e.cutAt() != 0 && c.ok {
 				t.Error("the probe's queue cut the estimate")
 			}
