@@ -322,26 +322,8 @@ func drain(t *testing.T, c *Client) (evs []string, closed bool) {
 // take the proxy's connections down with the old owner: they go on with
 // the next owner, and the new connection with them.
 func TestRemote_handOffHeardLate(t *testing.T) {
-	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
-		{ID: "h", UserID: "hu", Preset: "webinar_host"},
-		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
-		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
-	}}
-	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
-	l := &leases{held: map[string]string{}}
-	regs := map[string]*Registry{}
-	for _, n := range []string{"A", "B", "C"} {
-		regs[n] = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: memOwner{l, n}, Bus: memBus{h, n}})
-	}
-	t.Cleanup(func() { regs["B"].Close(); regs["C"].Close() })
-	connect := func(node, pid string) *Client {
-		c, err := regs[node].Connect(ctx(t), "m", pid, nil)
-		if err != nil {
-			t.Fatalf("%s at %s: %v", pid, node, err)
-		}
-		c.SetWriter(func() {}, nil)
-		return c
-	}
+	h, l, regs := threeNodes(t)
+	connect := func(node, pid string) *Client { return connectAt(t, regs, node, pid) }
 	host, v1, v2 := connect("A", "h"), connect("B", "v1"), connect("C", "v2")
 	if _, err := v2.RequestAccess(ctx(t)); err != nil {
 		t.Fatal(err)
@@ -395,27 +377,9 @@ func TestRemote_handOffHeardLate(t *testing.T) {
 // node's own participant reconnects through another node within the
 // grace, as a resumption.
 func TestRemote_handOff(t *testing.T) {
-	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
-		{ID: "h", UserID: "hu", Preset: "webinar_host"},
-		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
-		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
-	}}
-	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
-	l := &leases{held: map[string]string{}}
-	regs := map[string]*Registry{}
-	for _, n := range []string{"A", "B", "C"} {
-		regs[n] = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: memOwner{l, n}, Bus: memBus{h, n}})
-	}
-	t.Cleanup(func() { regs["B"].Close(); regs["C"].Close() })
+	_, l, regs := threeNodes(t)
 	cs := map[string]*Client{}
-	connect := func(node, pid string) *Client {
-		c, err := regs[node].Connect(ctx(t), "m", pid, nil)
-		if err != nil {
-			t.Fatalf("%s at %s: %v", pid, node, err)
-		}
-		c.SetWriter(func() {}, nil)
-		return c
-	}
+	connect := func(node, pid string) *Client { return connectAt(t, regs, node, pid) }
 	cs["h"], cs["v1"], cs["v2"] = connect("A", "h"), connect("B", "v1"), connect("C", "v2")
 	if _, err := cs["v1"].RequestAccess(ctx(t)); err != nil {
 		t.Fatal(err)
@@ -471,4 +435,35 @@ func TestRemote_handOff(t *testing.T) {
 	if len(ls.Participants) != 3 || len(ls.Requests) != 1 || ls.Requests[0].ParticipantID != "v2" {
 		t.Fatalf("live after the hand-off: %+v", ls)
 	}
+}
+
+// threeNodes is a webinar "m" (a host h, viewers v1 and v2) served by
+// three registries A, B and C over one in-memory bus and leases; A is
+// left for the test to close.
+func threeNodes(t *testing.T) (*hub, *leases, map[string]*Registry) {
+	s := &memStore{m: store.Meeting{ID: "m", Type: stage.Webinar}, parts: []store.Participant{
+		{ID: "h", UserID: "hu", Preset: "webinar_host"},
+		{ID: "v1", UserID: "u1", Preset: "webinar_viewer"},
+		{ID: "v2", UserID: "u2", Preset: "webinar_viewer"},
+	}}
+	h := &hub{serve: map[string]func([]byte) []byte{}, subs: map[string][]chan []byte{}, dead: map[string]bool{}}
+	l := &leases{held: map[string]string{}}
+	regs := map[string]*Registry{}
+	for _, n := range []string{"A", "B", "C"} {
+		regs[n] = NewRegistry(s, Config{Logger: quiet(), Grace: time.Minute, Ownership: memOwner{l, n}, Bus: memBus{h, n}})
+	}
+	t.Cleanup(func() { regs["B"].Close(); regs["C"].Close() })
+	return h, l, regs
+}
+
+// connectAt connects participant pid to "m" through node's registry, its
+// writer a no-op.
+func connectAt(t *testing.T, regs map[string]*Registry, node, pid string) *Client {
+	t.Helper()
+	c, err := regs[node].Connect(ctx(t), "m", pid, nil)
+	if err != nil {
+		t.Fatalf("%s at %s: %v", pid, node, err)
+	}
+	c.SetWriter(func() {}, nil)
+	return c
 }
