@@ -442,9 +442,9 @@ type proxy struct {
 	// once the connections are attached to the next one; calls wait.
 	movedFrom string
 	moving    chan struct{}
-	// turned is closed when the proxy starts moving or ends: what a
-	// connection for another owner waits for (see proxyFor). A new one
-	// is made when a move ends.
+	// turned is closed when a move starts: what a connection for another
+	// owner waits for, with done (see proxyFor). A new one is made when
+	// the move ends.
 	turned chan struct{}
 }
 
@@ -501,6 +501,7 @@ func (r *Registry) proxyFor(ctx context.Context, id, owner string) (*proxy, erro
 		t := time.NewTimer(settleWithin)
 		select {
 		case <-turned:
+		case <-p.done:
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
@@ -830,7 +831,6 @@ func (p *proxy) shut(code int, reason string) {
 		return
 	}
 	p.closed = true
-	p.turnLocked()
 	clients := p.clients
 	p.clients = map[string]*Client{}
 	unsub := p.unsub
@@ -881,10 +881,7 @@ func (p *proxy) migrate(h handoff) {
 	err := p.reattach(ctx, h)
 	p.mu.Lock()
 	moving := p.moving
-	p.moving, p.movedFrom = nil, ""
-	if !p.closed {
-		p.turned = make(chan struct{})
-	}
+	p.moving, p.movedFrom, p.turned = nil, "", make(chan struct{})
 	p.mu.Unlock()
 	if moving != nil {
 		close(moving)

@@ -335,16 +335,8 @@ func TestRemote_handOffHeardLate(t *testing.T) {
 	release := h.hold("C") // C hears nothing of what follows, for now
 	regs["A"].Close()
 	// B, which heard the move, takes the meeting over.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		l.mu.Lock()
-		next := l.held["m"]
-		l.mu.Unlock()
-		if next == "B" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the meeting is held by %q, want B", next)
-		}
+	if next, ok := l.waitHeld("m", func(n string) bool { return n == "B" }); !ok {
+		t.Fatalf("the meeting is held by %q, want B", next)
 	}
 	// h comes back through C, whose proxy still thinks A owns it.
 	got := make(chan *Client, 1)
@@ -392,17 +384,9 @@ func TestRemote_handOff(t *testing.T) {
 	if _, closed := drain(t, cs["h"]); !closed {
 		t.Fatal("the stopping node's own connection stays open")
 	}
-	l.mu.Lock()
-	next := l.held["m"]
-	l.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); next == "" || next == "A"; {
-		if time.Now().After(deadline) {
-			t.Fatal("nobody took the meeting over")
-		}
-		time.Sleep(5 * time.Millisecond)
-		l.mu.Lock()
-		next = l.held["m"]
-		l.mu.Unlock()
+	next, ok := l.waitHeld("m", func(n string) bool { return n != "" && n != "A" })
+	if !ok {
+		t.Fatal("nobody took the meeting over")
 	}
 	// h comes back through the other node: a resumption.
 	other := map[string]string{"B": "C", "C": "B"}[next]
@@ -466,4 +450,20 @@ func connectAt(t *testing.T, regs map[string]*Registry, node, pid string) *Clien
 	}
 	c.SetWriter(func() {}, nil)
 	return c
+}
+
+// waitHeld waits up to 5 s for the lease of meeting id to be held by a
+// node want accepts, and returns the holder, and whether want accepted it.
+func (l *leases) waitHeld(id string, want func(node string) bool) (string, bool) {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		n := l.held[id]
+		l.mu.Unlock()
+		if want(n) {
+			return n, true
+		}
+		if time.Now().After(deadline) {
+			return n, false
+		}
+	}
 }
