@@ -48,6 +48,11 @@ func (s *Server) realtime(w http.ResponseWriter, r *http.Request) {
 			err = stage.Errorf(stage.ErrUnauthenticated, "token no longer valid: "+err.Error())
 		}
 		s.authed.release(client)
+		if httpStatus(err) >= 500 {
+			// The client hears only the code and message: an operator
+			// seeing 503s needs the cause too.
+			s.log.Warn("realtime connection refused", "meeting", claims.Meeting, "participant", claims.Participant, "err", err)
+		}
 		writeError(w, err)
 		return
 	}

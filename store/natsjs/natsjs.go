@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -79,7 +80,7 @@ type Store struct {
 	closed   bool
 	certs    *CertStorage // opened on demand
 
-	consumers []jetstream.ConsumeContext
+	followers []*follower // one per stream of the view
 }
 
 var _ store.Store = (*Store)(nil)
@@ -163,11 +164,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := s.consume(ctx, s.meetingsStream, s.applyRecord); err != nil {
+	if err := s.consume(ctx, s.meetingsStream, &s.applied, s.applyRecord); err != nil {
 		s.Close()
 		return nil, err
 	}
-	if err := s.consume(ctx, s.attemptsStream, s.applyAttempts); err != nil {
+	if err := s.consume(ctx, s.attemptsStream, &s.attApp, s.applyAttempts); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -219,7 +220,6 @@ func tryShort[T any](ctx context.Context, fn func(context.Context) (T, error)) (
 	return fn(c)
 }
 
-// consume feeds every message of stream to apply, in order, from the first.
 // consumerHeartbeat is how often the server of an ordered consumer says
 // it is there when there is nothing new: twice as long without a word, the
 // client makes the consumer again. Its server may be a node that stopped
@@ -227,25 +227,127 @@ func tryShort[T any](ctx context.Context, fn func(context.Context) (T, error)) (
 // for it, stalls that long (5 s with nats.go's default, 10 s to notice).
 const consumerHeartbeat = time.Second
 
-func (s *Store) consume(ctx context.Context, stream jetstream.Stream, apply func(seq uint64, data []byte)) error {
-	c, err := s.js.OrderedConsumer(ctx, stream.CachedInfo().Config.Name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+// stallAfter is how long a view may lag behind a sequence known to be in
+// its stream before the view makes its consumer again itself (see
+// follower.restart).
+const stallAfter = 3 * consumerHeartbeat
+
+// follower feeds one stream to the view, in order, through an ordered
+// consumer, and makes a new one when the view stalls.
+//
+// nats.go makes an ordered consumer again when its heartbeats stop, but a
+// server cut off from the others (not stopped) may keep the client's new
+// consumer from ever delivering: a view that stayed behind a commit for
+// minutes after a partition was seen in TestBinary_clusterCutOff, and
+// every connection to the node waited on it. The view knows when it is
+// behind — a commit's sequence it waits for has not arrived — and then
+// starts a consumer of its own from the next sequence it needs.
+type follower struct {
+	s      *Store
+	stream jetstream.Stream
+	p      *progress // in s, under s.mu
+	apply  func(seq uint64, data []byte)
+
+	mu      sync.Mutex // serializes deliveries and changes of consumer
+	gen     int        // the current consumer's; deliveries of older ones are dropped
+	cc      jetstream.ConsumeContext
+	stopped bool
+
+	restarting atomic.Bool
+}
+
+// consume feeds every message of stream to apply, in order, from the first.
+func (s *Store) consume(ctx context.Context, stream jetstream.Stream, p *progress, apply func(seq uint64, data []byte)) error {
+	f := &follower{s: s, stream: stream, p: p, apply: apply}
+	if err := f.start(ctx, 1); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.followers = append(s.followers, f)
+	s.mu.Unlock()
+	return nil
+}
+
+// start consumes the stream from sequence from on a new ordered consumer,
+// and stops the previous one.
+func (f *follower) start(ctx context.Context, from uint64) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	}
+	c, err := f.s.js.OrderedConsumer(ctx, f.stream.CachedInfo().Config.Name, cfg)
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		return errors.New("natsjs: the store is closed")
+	}
+	f.gen++
+	gen, old := f.gen, f.cc
+	f.mu.Unlock()
 	cc, err := c.Consume(func(msg jetstream.Msg) {
 		md, err := msg.Metadata()
 		if err != nil {
 			return
 		}
-		apply(md.Sequence.Stream, msg.Data())
+		seq := md.Sequence.Stream
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen != gen {
+			return // a consumer replaced
+		}
+		f.s.mu.Lock()
+		seen := seq <= f.p.seq
+		f.s.mu.Unlock()
+		if !seen { // the new consumer starts where the view was
+			f.apply(seq, msg.Data())
+		}
 	}, jetstream.PullHeartbeat(consumerHeartbeat))
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.consumers = append(s.consumers, cc)
-	s.mu.Unlock()
+	f.mu.Lock()
+	if f.stopped || f.gen != gen {
+		f.mu.Unlock()
+		cc.Stop()
+		return nil
+	}
+	f.cc = cc
+	f.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
 	return nil
+}
+
+// restart makes a new consumer from the view's next sequence, unless one
+// is being made already. It does not block.
+func (f *follower) restart() {
+	if !f.restarting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer f.restarting.Store(false)
+		f.s.mu.Lock()
+		from := f.p.seq + 1
+		f.s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), f.s.cfg.Timeout)
+		defer cancel()
+		_ = f.start(ctx, from) // a failure is tried again at the next stall
+	}()
+}
+
+func (f *follower) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	cc := f.cc
+	f.cc = nil
+	f.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
 }
 
 // sync waits until the view holds everything the streams' leaders had
@@ -268,8 +370,11 @@ func (s *Store) sync(ctx context.Context) error {
 	return nil
 }
 
-// waitFor waits until p reaches seq.
+// waitFor waits until p reaches seq. Past stallAfter without reaching
+// it, the view is stalled: its follower makes a new consumer, and again
+// after each further stallAfter.
 func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
+	var stalled <-chan time.Time
 	for {
 		s.mu.Lock()
 		if p.seq >= seq {
@@ -277,9 +382,25 @@ func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
 			return nil
 		}
 		ch := p.wait()
+		var f *follower
+		for _, x := range s.followers {
+			if x.p == p {
+				f = x
+			}
+		}
 		s.mu.Unlock()
+		if stalled == nil {
+			t := time.NewTimer(stallAfter)
+			defer t.Stop()
+			stalled = t.C
+		}
 		select {
 		case <-ch:
+		case <-stalled:
+			if f != nil {
+				f.restart()
+			}
+			stalled = time.After(stallAfter)
 		case <-ctx.Done():
 			return unavailable(fmt.Errorf("waiting for the view to reach %d: %w", seq, ctx.Err()))
 		}
@@ -290,15 +411,14 @@ func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
 func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	cs := s.consumers
-	s.consumers = nil
+	fs := s.followers
 	certs := s.certs
 	s.mu.Unlock()
 	if certs != nil {
 		certs.files.stop()
 	}
-	for _, c := range cs {
-		c.Stop()
+	for _, f := range fs {
+		f.stop()
 	}
 	for _, v := range []*kvView{s.settings, s.presets, s.endpoints, s.cursors} {
 		if v != nil {

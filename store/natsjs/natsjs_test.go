@@ -142,3 +142,42 @@ func TestStore_fencing(t *testing.T) {
 		t.Fatalf("b after a's new claim: %v", err)
 	}
 }
+
+// TestStore_viewStalled: the view's consumer goes silent behind nats.go's
+// back (as one on a server cut off from the others did): a commit that
+// waits for the view gets a new consumer made from where the view was,
+// and completes, with nothing applied twice or missed.
+func TestStore_viewStalled(t *testing.T) {
+	ctx := context.Background()
+	c := natstest.Start(t, 1)
+	s, err := Open(ctx, natstest.Connect(t, c.URL(0)), Config{Prefix: "v", Replicas: 1, Node: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now().UTC()
+	if err := s.CreateMeeting(ctx, store.Meeting{ID: "m1", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Silence the meetings stream's consumer: it delivers nothing more.
+	s.mu.Lock()
+	f := s.followers[0]
+	s.mu.Unlock()
+	if f.p != &s.applied {
+		t.Fatal("the first follower is not the meetings stream's")
+	}
+	f.mu.Lock()
+	f.cc.Stop()
+	f.mu.Unlock()
+	if err := s.CreateMeeting(ctx, store.Meeting{ID: "m2", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
+		t.Fatalf("a commit with the view's consumer silent: %v", err)
+	}
+	if err := s.CreateMeeting(ctx, store.Meeting{ID: "m3", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
+		t.Fatalf("the next commit: %v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.meetings) != 3 || len(s.order) != 3 {
+		t.Fatalf("the view holds %d meetings (%d in order), want 3", len(s.meetings), len(s.order))
+	}
+}
