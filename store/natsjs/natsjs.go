@@ -374,7 +374,7 @@ func (s *Store) sync(ctx context.Context) error {
 // it, the view is stalled: its follower makes a new consumer, and again
 // after each further stallAfter.
 func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
-	var stalled <-chan time.Time
+	var stalled *time.Timer
 	for {
 		s.mu.Lock()
 		if p.seq >= seq {
@@ -382,29 +382,34 @@ func (s *Store) waitFor(ctx context.Context, p *progress, seq uint64) error {
 			return nil
 		}
 		ch := p.wait()
-		var f *follower
-		for _, x := range s.followers {
-			if x.p == p {
-				f = x
-			}
-		}
 		s.mu.Unlock()
 		if stalled == nil {
-			t := time.NewTimer(stallAfter)
-			defer t.Stop()
-			stalled = t.C
+			stalled = time.NewTimer(stallAfter)
+			defer stalled.Stop()
 		}
 		select {
 		case <-ch:
-		case <-stalled:
-			if f != nil {
+		case <-stalled.C:
+			if f := s.followerOf(p); f != nil {
 				f.restart()
 			}
-			stalled = time.After(stallAfter)
+			stalled.Reset(stallAfter)
 		case <-ctx.Done():
 			return unavailable(fmt.Errorf("waiting for the view to reach %d: %w", seq, ctx.Err()))
 		}
 	}
+}
+
+// followerOf returns the follower that advances p.
+func (s *Store) followerOf(p *progress) *follower {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.followers {
+		if f.p == p {
+			return f
+		}
+	}
+	return nil
 }
 
 // Close stops the view; it does not close the connection.
