@@ -43,7 +43,10 @@ import (
 // (the client's random and the master secret). A connection where the
 // SFU is not the DTLS server (a client that answered setup:passive), whose
 // keys are not known for any other reason, or whose selected pair is not
-// UDP on the SFU's socket (ICE-TCP) keeps pion's path.
+// UDP on the SFU's socket (ICE-TCP) keeps pion's path. With the AEAD GCM
+// profiles (what pion and browsers choose) the direct path encrypts with
+// its own rtpGCM, which takes the rollover count from downState's
+// numbering; with the others, with a pion/srtp Context per track.
 
 // srtpLabel is the exporter label of DTLS-SRTP's keying material (RFC 5764).
 const srtpLabel = "EXTRACTOR-dtls_srtp"
@@ -320,8 +323,9 @@ type downState struct {
 	// The direct path's SRTP context (one SSRC of its own, so tracks
 	// never wait on each other); nil while the track goes pion's way.
 	keys *srtpKeys
-	ctx  *srtp.Context
-	h    rtp.Header // scratch for the context's parse
+	gcm  *rtpGCM       // for the AEAD GCM profiles
+	ctx  *srtp.Context // for the others
+	h    rtp.Header    // scratch for the context's parse
 
 	// SRTP numbers a packet by its sequence number extended with a
 	// rollover count, which each sender (the direct path's context,
@@ -368,16 +372,30 @@ func (s *downState) sendDirect(p *directPath, keys *srtpKeys, addr netip.AddrPor
 	copy(buf[n:], payload)
 	s.mu.Lock()
 	ext := s.extendLocked(h.SequenceNumber)
-	if s.ctx == nil || s.keys != keys {
-		ctx, err := srtp.CreateContext(keys.key, keys.salt, keys.profile)
+	if s.keys != keys {
+		s.keys, s.gcm, s.ctx = keys, nil, nil
+		if g, err := newRTPGCM(keys.profile, keys.key, keys.salt); err == nil {
+			s.gcm = g
+		}
+	}
+	var out []byte
+	var err error
+	switch {
+	case s.gcm != nil:
+		// The rollover count is ext's: where pion's path left it, if
+		// the track was there.
+		out = s.gcm.seal(buf[:n+len(payload)], n, h.SSRC, ext)
+	case s.ctx == nil:
+		s.ctx, err = srtp.CreateContext(keys.key, keys.salt, keys.profile)
 		if err != nil {
 			s.mu.Unlock()
 			return false
 		}
-		ctx.SetROC(h.SSRC, uint32(ext>>16)) // where pion's path left the count
-		s.keys, s.ctx = keys, ctx
+		s.ctx.SetROC(h.SSRC, uint32(ext>>16)) // where pion's path left the count
+		fallthrough
+	default:
+		out, err = s.ctx.EncryptRTP(buf[:0], buf[:n+len(payload)], &s.h)
 	}
-	out, err := s.ctx.EncryptRTP(buf[:0], buf[:n+len(payload)], &s.h)
 	if err == nil {
 		s.countLocked(h, len(payload), now)
 	}
