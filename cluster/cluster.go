@@ -9,6 +9,18 @@
 // next. The owner claims the meeting in the store with that epoch
 // (natsjs.Store.Claim), which fences every other node's writes: the lease
 // says who should write, the fencing makes sure nobody else can.
+//
+// JetStream stops writing a bucket while its replicas elect a new leader
+// (after losing the old one, 4–9 s in nats-server), so failing writes
+// alone do not say that a node is cut off: every node sees them then.
+// Each node also says it is alive over plain NATS (a heartbeat every
+// TTL/5, which needs no leader), and a node that still hears a majority
+// of the nodes it knows rides out an election of up to ElectionGrace: it
+// keeps its leases and its connections, and renews as soon as JetStream
+// answers (making a lease anew if the new leader let it expire meanwhile;
+// the store's fencing refuses its writes if another node claimed the
+// meeting in between). A node that hears no majority is the one cut off,
+// and gives everything up within the TTL, as before.
 package cluster
 
 import (
@@ -40,6 +52,12 @@ type Config struct {
 	// LeaseTTL is how long a meeting stays owned by a node that stopped
 	// renewing its lease (it crashed, paused, lost NATS); default 2 s.
 	LeaseTTL time.Duration
+	// ElectionGrace is how long a node that still hears a majority of
+	// the nodes keeps its leases and its connections while JetStream
+	// does not answer (its replicas electing a leader); default 12 s,
+	// above nats-server's longest election timeout (9 s). 0 takes the
+	// default; negative: no grace.
+	ElectionGrace time.Duration
 	// Logger receives the node's log; nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -59,7 +77,11 @@ type Node struct {
 	cutOff   []func()  // told when the others would think this node dead
 	isCut    bool      // they have been told, and alive not yet written since
 	held     map[string]*lease
+	heard    map[string]time.Time // other nodes' last heartbeat
+	graced   bool                 // riding out an election (for the log)
 	releases sync.WaitGroup
+	hbSub    *nats.Subscription
+	beating  sync.WaitGroup
 
 	counts counters
 
@@ -109,6 +131,12 @@ func Open(ctx context.Context, nc *nats.Conn, st *natsjs.Store, cfg Config) (*No
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 2 * time.Second
 	}
+	switch {
+	case cfg.ElectionGrace == 0:
+		cfg.ElectionGrace = 12 * time.Second
+	case cfg.ElectionGrace < 0:
+		cfg.ElectionGrace = 0
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -116,7 +144,11 @@ func Open(ctx context.Context, nc *nats.Conn, st *natsjs.Store, cfg Config) (*No
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{nc: nc, alive: time.Now(), cfg: cfg, log: cfg.Logger.With("node", cfg.Node), store: st, held: map[string]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
+	n := &Node{nc: nc, alive: time.Now(), cfg: cfg, log: cfg.Logger.With("node", cfg.Node), store: st, held: map[string]*lease{},
+		heard: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if n.hbSub, err = nc.Subscribe(n.heartbeatSubject(), n.heartbeat); err != nil {
+		return nil, fmt.Errorf("cluster: heartbeats: %w", err)
+	}
 	for _, b := range []struct {
 		kv   *jetstream.KeyValue
 		name string
@@ -138,12 +170,46 @@ func Open(ctx context.Context, nc *nats.Conn, st *natsjs.Store, cfg Config) (*No
 		}
 		select {
 		case <-ctx.Done():
+			n.hbSub.Unsubscribe()
 			return nil, fmt.Errorf("cluster: saying this node is alive: %w", err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	go n.renew()
+	n.beating.Go(n.beat)
 	return n, nil
+}
+
+// beat says this node is alive over plain NATS every TTL/5, on its own
+// goroutine: the renewals' round trips, which wait out an election, must
+// not hold it back. It also gives up the leases that lapsed, and tells of
+// a cut: the renewals only see that after their round trips, one lease
+// after the other, which may be well past half the TTL.
+func (n *Node) beat() {
+	t := time.NewTicker(n.cfg.LeaseTTL / 5)
+	defer t.Stop()
+	for {
+		if err := n.nc.Publish(n.heartbeatSubject(), []byte(n.cfg.Node)); err != nil {
+			n.log.Debug("heartbeat", "err", err)
+		}
+		n.mu.Lock()
+		lapsed := map[string]*lease{}
+		for id, l := range n.held {
+			if n.lapsedLocked(l.renewed, n.cfg.LeaseTTL/2) {
+				lapsed[id] = l
+			}
+		}
+		n.mu.Unlock()
+		for id, l := range lapsed {
+			n.lose(id, l, "its lease could not be renewed in time")
+		}
+		n.checkCutOff()
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Ready returns an error when the node should not take connections: it is
@@ -155,11 +221,72 @@ func (n *Node) Ready() error {
 	}
 	n.mu.Lock()
 	since := time.Since(n.alive)
+	lapsed := n.lapsedLocked(n.alive, n.cfg.LeaseTTL)
 	n.mu.Unlock()
-	if since > n.cfg.LeaseTTL {
+	if lapsed {
 		return fmt.Errorf("NATS has not answered for %v", since.Round(time.Millisecond))
 	}
 	return nil
+}
+
+// heartbeatSubject is where the nodes say they are alive over plain NATS.
+func (n *Node) heartbeatSubject() string { return n.cfg.Prefix + ".heartbeat" }
+
+// heartbeat records another node's heartbeat (its name).
+func (n *Node) heartbeat(m *nats.Msg) {
+	if string(m.Data) == n.cfg.Node || len(m.Data) == 0 || len(m.Data) > 256 {
+		return
+	}
+	n.mu.Lock()
+	n.heard[string(m.Data)] = time.Now()
+	n.mu.Unlock()
+}
+
+// memberWindow is how long a node stays counted among those whose
+// majority must be heard after its last heartbeat: beyond it, a node is
+// taken as gone for good (it left, or was replaced).
+const memberWindow = time.Minute
+
+// majorityLocked reports whether this node heard lately — within two
+// heartbeats (2/5 of the lease TTL) — from a majority of the nodes it
+// heard from within memberWindow (itself included): then it is not the
+// one cut off. Lately, so that a node cut off stops thinking so before
+// half the TTL, when its leases must be given up (the others may take
+// them at the TTL).
+func (n *Node) majorityLocked(now time.Time) bool {
+	members, live := 1, 1
+	for node, at := range n.heard {
+		switch age := now.Sub(at); {
+		case age > memberWindow:
+			delete(n.heard, node)
+		case age <= 2*n.cfg.LeaseTTL/5:
+			members++
+			live++
+		default:
+			members++
+		}
+	}
+	return 2*live > members
+}
+
+// lapsedLocked reports whether what this node last wrote at since has
+// lapsed for a write that must be renewed within ttl: it has, unless the
+// node hears a majority and JetStream has been silent for less than the
+// election grace (an election, which every node waits out alike).
+func (n *Node) lapsedLocked(since time.Time, ttl time.Duration) bool {
+	now := time.Now()
+	silent := now.Sub(since)
+	if silent <= ttl {
+		return false
+	}
+	grace := silent <= n.cfg.ElectionGrace && n.majorityLocked(now)
+	if grace != n.graced {
+		n.graced = grace
+		if grace {
+			n.log.Warn("JetStream does not answer, but a majority of the nodes is heard: riding it out as an election", "silent", silent.Round(time.Millisecond), "grace", n.cfg.ElectionGrace)
+		}
+	}
+	return !grace
 }
 
 // OnCutOff registers f, called (on a goroutine of its own) each time
@@ -179,7 +306,7 @@ func (n *Node) OnCutOff(f func()) {
 func (n *Node) checkCutOff() {
 	n.mu.Lock()
 	since := time.Since(n.alive)
-	cut := since > n.cfg.LeaseTTL && !n.isCut
+	cut := !n.isCut && n.lapsedLocked(n.alive, n.cfg.LeaseTTL)
 	if cut {
 		n.isCut = true
 	}
@@ -373,12 +500,26 @@ func (n *Node) renew() {
 			n.mu.Unlock()
 			uctx, ucancel := context.WithTimeout(context.Background(), n.cfg.LeaseTTL/5)
 			nrev, err := n.leases.Update(uctx, keyOf(id), val, rev)
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				// The lease is gone (expired while JetStream elected, or
+				// taken): make it anew. If another node has it, this
+				// fails; if another node had it meanwhile and claimed
+				// the meeting, the store refuses this node's next write
+				// and the meeting is lost then.
+				nrev, err = n.leases.Create(uctx, keyOf(id), val)
+				if err == nil {
+					n.log.Info("lease made anew after it expired", "meeting", id)
+				}
+			}
 			ucancel()
 			n.mu.Lock()
 			if err == nil {
 				l.rev, l.renewed = nrev, sent
 			}
-			stale := time.Since(l.renewed) > n.cfg.LeaseTTL/2
+			// Lost by half the TTL (before its key can expire and another
+			// node take over), unless this is an election every node
+			// waits out.
+			stale := n.lapsedLocked(l.renewed, n.cfg.LeaseTTL/2)
 			n.mu.Unlock()
 			switch {
 			case err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrConnectionClosed):
@@ -394,6 +535,8 @@ func (n *Node) renew() {
 func (n *Node) Close() error {
 	close(n.stop)
 	<-n.done
+	n.beating.Wait()
+	n.hbSub.Unsubscribe()
 	n.mu.Lock()
 	ids := make([]string, 0, len(n.held))
 	for id := range n.held {

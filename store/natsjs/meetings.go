@@ -326,7 +326,7 @@ func (s *Store) commit(wr *writer, group []*write) {
 	}
 	group = ok
 	r := record{V: formatVersion, ID: rand.Text(), Meeting: wr.id, Node: s.cfg.Node, Changes: changes}
-	seq, err := s.publish(ctx, wr, r)
+	seq, err := s.publish(wr, r)
 	if err != nil {
 		fail(err)
 		return
@@ -381,9 +381,14 @@ func (s *Store) learnLast(ctx context.Context, wr *writer) error {
 // publish writes r conditional on the subject's last sequence being
 // wr.last and returns its sequence. A write JetStream refused for another
 // last sequence fences a claimed writer. A write whose answer never came
-// is looked up: if it landed, it succeeded; if that cannot be told, the
-// meeting is fenced too (its owner drops its copy and reloads the truth).
-func (s *Store) publish(ctx context.Context, wr *writer, r record) (uint64, error) {
+// is looked up: if it landed, it succeeded; if it did not, it is sent
+// again, the same record (its ID makes JetStream drop a second copy),
+// until outcomeWait has passed: the stream may be electing a new leader
+// (after losing one, 4–9 s in nats-server), and writes work again once it
+// has one. If the outcome cannot be told, the meeting is fenced (its
+// owner drops its copy and reloads the truth, which every participant
+// feels).
+func (s *Store) publish(wr *writer, r record) (uint64, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, err
@@ -393,34 +398,55 @@ func (s *Store) publish(ctx context.Context, wr *writer, r record) (uint64, erro
 	s.mu.Unlock()
 	msg := nats.NewMsg(s.subject(wr.id))
 	msg.Data = data
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(last), jetstream.WithMsgID(r.ID))
-	if err == nil {
-		s.setLast(wr, ack.Sequence)
-		return ack.Sequence, nil
+	deadline := time.Now().Add(outcomeWait)
+	for {
+		pctx, cancel := context.WithTimeout(context.Background(), min(s.cfg.Timeout, time.Until(deadline)))
+		ack, err := s.js.PublishMsg(pctx, msg, jetstream.WithExpectLastSequencePerSubject(last), jetstream.WithMsgID(r.ID))
+		cancel()
+		if err == nil {
+			s.setLast(wr, ack.Sequence)
+			return ack.Sequence, nil
+		}
+		if isWrongLast(err) {
+			s.fence(wr)
+			return 0, ErrFenced
+		}
+		seq, landed, known := s.lookup(wr, r.ID, last, deadline)
+		switch {
+		case landed:
+			s.setLast(wr, seq)
+			return seq, nil
+		case !known:
+			s.fence(wr)
+			return 0, unavailable(fmt.Errorf("the outcome of a write is unknown: %w", err))
+		case seq != last: // another node wrote
+			s.fence(wr)
+			return 0, ErrFenced
+		case time.Until(deadline) <= 0:
+			return 0, unavailable(err) // not written: nothing changed
+		}
 	}
-	if isWrongLast(err) {
-		s.fence(wr)
-		return 0, ErrFenced
-	}
-	// No answer: did it land? Ask the leader until it tells.
-	for ctx.Err() == nil {
-		got, gerr := s.meetingsStream.GetLastMsgForSubject(ctx, s.subject(wr.id))
-		if gerr == nil {
+}
+
+// lookup asks the stream's leader for the subject's last record, until
+// it answers or deadline passes: its sequence, whether it is record id,
+// and whether the leader answered.
+func (s *Store) lookup(wr *writer, id string, last uint64, deadline time.Time) (seq uint64, landed, known bool) {
+	for time.Until(deadline) > 0 {
+		// Each ask short: one sent to a lost leader is never answered.
+		ctx, cancel := context.WithTimeout(context.Background(), min(time.Second, time.Until(deadline)))
+		got, err := s.meetingsStream.GetLastMsgForSubject(ctx, s.subject(wr.id))
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, false, true
+		case err == nil:
 			var lr record
-			if json.Unmarshal(got.Data, &lr) == nil && lr.ID == r.ID {
-				s.setLast(wr, got.Sequence)
-				return got.Sequence, nil
-			}
-			if got.Sequence == last {
-				s.setLast(wr, last) // not written: nothing changed
-				return 0, unavailable(err)
-			}
-			break
+			return got.Sequence, json.Unmarshal(got.Data, &lr) == nil && lr.ID == id, true
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.fence(wr)
-	return 0, unavailable(fmt.Errorf("the outcome of a write is unknown: %w", err))
+	return last, false, false
 }
 
 func (s *Store) setLast(wr *writer, seq uint64) {

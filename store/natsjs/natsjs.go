@@ -470,6 +470,11 @@ func untoken(t string) string {
 
 // isWrongLast reports whether err is JetStream refusing a write because
 // the subject's last sequence was not the one expected.
+// outcomeWait is how long a write whose answer never came is looked up
+// before its outcome counts as unknown: above nats-server's longest
+// election timeout (9 s), and its first round trips after.
+const outcomeWait = 15 * time.Second
+
 func isWrongLast(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
