@@ -24,6 +24,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// createMeeting stores the built-in presets and webinar id, created at now.
+func createMeeting(t *testing.T, st *natsjs.Store, id string, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range stage.BuiltinPresets() {
+		if err := st.CreatePreset(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.CreateMeeting(ctx, store.Meeting{ID: id, Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // testNode joins a node named name through server i of c.
 func testNode(t *testing.T, c *natstest.Cluster, i int, name string) (*Node, *nats.Conn) {
 	t.Helper()
@@ -162,15 +176,8 @@ func TestNode_natsLosesAServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	for _, p := range stage.BuiltinPresets() {
-		if err := st.CreatePreset(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
 	now := time.Now().UTC()
-	if err := st.CreateMeeting(ctx, store.Meeting{ID: "m1", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
-		t.Fatal(err)
-	}
+	createMeeting(t, st, "m1", now)
 	if _, err := n.Acquire(ctx, "m1"); err != nil {
 		t.Fatal(err)
 	}
@@ -239,15 +246,8 @@ func TestNode_ridesOutAnElection(t *testing.T) {
 	a.OnCutOff(func() { cut.Store("a", true) })
 	b.OnCutOff(func() { cut.Store("b", true) })
 	st := a.Store()
-	for _, p := range stage.BuiltinPresets() {
-		if err := st.CreatePreset(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
 	now := time.Now().UTC()
-	if err := st.CreateMeeting(ctx, store.Meeting{ID: "m1", Type: stage.Webinar, CreatedAt: now}, nil); err != nil {
-		t.Fatal(err)
-	}
+	createMeeting(t, st, "m1", now)
 	lost, err := a.Acquire(ctx, "m1")
 	if err != nil {
 		t.Fatal(err)

@@ -91,43 +91,49 @@ func BenchmarkSRTPSeal(b *testing.B) {
 	key := func(i int) ([]byte, []byte) {
 		return bytes.Repeat([]byte{byte(i)}, 16), bytes.Repeat([]byte{byte(i >> 8), 2}, 6)
 	}
-	for _, subs := range []int{1, 200} {
-		b.Run(fmt.Sprintf("pion/%d", subs), func(b *testing.B) {
+	// A sealer returns, for subs subscribers' keys, what encrypts the
+	// packet of header length n in buf for subscriber i.
+	type sealer func(b *testing.B, subs int) func(i, n int)
+	for _, impl := range []struct {
+		name string
+		make sealer
+	}{
+		{"pion", func(b *testing.B, subs int) func(i, n int) {
 			ctxs := make([]*srtp.Context, subs)
 			for i := range ctxs {
 				k, s := key(i)
 				ctxs[i], _ = srtp.CreateContext(k, s, srtp.ProtectionProfileAeadAes128Gcm)
 			}
 			var scratch rtp.Header
-			i := 0
-			for b.Loop() {
-				if i++; i == subs {
-					i = 0
-					h.SequenceNumber++
-				}
-				n, _ := h.MarshalTo(buf)
-				copy(buf[n:], payload)
+			return func(i, n int) {
 				if _, err := ctxs[i].EncryptRTP(buf[:0], buf[:n+len(payload)], &scratch); err != nil {
 					b.Fatal(err)
 				}
 			}
-		})
-		b.Run(fmt.Sprintf("own/%d", subs), func(b *testing.B) {
+		}},
+		{"own", func(_ *testing.B, subs int) func(i, n int) {
 			gs := make([]*rtpGCM, subs)
 			for i := range gs {
 				k, s := key(i)
 				gs[i], _ = newRTPGCM(srtp.ProtectionProfileAeadAes128Gcm, k, s)
 			}
-			i := 0
-			for b.Loop() {
-				if i++; i == subs {
-					i = 0
-					h.SequenceNumber++
+			return func(i, n int) { gs[i].seal(buf[:n+len(payload)], n, h.SSRC, uint64(h.SequenceNumber)) }
+		}},
+	} {
+		for _, subs := range []int{1, 200} {
+			b.Run(fmt.Sprintf("%s/%d", impl.name, subs), func(b *testing.B) {
+				seal := impl.make(b, subs)
+				i := 0
+				for b.Loop() {
+					if i++; i == subs {
+						i = 0
+						h.SequenceNumber++
+					}
+					n, _ := h.MarshalTo(buf)
+					copy(buf[n:], payload)
+					seal(i, n)
 				}
-				n, _ := h.MarshalTo(buf)
-				copy(buf[n:], payload)
-				gs[i].seal(buf[:n+len(payload)], n, h.SSRC, uint64(h.SequenceNumber))
-			}
-		})
+			})
+		}
 	}
 }
