@@ -335,7 +335,8 @@ type downState struct {
 	// switch of paths starts the other from the right count.
 	index, pionIndex uint64
 	seen, pionSeen   bool
-	stale            bool // pion's count is behind: the track is sent anew
+	stale            bool   // pion's count is behind: the track is sent anew
+	ssrc             uint32 // of the stream counted; another starts anew
 
 	// For sender reports: packets and payload octets sent, and the RTP
 	// timestamp of the newest packet with when it was sent (unix ns).
@@ -344,11 +345,15 @@ type downState struct {
 	at              int64
 }
 
-// extendLocked returns the extended sequence number of seq and keeps the
-// newest.
-func (s *downState) extendLocked(seq uint16) uint64 {
+// extendLocked returns the extended sequence number of seq in stream
+// ssrc and keeps the newest. A stream of another SSRC is counted anew,
+// from a rollover count of zero, as its receiver counts it.
+func (s *downState) extendLocked(ssrc uint32, seq uint16) uint64 {
+	if s.seen && ssrc != s.ssrc {
+		s.seen, s.pionSeen, s.stale, s.ctx = false, false, false, nil
+	}
 	if !s.seen {
-		s.seen, s.index = true, uint64(seq)
+		s.seen, s.index, s.ssrc = true, uint64(seq), ssrc
 		return s.index
 	}
 	diff := int64(int16(seq - uint16(s.index)))
@@ -371,7 +376,7 @@ func (s *downState) sendDirect(p *directPath, keys *srtpKeys, addr netip.AddrPor
 	}
 	copy(buf[n:], payload)
 	s.mu.Lock()
-	ext := s.extendLocked(h.SequenceNumber)
+	ext := s.extendLocked(h.SSRC, h.SequenceNumber)
 	if s.keys != keys {
 		s.keys, s.gcm, s.ctx = keys, nil, nil
 		if g, err := newRTPGCM(keys.profile, keys.key, keys.salt); err == nil {
@@ -415,7 +420,7 @@ func (s *downState) viaPion(h *rtp.Header, payload int, now int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seq := h.SequenceNumber
-	ext := s.extendLocked(seq)
+	ext := s.extendLocked(h.SSRC, seq)
 	s.ctx = nil         // back on the direct path, start from pion's count
 	last := uint64(seq) // a stream new to pion: its count starts at zero
 	if s.pionSeen {

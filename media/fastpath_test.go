@@ -220,11 +220,57 @@ func TestDownState_rollover(t *testing.T) {
 	for range 70000 {
 		seq++
 		st.mu.Lock()
-		st.extendLocked(seq) // what sendDirect counts
+		st.extendLocked(9, seq) // what sendDirect counts
 		st.mu.Unlock()
 	}
 	h = rtp.Header{Version: 2, SSRC: 9, SequenceNumber: seq + 1}
 	if st.viaPion(&h, 0, 0) {
 		t.Fatal("pion's path took a stream the direct path sent across a rollover")
+	}
+}
+
+// A stream that goes on under another SSRC is counted anew: its receiver
+// knows nothing of the old one's rollovers, and decrypts it from a count
+// of zero.
+func TestDownState_newSSRC(t *testing.T) {
+	keys := &srtpKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: bytes.Repeat([]byte{1}, 16), salt: bytes.Repeat([]byte{2}, 12)}
+	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	p := &directPath{batch: newBatchConn(send)}
+	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	dec, _ := srtp.CreateContext(keys.key, keys.salt, keys.profile) // the subscriber's
+	var st downState
+	buf := make([]byte, maxPacket+srtpOverhead)
+	rbuf := make([]byte, maxPacket+srtpOverhead)
+	payload := []byte("a payload")
+	send1 := func(ssrc uint32, seq uint16) {
+		t.Helper()
+		h := rtp.Header{Version: 2, SSRC: ssrc, SequenceNumber: seq}
+		if !st.sendDirect(p, keys, to, &h, payload, buf, 0) {
+			t.Fatalf("the direct path refused SSRC %d, sequence number %d", ssrc, seq)
+		}
+		recv.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := recv.Read(rbuf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dec.DecryptRTP(nil, rbuf[:n], nil); err != nil {
+			t.Fatalf("SSRC %d, sequence number %d: %v", ssrc, seq, err)
+		}
+	}
+	// SSRC 9 across a rollover, then SSRC 10 from sequence number 100.
+	for seq := uint16(65500); seq != 100; seq++ {
+		send1(9, seq)
+	}
+	for seq := uint16(100); seq < 200; seq++ {
+		send1(10, seq)
 	}
 }
