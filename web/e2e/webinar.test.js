@@ -176,7 +176,7 @@ test('the webinar story in three browsers', async (t) => {
     await pb.locator(`#stage .tile[data-user="${a.user_id}"] video`).waitFor();
     const first = await eventually('B decoding frames of A', async () => framesDecoded(pb, a.user_id));
     // Video flows: frames keep being decoded. Not a timed assertion: on a
-    // loaded machine, in about one run in ten with a core kept busy, B
+    // loaded machine (1 of 5 runs with a core kept busy) B
     // received A's first keyframe (3 packets) and then nothing for ~1.5 s,
     // its other streams flowing; whether A's encoders or the server's
     // first layer choice stalls is not known yet.
