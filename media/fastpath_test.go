@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -156,19 +157,7 @@ func dtlsPair(t *testing.T, profile dtls.SRTPProtectionProfile, suite dtls.Ciphe
 // direct path has sent across a rollover pion's path refuses the stream
 // (it would count from where it stopped) so that it is sent anew.
 func TestDownState_rollover(t *testing.T) {
-	keys := &srtpKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: bytes.Repeat([]byte{1}, 16), salt: bytes.Repeat([]byte{2}, 12)}
-	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer send.Close()
-	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Close()
-	p := &directPath{batch: newBatchConn(send)}
-	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	keys, p, recv, to := directLoop(t)
 	pion, _ := srtp.CreateContext(keys.key, keys.salt, keys.profile) // pion's session, as it would encrypt
 	dec, _ := srtp.CreateContext(keys.key, keys.salt, keys.profile)  // the subscriber's
 	var st downState
@@ -229,23 +218,29 @@ func TestDownState_rollover(t *testing.T) {
 	}
 }
 
-// A stream that goes on under another SSRC is counted anew: its receiver
-// knows nothing of the old one's rollovers, and decrypts it from a count
-// of zero.
-func TestDownState_newSSRC(t *testing.T) {
+// directLoop returns AES-128-GCM keys, a direct path on a loopback socket
+// and the socket it sends to, with its address; closed when t ends.
+func directLoop(t *testing.T) (*srtpKeys, *directPath, *net.UDPConn, netip.AddrPort) {
+	t.Helper()
 	keys := &srtpKeys{profile: srtp.ProtectionProfileAeadAes128Gcm, key: bytes.Repeat([]byte{1}, 16), salt: bytes.Repeat([]byte{2}, 12)}
 	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer send.Close()
+	t.Cleanup(func() { send.Close() })
 	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer recv.Close()
-	p := &directPath{batch: newBatchConn(send)}
-	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	t.Cleanup(func() { recv.Close() })
+	return keys, &directPath{batch: newBatchConn(send)}, recv, recv.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// A stream that goes on under another SSRC is counted anew: its receiver
+// knows nothing of the old one's rollovers, and decrypts it from a count
+// of zero.
+func TestDownState_newSSRC(t *testing.T) {
+	keys, p, recv, to := directLoop(t)
 	dec, _ := srtp.CreateContext(keys.key, keys.salt, keys.profile) // the subscriber's
 	var st downState
 	buf := make([]byte, maxPacket+srtpOverhead)
